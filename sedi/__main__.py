@@ -1,0 +1,3 @@
+from sedi.cli import main
+
+main()

@@ -1,0 +1,281 @@
+"""The one config tree of a run: pydantic models with ``extra="forbid"``, every field documented.
+
+The defaults are the *embedded* run: the bundled Gemma-3-270m base model served locally as the
+teacher, a small budget, CPU-friendly sizes. A YAML file overrides any subset, and ``--set a.b=v``
+overrides that. Every field is written to the run directory so a run records what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sedi.exceptions import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Prices(_Strict):
+    """Teacher prices in USD per million tokens, used for cost accounting and ``budget.max_cost_usd``."""
+
+    prompt: float = Field(0.0, ge=0, description="USD per million prompt (input) tokens.")
+    completion: float = Field(0.0, ge=0, description="USD per million completion (output) tokens.")
+
+
+class LocalTeacherConfig(_Strict):
+    """How ``teacher.provider: local`` starts the embedded teacher server."""
+
+    model: str = Field(
+        "gemma-3-270m",
+        description="Model the local server loads: 'gemma-3-270m' (bundled, converted once into SEDI_CACHE) "
+        "or a directory holding a transformers model and tokenizer.",
+    )
+    startup_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds to wait for the local server to answer. The first start converts the bundled "
+        "GGUF (about a minute on 2 cores); later starts take seconds.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the local teacher runs: 'auto' picks CUDA when available, else CPU."
+    )
+
+
+class TeacherConfig(_Strict):
+    """The teacher LLM behind an OpenAI-compatible API."""
+
+    provider: Literal["openai", "local"] = Field(
+        "local",
+        description="'local' starts the embedded teacher server on a free loopback port for the run; "
+        "'openai' talks to any OpenAI-compatible API at teacher.base_url.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="API base URL, e.g. https://api.openai.com/v1. Unset: $OPENAI_BASE_URL, else OpenAI's. "
+        "Ignored with provider 'local'.",
+    )
+    model: str = Field(
+        "gemma-3-270m",
+        description="Model name sent with every request; part of the cache key. With provider 'local' it "
+        "must match what the local server reports (its teacher.local.model id).",
+    )
+    mode: Literal["chat", "completion"] = Field(
+        "completion",
+        description="'completion' sends a plain prompt to /completions (base models, as the original "
+        "Self-Instruct); 'chat' sends messages to /chat/completions (instruction-tuned models).",
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key. The key itself is never "
+        "written anywhere by sedi. Not needed for a loopback base_url or provider 'local'.",
+    )
+    concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
+    timeout_s: float = Field(300.0, gt=0, description="Seconds before one HTTP attempt times out (then retried).")
+    max_retries: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="Retries per request on 429, 5xx, timeouts, connection errors and malformed responses. "
+        "Every attempt is a ledger row and counts against budget.max_calls.",
+    )
+    backoff_base_s: float = Field(
+        0.5, ge=0, description="First retry waits up to this long; doubles per retry (full jitter)."
+    )
+    backoff_max_s: float = Field(30.0, ge=0, description="Upper bound of one backoff wait.")
+    prices: Prices | None = Field(
+        None,
+        description="Per-million-token prices for cost accounting. Required when budget.max_cost_usd is set.",
+    )
+    local: LocalTeacherConfig = Field(
+        default_factory=LocalTeacherConfig, description="Settings of the embedded local teacher server."
+    )
+
+
+class SamplingConfig(_Strict):
+    """Sampling parameters of generation requests; every one is part of the cache key."""
+
+    temperature: float = Field(
+        0.7, ge=0, le=2, description="Sampling temperature (Self-Instruct used 0.7 with a base model)."
+    )
+    top_p: float = Field(0.5, gt=0, le=1, description="Nucleus sampling mass (Self-Instruct used 0.5).")
+    max_tokens: int = Field(
+        384,
+        ge=1,
+        description="Completion token limit per request. The budget reserves it as the request's worst "
+        "case before sending, so a token or cost cap is never exceeded.",
+    )
+    presence_penalty: float = Field(
+        0.0, ge=-2, le=2, description="OpenAI presence penalty (Self-Instruct used 2 on GPT-3)."
+    )
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI frequency penalty.")
+    stop: list[str] = Field(
+        default_factory=lambda: ["Task 16:", "\n\n\n"],
+        description="Stop sequences. The defaults let a numbered list run up to the 16th item; Self-Instruct's "
+        "blank-line stop cut lists short (about 2 tasks per call on the bundled model).",
+    )
+
+
+class GenerationConfig(_Strict):
+    """How new tasks are requested from the teacher."""
+
+    calls_per_round: int = Field(4, ge=1, description="Teacher requests planned per round (all go through the budget).")
+    human_in_context: int = Field(6, ge=0, description="Human seed tasks shown in each prompt (Self-Instruct: 6).")
+    machine_in_context: int = Field(
+        2,
+        ge=0,
+        description="Machine-generated tasks shown in each prompt, fewer while there are none (Self-Instruct: 2).",
+    )
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Sampling parameters of generation requests."
+    )
+    target_kept: int = Field(
+        1000, ge=1, description="Stop once this many tasks are kept (or earlier, on budget or max_rounds)."
+    )
+
+
+class BudgetConfig(_Strict):
+    """Hard caps. A request whose worst case could exceed any cap is never sent; unset means no cap."""
+
+    max_calls: int | None = Field(None, ge=0, description="Most HTTP attempts (failed attempts and retries included).")
+    max_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Most prompt + completion tokens. Before sending, a request reserves an upper bound of "
+        "its prompt tokens (UTF-8 bytes plus overhead) plus sampling.max_tokens.",
+    )
+    max_cost_usd: float | None = Field(None, ge=0, description="Most spend in USD, computed from teacher.prices.")
+
+
+class SeedsConfig(_Strict):
+    """Where the human seed tasks and the held-out evaluation tasks come from."""
+
+    path: str | None = Field(
+        None,
+        description="JSONL of seed tasks (fields: instruction, instances[{input, output}]). Unset: the 175 "
+        "Self-Instruct seed tasks shipped with sedi.",
+    )
+    heldout_path: str | None = Field(
+        None,
+        description="JSONL of held-out evaluation tasks, never used as seeds. Unset: the 252 user-oriented "
+        "tasks shipped with sedi.",
+    )
+
+
+class RunConfig(_Strict):
+    """Run-level settings."""
+
+    seed: int = Field(0, description="Seed of every random choice (in-context sampling, request seeds).")
+    max_rounds: int = Field(
+        2, ge=1, description="Most generate-filter-train-feedback rounds (small for the embedded run)."
+    )
+
+
+class SediConfig(_Strict):
+    """Everything one run needs. Load with :func:`load_config`."""
+
+    method: Literal["sedi", "self-instruct"] = Field(
+        "sedi",
+        description="'sedi': relaxed diversity filter, diverse batches and training feedback; "
+        "'self-instruct': the faithful baseline.",
+    )
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher API.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Hard spending caps.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Task generation settings.")
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed and held-out task files.")
+    run: RunConfig = Field(default_factory=RunConfig, description="Run-level settings.")
+
+    @model_validator(mode="after")
+    def _cost_cap_needs_prices(self) -> SediConfig:
+        if self.budget.max_cost_usd is not None and self.teacher.prices is None:
+            raise ValueError(
+                "budget.max_cost_usd is set but teacher.prices is not: set teacher.prices.prompt and "
+                "teacher.prices.completion (USD per million tokens)"
+            )
+        return self
+
+    def digest(self) -> str:
+        """A short hash of the whole config, for run metadata."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set budget.max_calls=20")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``dotted.key=value`` items (values parsed as YAML scalars) into a nested dict."""
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        fix = "remove it or fix its spelling (`sedi config show` lists every key)"
+        return f"{source}: unknown key '{field}': {fix}"
+    msg = first["msg"]
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{source}: field '{field}': {msg}{shown}: fix the value in the file or with --set {field}=..."
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with one-line errors naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found: check the path, or omit it to use the defaults")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: fix the syntax (indentation, colons, quotes)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file: pass a YAML config file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> SediConfig:
+    """Defaults, then the YAML file (if any), then ``--set`` overrides; validated as one tree."""
+    data = read_config_file(path) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
+    if overrides:
+        apply_overrides(data, overrides)
+        source = f"{source} with --set"
+    try:
+        return SediConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def dump_config(config: SediConfig) -> str:
+    """The effective config as YAML, in field order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

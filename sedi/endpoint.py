@@ -1,0 +1,132 @@
+"""Where the teacher lives: an OpenAI-compatible URL and key, or the embedded local server.
+
+With ``teacher.provider: local`` the server is started lazily (only when a request misses the cache)
+on a free loopback port, as a child process that watches its parent and exits with it, logging to
+``RUN_DIR/logs/teacher.log``; it is stopped when the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx2
+
+from sedi.config import TeacherConfig
+from sedi.exceptions import ConfigError, TeacherError
+from sedi.teacher import Endpoint
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Sent to servers that need no key (loopback, the embedded server): the openai client insists on one.
+_PLACEHOLDER_KEY = "sedi-no-key"
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def openai_endpoint(config: TeacherConfig, source: str) -> Endpoint:
+    """Base URL and key for ``provider: openai``; a missing key is an error unless the URL is loopback."""
+    base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    if urlparse(base_url).scheme not in {"http", "https"}:
+        raise ConfigError(f"{source}: field 'teacher.base_url' is {base_url!r}: give an http(s) URL ending in /v1")
+    key = os.environ.get(config.api_key_env, "")
+    if not key:
+        if not _is_loopback(base_url):
+            raise ConfigError(
+                f"{source}: field 'teacher.api_key_env': environment variable ${config.api_key_env} is not set: "
+                "export your API key in it, or set teacher.api_key_env to the variable that holds it"
+            )
+        key = _PLACEHOLDER_KEY
+    return Endpoint(base_url.rstrip("/"), key)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalTeacher:
+    """The embedded teacher server as a child process of the run."""
+
+    def __init__(self, config: TeacherConfig, log_dir: Path) -> None:
+        self.config = config
+        self.log_path = log_dir / "teacher.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.endpoint: Endpoint | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Endpoint:
+        return self.start()
+
+    def start(self) -> Endpoint:
+        with self._lock:
+            if self.endpoint is None:
+                self.endpoint = self._start()
+            return self.endpoint
+
+    def _start(self) -> Endpoint:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        command = [
+            sys.executable, "-m", "sedi", "serve-teacher",
+            "--model", self.config.local.model,
+            "--model-id", self.config.model,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--device", self.config.local.device,
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.pop(self.config.api_key_env, None)  # the local server never needs the user's key
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        base_url = f"http://127.0.0.1:{port}/v1"
+        self._wait_ready(base_url)
+        return Endpoint(base_url, _PLACEHOLDER_KEY)
+
+    def _wait_ready(self, base_url: str) -> None:
+        deadline = time.monotonic() + self.config.local.startup_timeout_s
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TeacherError(
+                    f"the local teacher server exited with code {self.process.returncode} while starting: "
+                    f"see {self.log_path} (check teacher.local.model)"
+                )
+            try:
+                if httpx2.get(f"{base_url}/models", timeout=2.0).status_code == 200:
+                    return
+            except httpx2.HTTPError:
+                pass
+            time.sleep(0.5)
+        self._stop()
+        raise TeacherError(
+            f"the local teacher server did not answer within {self.config.local.startup_timeout_s:.0f} s: "
+            f"see {self.log_path}, or raise teacher.local.startup_timeout_s"
+        )
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.endpoint = None

@@ -1,0 +1,402 @@
+"""The durable state of one run: a SQLite database (WAL) inside the run directory.
+
+One file holds the call ledger (a row per HTTP attempt, written *before* the request is sent and
+completed after, so a killed process leaves an ``interrupted`` row rather than a gap), the response
+cache (written in the same transaction as the attempt that paid for it, so a received response is
+never lost nor paid twice), and the tables later stages fill: candidates with verdicts, the seed pool
+with its history, training steps. The run directory is locked while a process owns it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sedi.exceptions import RunDirError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS configs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL
+);
+-- One row per HTTP attempt. status: sent (in flight) | ok | length | error | interrupted.
+-- charged_* is what the budget counts: the reported usage, or the reserved worst case when the
+-- outcome is unknown (timeout, dropped connection, unreadable body, a process killed mid-request).
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    http_status INTEGER,
+    finish_reason TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    reserved_tokens INTEGER NOT NULL DEFAULT 0,
+    reserved_cost_usd REAL NOT NULL DEFAULT 0,
+    charged_tokens INTEGER NOT NULL DEFAULT 0,
+    charged_cost_usd REAL NOT NULL DEFAULT 0,
+    latency_s REAL,
+    error_class TEXT,
+    error TEXT,
+    started_at REAL NOT NULL,
+    UNIQUE (request_key, attempt)
+);
+-- The response cache, content-addressed by request_key (see sedi.teacher.request_key).
+CREATE TABLE IF NOT EXISTS responses (
+    request_key TEXT PRIMARY KEY,
+    call_id INTEGER NOT NULL REFERENCES calls(id),
+    request TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+-- Every candidate task parsed from a response, with the verdict of the filters.
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_key TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    instruction TEXT NOT NULL,
+    input TEXT NOT NULL DEFAULT '',
+    output TEXT NOT NULL DEFAULT '',
+    verdict TEXT NOT NULL,
+    rule TEXT,
+    detail TEXT,
+    UNIQUE (request_key, position)
+);
+CREATE TABLE IF NOT EXISTS seed_pool (
+    task_id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    instruction TEXT NOT NULL,
+    input TEXT NOT NULL DEFAULT '',
+    output TEXT NOT NULL DEFAULT '',
+    active INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS seed_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    round INTEGER,
+    step INTEGER,
+    signal REAL,
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS train_steps (
+    round INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    grad_norm REAL,
+    loss REAL,
+    learning_rate REAL,
+    task_ids TEXT NOT NULL,
+    PRIMARY KEY (round, step)
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Calls, tokens and dollars: what a request may cost, or what was spent."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.calls + other.calls, self.tokens + other.tokens, self.cost_usd + other.cost_usd)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.calls - other.calls, self.tokens - other.tokens, self.cost_usd - other.cost_usd)
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    """A teacher response as stored in the cache."""
+
+    request_key: str
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one HTTP attempt ended, for its ledger row."""
+
+    status: str
+    http_status: int | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    charged: Usage = Usage()
+    latency_s: float | None = None
+    error_class: str | None = None
+    error: str | None = None
+
+
+class RunStore:
+    """The run directory's database. One process owns a run directory at a time (a file lock)."""
+
+    DB_NAME = "sedi.db"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(
+                f"{run_dir}: cannot create the run directory ({exc.strerror}): pick another --run-dir"
+            ) from None
+        self._lock_file = open(run_dir / ".lock", "a")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise RunDirError(
+                f"{run_dir}: another sedi process is using this run directory: wait for it or pick another --run-dir"
+            ) from None
+        self.db = sqlite3.connect(run_dir / self.DB_NAME, isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed response survives even a power cut; the cost is negligible per request.
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+        self._set_default("schema_version", str(SCHEMA_VERSION))
+        self._set_default("state", "created")
+        self._set_default("cache_hits", "0")
+        self.recovered_interrupted = self._mark_interrupted()
+
+    def close(self) -> None:
+        self.db.close()
+        self._lock_file.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------------------
+    def _set_default(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def state(self) -> str:
+        return self.get_meta("state", "created") or "created"
+
+    def set_state(self, state: str) -> None:
+        self.set_meta("state", state)
+
+    def record_config(self, digest: str, body: str) -> None:
+        """Keep every distinct effective config the run was (re)started with."""
+        last = self.db.execute("SELECT digest FROM configs ORDER BY id DESC LIMIT 1").fetchone()
+        if last is None or last["digest"] != digest:
+            self.db.execute(
+                "INSERT INTO configs (digest, body, created_at) VALUES (?, ?, ?)", (digest, body, time.time())
+            )
+
+    # -- ledger and cache -------------------------------------------------------------------
+    def _mark_interrupted(self) -> int:
+        """Attempts left 'sent' by a killed process: they may have been served and billed."""
+        cur = self.db.execute(
+            "UPDATE calls SET status = 'interrupted', charged_tokens = reserved_tokens, "
+            "charged_cost_usd = reserved_cost_usd, error_class = 'Interrupted', "
+            "error = 'the process ended before the response arrived' WHERE status = 'sent'"
+        )
+        return cur.rowcount
+
+    def cached(self, request_key: str) -> CachedResponse | None:
+        row = self.db.execute(
+            "SELECT request_key, text, finish_reason, prompt_tokens, completion_tokens "
+            "FROM responses WHERE request_key = ?",
+            (request_key,),
+        ).fetchone()
+        return CachedResponse(**dict(row)) if row else None
+
+    def count_cache_hit(self) -> None:
+        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'cache_hits'")
+
+    def attempts_for(self, request_key: str) -> int:
+        row = self.db.execute("SELECT COUNT(*) AS n FROM calls WHERE request_key = ?", (request_key,)).fetchone()
+        return int(row["n"])
+
+    def begin_attempt(self, request_key: str, attempt: int, model: str, endpoint: str, reserved: Usage) -> int:
+        """Write the ledger row before the request leaves, so a crash cannot hide a sent request."""
+        cur = self.db.execute(
+            "INSERT INTO calls (request_key, attempt, model, endpoint, status, reserved_tokens, "
+            "reserved_cost_usd, started_at) VALUES (?, ?, ?, ?, 'sent', ?, ?, ?)",
+            (request_key, attempt, model, endpoint, reserved.tokens, reserved.cost_usd, time.time()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_attempt(
+        self, call_id: int, outcome: AttemptOutcome, response: tuple[str, CachedResponse] | None = None
+    ) -> None:
+        """Complete the ledger row and, in the same transaction, cache the response it paid for."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE calls SET status = ?, http_status = ?, finish_reason = ?, prompt_tokens = ?, "
+                "completion_tokens = ?, cost_usd = ?, charged_tokens = ?, charged_cost_usd = ?, latency_s = ?, "
+                "error_class = ?, error = ? WHERE id = ?",
+                (
+                    outcome.status,
+                    outcome.http_status,
+                    outcome.finish_reason,
+                    outcome.prompt_tokens,
+                    outcome.completion_tokens,
+                    outcome.cost_usd,
+                    outcome.charged.tokens,
+                    outcome.charged.cost_usd,
+                    outcome.latency_s,
+                    outcome.error_class,
+                    outcome.error,
+                    call_id,
+                ),
+            )
+            if response is not None:
+                request_json, resp = response
+                db.execute(
+                    "INSERT OR REPLACE INTO responses (request_key, call_id, request, text, finish_reason, "
+                    "prompt_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        resp.request_key,
+                        call_id,
+                        request_json,
+                        resp.text,
+                        resp.finish_reason,
+                        resp.prompt_tokens,
+                        resp.completion_tokens,
+                        time.time(),
+                    ),
+                )
+
+    # -- later stages -----------------------------------------------------------------------
+    def add_candidates(
+        self, request_key: str, round_index: int, items: list[tuple[int, str, str, str]], verdict: str
+    ) -> int:
+        """Store candidates parsed from one response (idempotent: a resumed round adds none twice)."""
+        with self.transaction() as db:
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO candidates (request_key, position, round, instruction, input, output, verdict) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(request_key, pos, round_index, ins, inp, out, verdict) for pos, ins, inp, out in items],
+            )
+        return cur.rowcount
+
+    def mark_round(self, round_index: int, stage: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO rounds (round, stage, updated_at) VALUES (?, ?, ?)",
+            (round_index, stage, time.time()),
+        )
+
+    def spent(self) -> Usage:
+        """What the budget has used: every attempt is a call; tokens and cost as charged."""
+        row = self.db.execute(
+            "SELECT COUNT(*) AS calls, COALESCE(SUM(charged_tokens), 0) AS tokens, "
+            "COALESCE(SUM(charged_cost_usd), 0) AS cost FROM calls"
+        ).fetchone()
+        return Usage(int(row["calls"]), int(row["tokens"]), float(row["cost"]))
+
+    def ledger(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM calls ORDER BY id")]
+
+    # -- summary ----------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        return summarize(self.db, self.run_dir)
+
+
+def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
+    """The numbers ``sedi status --json`` prints, from a run database."""
+    db.row_factory = sqlite3.Row
+    calls = db.execute(
+        "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c, "
+        "COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(status IN ('error', 'interrupted')), 0) AS failed, "
+        "COALESCE(SUM(status = 'length'), 0) AS truncated, COALESCE(SUM(charged_tokens), 0) AS charged_tokens, "
+        "COALESCE(SUM(charged_cost_usd), 0) AS charged_cost FROM calls"
+    ).fetchone()
+    verdicts = {row[0]: int(row[1]) for row in db.execute("SELECT verdict, COUNT(*) FROM candidates GROUP BY verdict")}
+    meta = {row[0]: row[1] for row in db.execute("SELECT key, value FROM meta")}
+    return {
+        "run_dir": str(run_dir),
+        "state": meta.get("state", "created"),
+        "calls": int(calls["calls"]),
+        "failed_calls": int(calls["failed"]),
+        "truncated_responses": int(calls["truncated"]),
+        "cache_hits": int(meta.get("cache_hits", 0)),
+        "responses": int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]),
+        "prompt_tokens": int(calls["p"]),
+        "completion_tokens": int(calls["c"]),
+        "cost_usd": round(float(calls["cost"]), 6),
+        "budget_charged_tokens": int(calls["charged_tokens"]),
+        "budget_charged_cost_usd": round(float(calls["charged_cost"]), 6),
+        "candidates": sum(verdicts.values()),
+        "kept": verdicts.get("kept", 0),
+        "verdicts": verdicts,
+    }
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """Summary of a run directory without taking its lock (works while a run is going on)."""
+    db_path = run_dir / RunStore.DB_NAME
+    if not db_path.is_file():
+        raise RunDirError(f"{run_dir}: no sedi run here (missing {RunStore.DB_NAME}): pass the --run-dir of a run")
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        return summarize(db, run_dir)
+    finally:
+        db.close()
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace; used for hashing and storing requests."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fsync_write(path: Path, text: str) -> None:
+    """Write a small file atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,177 @@
+"""Config loading, overrides, and the CLI's one-line errors (exit 2, run dir untouched)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from sedi.config import SediConfig, load_config
+from sedi.exceptions import ConfigError
+from sedi.tasks import load_seed_tasks, load_tasks
+
+
+def sedi(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sedi", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def _all_fields(model: type[BaseModel]) -> list[tuple[str, object]]:
+    out = []
+    for name, info in model.model_fields.items():
+        out.append((f"{model.__name__}.{name}", info))
+        annotation = info.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                out.extend(_all_fields(candidate))
+    return out
+
+
+def test_every_field_has_help_text_and_a_default_and_forbids_extras() -> None:
+    fields = _all_fields(SediConfig)
+    assert len(fields) > 30
+    for name, info in fields:
+        assert getattr(info, "description", None), f"{name} has no help text"
+        assert not info.is_required(), f"{name} has no default"  # type: ignore[attr-defined]
+    assert SediConfig.model_config.get("extra") == "forbid"
+
+
+def test_required_keys_exist_with_documented_defaults() -> None:
+    cfg = SediConfig()
+    assert cfg.method == "sedi"
+    assert cfg.teacher.api_key_env == "OPENAI_API_KEY"
+    assert (cfg.teacher.provider, cfg.teacher.mode) == ("local", "completion")
+    assert cfg.teacher.prices is None and cfg.budget.max_calls is None
+    for key in ("base_url", "model", "concurrency"):
+        assert hasattr(cfg.teacher, key)
+    assert hasattr(cfg.budget, "max_tokens") and hasattr(cfg.budget, "max_cost_usd") and hasattr(cfg.run, "seed")
+
+
+def test_yaml_then_set_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("method: self-instruct\nteacher:\n  provider: openai\n  concurrency: 3\nbudget: {max_calls: 10}\n")
+    cfg = load_config(path, ["budget.max_calls=20", "teacher.prices.prompt=0.5"])
+    assert cfg.method == "self-instruct" and cfg.teacher.concurrency == 3
+    assert cfg.budget.max_calls == 20
+    assert cfg.teacher.prices is not None and cfg.teacher.prices.prompt == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "pattern"),
+    [
+        ("teacher:\n  modle: x\n", [], r"c.yaml: unknown key 'teacher.modle'"),
+        ("budget:\n  max_calls: -3\n", [], r"c.yaml: field 'budget.max_calls'.*greater than or equal to 0"),
+        ("teacher: [unclosed\n", [], r"c.yaml: malformed YAML at line"),
+        ("- just\n- a list\n", [], r"expected a mapping"),
+        ("budget:\n  max_cost_usd: 5\n", [], r"teacher.prices is not"),
+        ("", ["budget.max_tokens"], r"--set 'budget.max_tokens': expected dotted.key=value"),
+    ],
+)
+def test_bad_config_names_file_field_and_fix(tmp_path: Path, text: str, overrides: list[str], pattern: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=pattern) as err:
+        load_config(path, overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
+        load_config(Path("nope.yaml"))
+
+
+def test_bundled_seeds_load() -> None:
+    seeds = load_seed_tasks(None)
+    assert len(seeds) == 175
+    assert all(t.instruction and t.origin == "human" for t in seeds)
+    assert sum(bool(t.input) for t in seeds) == 125
+
+
+@pytest.mark.parametrize(
+    ("line", "pattern"),
+    [
+        (
+            '{"instruction": "Do it", "instances": [{"input": ""}]}',
+            r"line 2: instances\[0\]: field 'output' is missing",
+        ),
+        ("{not json", r"line 2: invalid JSON"),
+        ('{"instances": []}', r"line 2: field 'instruction' is missing"),
+        ('{"instruction": 5, "output": "x"}', r"line 2: field 'instruction' must be a string"),
+    ],
+)
+def test_bad_seed_file_names_line_and_field(tmp_path: Path, line: str, pattern: str) -> None:
+    path = tmp_path / "seeds.jsonl"
+    path.write_text('{"instruction": "Say hello.", "input": "", "output": "Hello."}\n' + line + "\n")
+    with pytest.raises(ConfigError, match=pattern):
+        load_tasks(path)
+
+
+def test_config_show_prints_effective_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("teacher: {concurrency: 7}\n")
+    result = sedi("config", "show", str(path), "--set", "run.seed=42")
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["teacher"]["concurrency"] == 7 and shown["run"]["seed"] == 42
+    assert SediConfig.model_validate(shown) == load_config(path, ["run.seed=42"])
+
+
+def test_cli_errors_are_one_line_exit_2_and_keep_the_run_dir(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    precious = run_dir / "kept.jsonl"
+    precious.write_text("paid for\n")
+    bad_seeds = tmp_path / "seeds.jsonl"
+    bad_seeds.write_text('{"instruction": "x"}\n')
+    remote = ["--set", "teacher.provider=openai", "--set", "teacher.base_url=https://api.example.invalid/v1"]
+    cases = [
+        (["run", str(tmp_path / "missing.yaml")], "missing.yaml: config file not found"),
+        (["run", "--set", "teacher.bogus=1"], "unknown key 'teacher.bogus'"),
+        (["run", "--set", "budget.max_calls=-1"], "field 'budget.max_calls'"),
+        (["run", "--set", f"seeds.path={bad_seeds}"], "field 'output' is missing"),
+        (["run", *remote], "environment variable $SEDI_TEST_MISSING_KEY is not set"),
+    ]
+    for args, expected in cases:
+        result = sedi(
+            *args[:1], *args[1:], "--run-dir", str(run_dir), "--set", "teacher.api_key_env=SEDI_TEST_MISSING_KEY"
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (args, result.stderr)
+        assert precious.read_text() == "paid for\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["kept.jsonl"]
+
+
+def test_unreachable_teacher_exits_2_with_one_line(tmp_path: Path) -> None:
+    from sedi.endpoint import free_port
+
+    port = free_port()  # nothing listens there
+    result = sedi(
+        "run", "--run-dir", str(tmp_path / "run"),
+        "--set", "teacher.provider=openai", "--set", f"teacher.base_url=http://127.0.0.1:{port}/v1",
+        "--set", "teacher.max_retries=1", "--set", "teacher.backoff_base_s=0",
+        "--set", "generation.calls_per_round=1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: teacher unreachable at http://127.0.0.1:") and "teacher.base_url" in last
+    status = sedi("status", str(tmp_path / "run"), "--json")
+    summary = json.loads(status.stdout)
+    assert summary["state"] == "failed" and summary["calls"] == 2
+
+
+def test_status_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:
+    result = sedi("status", str(tmp_path), "--json")
+    assert result.returncode == 2 and "no sedi run here" in result.stderr

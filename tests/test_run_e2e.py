@@ -1,0 +1,250 @@
+"""`sedi run` end to end against a real local OpenAI-compatible server (the tiny model), counted at the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import Served, serve_app
+
+FAKE_KEY = "sk-SEDI-FAKE-KEY-7f3a9c1e5b"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Any:
+    from sedi.serve import Engine
+
+    return Engine.load(str(tiny_model_dir))
+
+
+@pytest.fixture
+def server(engine: Any) -> Iterator[Served]:
+    from sedi.serve import create_app
+
+    with serve_app(create_app(engine)) as served:
+        yield served
+
+
+def run_args(run_dir: Path, served: Served, engine: Any, *extra: str) -> list[str]:
+    sets = {
+        "teacher.provider": "openai",
+        "teacher.base_url": served.base_url,
+        "teacher.model": engine.model_id,
+        "teacher.backoff_base_s": "0",
+        "generation.sampling.max_tokens": "24",
+        "generation.calls_per_round": "3",
+        "run.max_rounds": "2",
+    }
+    args = ["run", "--run-dir", str(run_dir)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    return args + list(extra)
+
+
+def sedi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sedi", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def status(run_dir: Path) -> dict[str, Any]:
+    result = sedi("status", str(run_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def ledger(run_dir: Path) -> list[dict[str, Any]]:
+    db = sqlite3.connect(run_dir / "sedi.db")
+    db.row_factory = sqlite3.Row
+    rows = [dict(r) for r in db.execute("SELECT * FROM calls ORDER BY id")]
+    db.close()
+    return rows
+
+
+def test_run_stores_responses_and_rerun_makes_zero_requests(tmp_path: Path, server: Served, engine: Any) -> None:
+    run_dir = tmp_path / "run"
+    first = sedi(*run_args(run_dir, server, engine))
+    assert first.returncode == 0, first.stderr
+    assert server.counter.counts["/v1/completions"] == 6
+    assert server.counter.total == 6  # nothing else: no probing requests behind the ledger's back
+    summary = status(run_dir)
+    assert summary["state"] == "finished"
+    assert summary["calls"] == 6 and summary["responses"] == 6 and summary["cache_hits"] == 0
+    assert summary["prompt_tokens"] > 0 and summary["completion_tokens"] > 0
+    prompts = [s.body["prompt"] for s in server.counter.seen]
+    assert len(set(prompts)) == 6 and all(p.rstrip().endswith("Task 7:") for p in prompts)
+
+    second = sedi(*run_args(run_dir, server, engine))
+    assert second.returncode == 0, second.stderr
+    assert server.counter.total == 6  # counted at the server: the rerun sent nothing
+    again = status(run_dir)
+    assert again["calls"] == 6 and again["cache_hits"] == 6
+
+
+def test_call_cap_holds_with_high_concurrency_and_raising_it_continues(
+    tmp_path: Path, server: Served, engine: Any
+) -> None:
+    run_dir = tmp_path / "run"
+    capped = sedi(*run_args(run_dir, server, engine, "--set", "budget.max_calls=5", "--set", "teacher.concurrency=8",
+                             "--set", "generation.calls_per_round=12", "--set", "run.max_rounds=1"))  # fmt: skip
+    assert capped.returncode == 0, capped.stderr
+    assert "budget exhausted: budget.max_calls is 5" in capped.stderr
+    assert server.counter.counts["/v1/completions"] == 5
+    summary = status(run_dir)
+    assert summary["state"] == "budget_exhausted" and summary["calls"] == 5 == len(ledger(run_dir))
+
+    raised = sedi(*run_args(run_dir, server, engine, "--set", "budget.max_calls=12", "--set", "teacher.concurrency=8",
+                            "--set", "generation.calls_per_round=12", "--set", "run.max_rounds=1"))  # fmt: skip
+    assert raised.returncode == 0, raised.stderr
+    assert server.counter.counts["/v1/completions"] == 12  # the 5 paid responses were not asked again
+    summary = status(run_dir)
+    assert summary["state"] == "finished" and summary["calls"] == 12 and summary["cache_hits"] == 5
+    bodies = [json.dumps(s.body, sort_keys=True) for s in server.counter.seen]
+    assert len(set(bodies)) == 12
+
+
+def test_token_cap_holds_at_the_server(tmp_path: Path, server: Served, engine: Any) -> None:
+    run_dir = tmp_path / "run"
+    cap = 1500
+    result = sedi(*run_args(run_dir, server, engine, "--set", f"budget.max_tokens={cap}", "--set",
+                            "teacher.concurrency=8", "--set", "generation.calls_per_round=12"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = ledger(run_dir)
+    assert 0 < len(rows) == server.counter.counts["/v1/completions"] < 12
+    summary = status(run_dir)
+    assert summary["state"] == "budget_exhausted"
+    assert summary["prompt_tokens"] + summary["completion_tokens"] <= cap
+
+
+def test_api_key_is_used_but_never_written(tmp_path: Path, server: Served, engine: Any) -> None:
+    run_dir = tmp_path / "run"
+    result = sedi(*run_args(run_dir, server, engine, "--set", "run.max_rounds=1"), env={"OPENAI_API_KEY": FAKE_KEY})
+    assert result.returncode == 0, result.stderr
+    assert {s.authorization for s in server.counter.seen} == {f"Bearer {FAKE_KEY}"}  # the key was really used
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "sedi.db" for p in files)
+    for path in files:
+        assert FAKE_KEY.encode() not in path.read_bytes(), path
+    assert FAKE_KEY not in result.stdout + result.stderr
+
+
+def test_kill_9_mid_generation_then_resume(tmp_path: Path, engine: Any) -> None:
+    from sedi.serve import create_app
+
+    run_dir = tmp_path / "run"
+    with serve_app(create_app(engine), delay=0.4) as slow:
+        args = run_args(run_dir, slow, engine, "--set", "teacher.concurrency=2", "--set",
+                        "generation.calls_per_round=6")  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "sedi", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        # Kill once some responses are stored and both slots hold requests that reached the server.
+        while not (slow.counter.total >= 4 and slow.counter.in_flight == 2):
+            assert time.monotonic() < deadline and proc.poll() is None, "run ended before it could be killed"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        sent_before_kill = slow.counter.total
+        cached_before = {
+            row[0] for row in sqlite3.connect(run_dir / "sedi.db").execute("SELECT request FROM responses")
+        }
+        assert 2 <= len(cached_before) <= sent_before_kill - 2
+        assert len(ledger(run_dir)) == sent_before_kill  # a row for every request that left, none extra
+
+        resumed = sedi(*args)
+        assert resumed.returncode == 0, resumed.stderr
+
+    rows = ledger(run_dir)
+    assert len(rows) == slow.counter.total  # the ledger matches the server's count exactly
+    assert [r["id"] for r in rows] == list(range(1, len(rows) + 1))  # no gaps
+    assert len({(r["request_key"], r["attempt"]) for r in rows}) == len(rows)  # no duplicates
+    assert sum(r["status"] == "interrupted" for r in rows) == 2
+    # every response received before the kill was asked for exactly once
+    asked = Counter((s.body["prompt"], s.body["seed"]) for s in slow.counter.seen)
+    for request_json in cached_before:
+        request = json.loads(request_json)
+        assert asked[(request["prompt"], request["seed"])] == 1
+    # the two killed in-flight requests were asked again, once each; all 12 planned requests answered
+    assert sorted(asked.values()).count(2) == 2 and len(asked) == 12
+    summary = status(run_dir)
+    assert summary["state"] == "finished" and summary["responses"] == 12
+
+
+def test_chat_mode_against_a_model_with_a_chat_template(tmp_path: Path, server: Served, engine: Any) -> None:
+    run_dir = tmp_path / "run"
+    result = sedi(*run_args(run_dir, server, engine, "--set", "teacher.mode=chat", "--set", "run.max_rounds=1"))
+    assert result.returncode == 0, result.stderr
+    assert server.counter.counts["/v1/chat/completions"] == 3 and server.counter.total == 3
+    roles = [m["role"] for m in server.counter.seen[0].body["messages"]]
+    assert roles == ["system", "user"]
+    assert status(run_dir)["responses"] == 3
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [child.pid for child in psutil.Process(pid).children()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def local_args(run_dir: Path, tiny_model_dir: Path, engine: Any, *extra: str) -> list[str]:
+    return [
+        "run", "--run-dir", str(run_dir),
+        "--set", "teacher.provider=local", "--set", f"teacher.local.model={tiny_model_dir}",
+        "--set", f"teacher.model={engine.model_id}", "--set", "generation.sampling.max_tokens=16",
+        "--set", "generation.calls_per_round=2", "--set", "run.max_rounds=1", *extra,
+    ]  # fmt: skip
+
+
+def test_local_provider_starts_logs_and_stops_its_server(tmp_path: Path, tiny_model_dir: Path, engine: Any) -> None:
+    run_dir = tmp_path / "run"
+    result = sedi(*local_args(run_dir, tiny_model_dir, engine))
+    assert result.returncode == 0, result.stderr
+    summary = status(run_dir)
+    assert summary["state"] == "finished" and summary["calls"] == 2 == summary["responses"]
+    log = (run_dir / "logs" / "teacher.log").read_text()
+    assert "127.0.0.1" in log and "/v1/completions" in log
+    # a finished run served wholly from the cache does not even start the server
+    before = log
+    again = sedi(*local_args(run_dir, tiny_model_dir, engine))
+    assert again.returncode == 0 and (run_dir / "logs" / "teacher.log").read_text() == before
+
+
+def test_killing_the_run_never_orphans_the_local_server(tmp_path: Path, tiny_model_dir: Path, engine: Any) -> None:
+    run_dir = tmp_path / "run"
+    args = local_args(run_dir, tiny_model_dir, engine, "--set", "generation.calls_per_round=400",
+                      "--set", "generation.sampling.max_tokens=64")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "sedi", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ((run_dir / "sedi.db").exists() and status(run_dir)["responses"] >= 1):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    (server_pid,) = _children(proc.pid)
+    assert _alive(server_pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while _alive(server_pid):
+        assert time.monotonic() < deadline, "the local teacher server outlived its killed run"
+        time.sleep(0.2)

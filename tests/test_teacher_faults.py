@@ -1,0 +1,246 @@
+"""Teacher client faults through the real openai client over a mock transport (no network).
+
+Each fault must be retried or recorded as designed, never crash the process with an unclassified
+error, and leave exactly one ledger row per HTTP attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from sedi.budget import Budget
+from sedi.config import SediConfig
+from sedi.exceptions import TeacherError, TeacherUnreachable
+from sedi.store import RunStore
+from sedi.teacher import Endpoint, TeacherClient, TeacherRequest
+
+Handler = Callable[[httpx2.Request], httpx2.Response]
+
+
+def completion_body(text: str = "Task 2: Say hi.", finish: str = "stop", usage: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+    }
+    if usage:
+        body["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    return body
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, handler: Handler, **teacher: Any) -> None:
+        budget = teacher.pop("budget", {})
+        self.config = SediConfig.model_validate(
+            {
+                "teacher": {"provider": "openai", "base_url": "http://teacher.test/v1", "max_retries": 3, **teacher},
+                "budget": budget,
+            }
+        )
+        self.store = RunStore(tmp_path / "run")
+        self.sleeps: list[float] = []
+        self.requests: list[httpx2.Request] = []
+
+        def counting(request: httpx2.Request) -> httpx2.Response:
+            self.requests.append(request)
+            return handler(request)
+
+        async def fake_sleep(seconds: float) -> None:
+            self.sleeps.append(seconds)
+
+        self.client = TeacherClient(
+            self.config.teacher,
+            self.store,
+            Budget(self.config.budget, self.store.spent()),
+            lambda: Endpoint("http://teacher.test/v1", "sk-test"),
+            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(counting)),
+            sleep=fake_sleep,
+        )
+
+    def complete(self, request: TeacherRequest | None = None) -> Any:
+        return asyncio.run(self.client.complete(request or TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=16)))
+
+    def ledger(self) -> list[dict[str, Any]]:
+        return self.store.ledger()
+
+
+def sequence(*responses: Callable[[], httpx2.Response]) -> Handler:
+    """A handler answering each request with the next item (the last one repeats)."""
+    items = list(responses)
+
+    def handler(_: httpx2.Request) -> httpx2.Response:
+        return items.pop(0)() if len(items) > 1 else items[0]()
+
+    return handler
+
+
+def test_429_with_retry_after_is_honoured_then_succeeds(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        sequence(
+            lambda: httpx2.Response(429, headers={"retry-after": "3"}, json={"error": {"message": "slow down"}}),
+            lambda: httpx2.Response(200, json=completion_body()),
+        ),
+    )
+    response = h.complete()
+    assert response.text == "Task 2: Say hi."
+    assert h.sleeps == [3.0]
+    rows = h.ledger()
+    assert [(r["status"], r["http_status"], r["attempt"]) for r in rows] == [("error", 429, 0), ("ok", 200, 1)]
+    assert rows[0]["error_class"] == "RateLimitError"
+    assert rows[1]["prompt_tokens"] == 11 and rows[1]["completion_tokens"] == 7
+
+
+def test_500_is_retried_with_jittered_exponential_backoff(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        sequence(
+            lambda: httpx2.Response(500, json={"error": {"message": "boom"}}),
+            lambda: httpx2.Response(503, json={"error": {"message": "busy"}}),
+            lambda: httpx2.Response(200, json=completion_body()),
+        ),
+        backoff_base_s=1.0,
+    )
+    h.complete()
+    assert [r["http_status"] for r in h.ledger()] == [500, 503, 200]
+    assert len(h.sleeps) == 2
+    assert 0 <= h.sleeps[0] <= 1.0 and 0 <= h.sleeps[1] <= 2.0
+
+
+def test_timeout_is_retried_and_charged_its_worst_case(tmp_path: Path) -> None:
+    def raise_timeout() -> httpx2.Response:
+        raise httpx2.ReadTimeout("read timed out")
+
+    h = Harness(tmp_path, sequence(raise_timeout, lambda: httpx2.Response(200, json=completion_body())))
+    h.complete()
+    first, second = h.ledger()
+    assert first["error_class"] == "APITimeoutError" and first["status"] == "error"
+    # The server may have served a timed-out request: the budget charges what was reserved.
+    assert first["charged_tokens"] == first["reserved_tokens"] > 16
+    assert second["charged_tokens"] == 18
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id": "x", "choices": [{"text": "hi"', b"<html>proxy error</html>", b'{"unexpected": true}'],
+    ids=["cut-json", "html", "wrong-shape"],
+)
+def test_malformed_bodies_are_retried_then_reported(tmp_path: Path, body: bytes) -> None:
+    h = Harness(
+        tmp_path,
+        lambda _: httpx2.Response(200, content=body, headers={"content-type": "application/json"}),
+        max_retries=2,
+    )
+    with pytest.raises(TeacherError, match=r"failed 3 attempts.*MalformedResponse"):
+        h.complete()
+    rows = h.ledger()
+    assert len(rows) == len(h.requests) == 3
+    assert {r["error_class"] for r in rows} == {"MalformedResponse"}
+    assert h.store.cached(rows[0]["request_key"]) is None
+
+
+def test_truncated_output_is_recorded_and_cached(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body("Task 2: A cut", finish="length")))
+    response = h.complete()
+    assert response.truncated
+    (row,) = h.ledger()
+    assert row["status"] == "length" and row["finish_reason"] == "length"
+    assert h.store.cached(row["request_key"]) is not None
+
+
+def test_missing_usage_charges_the_worst_case(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body(usage=False)))
+    h.complete()
+    (row,) = h.ledger()
+    assert row["prompt_tokens"] == 0 and row["charged_tokens"] == row["reserved_tokens"]
+
+
+def test_auth_error_is_not_retried_and_names_the_fix(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(401, json={"error": {"message": "bad key"}}))
+    with pytest.raises(TeacherError, match=r"OPENAI_API_KEY \(teacher.api_key_env\)"):
+        h.complete()
+    assert len(h.ledger()) == len(h.requests) == 1
+
+
+def test_connection_refused_becomes_teacher_unreachable(tmp_path: Path) -> None:
+    def refuse(_: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused")
+
+    h = Harness(tmp_path, refuse, max_retries=2)
+    with pytest.raises(TeacherUnreachable, match=r"unreachable at http://teacher.test/v1 after 3 attempts"):
+        h.complete()
+    rows = h.ledger()
+    assert len(rows) == 3 and all(r["charged_tokens"] == 0 for r in rows)
+
+
+def test_cache_key_covers_what_changes_the_answer_and_nothing_else(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body()))
+    base = TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=16, temperature=0.7, sample_index=0)
+    h.complete(base)
+    h.complete(TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=16, temperature=0.7, sample_index=0, tag="t"))
+    assert len(h.requests) == 1  # the tag is a label, not part of the request
+    for variant in (
+        TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=16, temperature=0.9, sample_index=0),
+        TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=16, temperature=0.7, sample_index=1),
+        TeacherRequest(prompt="Task 1: y\nTask 2:", max_tokens=16, temperature=0.7, sample_index=0),
+        TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=17, temperature=0.7, sample_index=0),
+    ):
+        h.complete(variant)
+    assert len(h.requests) == 5
+    assert h.store.summary()["cache_hits"] == 1
+    sent = json.loads(h.requests[-1].content)
+    assert sent["max_tokens"] == 17 and sent["prompt"] == "Task 1: x\nTask 2:"
+
+
+def test_concurrency_is_not_part_of_the_cache_key(tmp_path: Path) -> None:
+    request = TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=16)
+    first = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body()), concurrency=1)
+    first.complete(request)
+    first.store.close()
+    second = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body()), concurrency=16)
+    assert second.complete(request).from_cache
+    assert second.requests == []
+
+
+def _slow_ok(delay: float) -> Any:
+    async def handler(_: httpx2.Request) -> httpx2.Response:
+        await asyncio.sleep(delay)
+        return httpx2.Response(200, json=completion_body())
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected_calls"),
+    [({"max_calls": 5}, 5), ({"max_tokens": 3 * 120}, None)],
+    ids=["calls", "tokens"],
+)
+def test_hard_cap_holds_with_many_requests_in_flight(
+    tmp_path: Path, budget: dict[str, int], expected_calls: int | None
+) -> None:
+    h = Harness(tmp_path, _slow_ok(0.05), concurrency=8, budget=budget)  # type: ignore[arg-type]
+    requests = [TeacherRequest(prompt=f"Task 1: item {i}\nTask 2:", max_tokens=40, sample_index=i) for i in range(20)]
+    result = asyncio.run(h.client.complete_all(requests))
+    assert result.budget_stop is not None
+    rows = h.ledger()
+    assert len(rows) == len(h.requests)
+    spent = h.store.spent()
+    if expected_calls is not None:
+        assert len(h.requests) == expected_calls
+    else:
+        assert 1 <= len(h.requests) < 20
+        assert spent.tokens <= budget["max_tokens"]
+        # the run did not stop early: what is left cannot cover one more worst case
+        worst = max(r["reserved_tokens"] for r in rows)
+        assert budget["max_tokens"] - spent.tokens < worst
+        assert len(h.requests) > budget["max_tokens"] // worst  # waiting for settlements freed room
+    assert sum(r is not None for r in result.responses) == len(h.requests)
