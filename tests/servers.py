@@ -29,6 +29,14 @@ class Seen:
     authorization: str
 
 
+def _json_or_empty(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except ValueError:  # tests send malformed bodies on purpose; the app must answer them, not us
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 @dataclass
 class CountingMiddleware:
     """Counts and records every HTTP request, optionally holding each one for ``delay`` seconds."""
@@ -57,7 +65,7 @@ class CountingMiddleware:
         headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
         with self._lock:
             self.counts[scope["path"]] += 1
-            self.seen.append(Seen(scope["path"], json.loads(body) if body else {}, headers.get("authorization", "")))
+            self.seen.append(Seen(scope["path"], _json_or_empty(body), headers.get("authorization", "")))
             self.in_flight += 1
         replayed = False
 
@@ -79,30 +87,44 @@ class CountingMiddleware:
 
 @dataclass
 class Served:
-    base_url: str
+    base_url: str  # ends in /v1, as the openai client wants it
     counter: CountingMiddleware
 
+    @property
+    def request_counts(self) -> Counter[str]:
+        """Requests that reached the server, by path (e.g. ``"/v1/completions"``)."""
+        return self.counter.counts
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+
+class ServerThread:
+    """uvicorn in a daemon thread on a socket bound up front (port 0: no free-port race)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
 
 
 @contextmanager
 def serve_app(app: ASGIApp, *, delay: float = 0.0) -> Iterator[Served]:
+    """Serve ``app`` on a loopback port, counting every request; ``delay`` holds each one that long."""
     counter = CountingMiddleware(app, delay=delay)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(counter, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield Served(f"http://127.0.0.1:{port}/v1", counter)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with ServerThread(counter) as running:
+        yield Served(f"http://127.0.0.1:{running.port}/v1", counter)

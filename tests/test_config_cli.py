@@ -53,7 +53,7 @@ def test_required_keys_exist_with_documented_defaults() -> None:
     assert cfg.method == "sedi"
     assert cfg.teacher.api_key_env == "OPENAI_API_KEY"
     assert (cfg.teacher.provider, cfg.teacher.mode) == ("local", "completion")
-    assert cfg.teacher.prices is None and cfg.budget.max_calls is None
+    assert cfg.teacher.prices is None and cfg.budget.max_calls == 200 and cfg.budget.max_tokens is None
     for key in ("base_url", "model", "concurrency"):
         assert hasattr(cfg.teacher, key)
     assert hasattr(cfg.budget, "max_tokens") and hasattr(cfg.budget, "max_cost_usd") and hasattr(cfg.run, "seed")

@@ -21,15 +21,14 @@ from tests.servers import Served, serve_app
 FAKE_KEY = "sk-SEDI-FAKE-KEY-7f3a9c1e5b"
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir: Path) -> Any:
-    from sedi.serve import Engine
-
-    return Engine.load(str(tiny_model_dir))
+@pytest.fixture
+def engine(tiny_engine: Any) -> Any:
+    return tiny_engine
 
 
 @pytest.fixture
 def server(engine: Any) -> Iterator[Served]:
+    """A fresh server per test, so its request counts belong to that test alone."""
     from sedi.serve import create_app
 
     with serve_app(create_app(engine)) as served:

@@ -67,7 +67,7 @@ def test_budget_waits_for_in_flight_then_refuses_when_nothing_can_free_room() ->
         events.append("first settles")
         budget.settle(first, Usage(1, 20))  # real usage far below the worst case
         await task
-        with pytest.raises(BudgetExceeded, match="budget.max_tokens is 100"):
+        with pytest.raises(BudgetExceeded, match=r"budget\.max_tokens is 100"):
             budget.settle(Usage(1, 60), Usage(1, 30))
             await budget.reserve(Usage(1, 60))  # 50 spent, nothing in flight: 110 > 100
         return events

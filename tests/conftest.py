@@ -1,0 +1,61 @@
+"""Shared fixtures. Nothing in the test suite may reach a model hub: every model is built or bundled."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import Served, serve_app
+from tests.tiny_model import build_tiny_model
+
+# Before any test module imports transformers (nothing above does).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# --- Local teacher server (sedi.serve) -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _serve(engine: Any) -> Iterator[Served]:
+    from sedi.serve import create_app
+
+    with serve_app(create_app(engine)) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with a chat template (see tests/tiny_model.py), built once per session."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-chat")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny model without a chat template (like a base model)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-base", chat_template=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path) -> Any:
+    from sedi.serve import Engine
+
+    return Engine.load(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_engine: Any) -> Iterator[Served]:
+    """The tiny chat model served for the whole session; its request_counts accumulate across tests."""
+    with _serve(tiny_engine) as running:
+        yield running
+
+
+@pytest.fixture
+def serve_engine() -> Iterator[Callable[[Any], Served]]:
+    """Factory: ``serve_engine(engine)`` serves any Engine until the end of the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda engine: stack.enter_context(_serve(engine))
