@@ -1,28 +1,16 @@
 """sedi-instruct: SeDi-Instruct data generation with a hard API budget.
 
 The public surface is small: the ``sedi`` command, :func:`sedi.config.load_config`, and the
-exceptions below. Heavy libraries are imported only where they are used.
+exceptions of :mod:`sedi.exceptions` (re-exported here). Heavy libraries are imported only where used.
 """
 
-from sedi.exceptions import (
-    BudgetExceeded,
-    ConfigError,
-    ParseError,
-    RunDirError,
-    SediError,
-    TeacherError,
-    TeacherUnreachable,
-)
+# Explicit re-exports (``X as X``): the names users catch, without importing anything heavy.
+from sedi.exceptions import BudgetExceeded as BudgetExceeded
+from sedi.exceptions import ConfigError as ConfigError
+from sedi.exceptions import ParseError as ParseError
+from sedi.exceptions import RunDirError as RunDirError
+from sedi.exceptions import SediError as SediError
+from sedi.exceptions import TeacherError as TeacherError
+from sedi.exceptions import TeacherUnreachable as TeacherUnreachable
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "BudgetExceeded",
-    "ConfigError",
-    "ParseError",
-    "RunDirError",
-    "SediError",
-    "TeacherError",
-    "TeacherUnreachable",
-    "__version__",
-]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 import torch
@@ -180,9 +180,9 @@ def test_errors_use_openai_shapes_and_codes(tiny_server: Served) -> None:
         assert needle in bad.value.message, (overrides, bad.value.message)
         assert bad.value.type == "invalid_request_error"
 
-    raw = httpx.get(tiny_server.base_url + "/nope")
+    raw = httpx2.get(tiny_server.base_url + "/nope")
     assert raw.status_code == 404 and raw.json()["error"]["code"] == "not_found"
-    raw = httpx.post(
+    raw = httpx2.post(
         tiny_server.base_url + "/completions", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
@@ -274,9 +274,9 @@ def test_serve_exits_when_parent_pid_dies(tiny_model_dir: Path, tmp_path: Path) 
             assert server.poll() is None, (tmp_path / "server.log").read_text()
             assert time.monotonic() < deadline, "server did not come up"
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                if httpx2.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 time.sleep(0.2)
         time.sleep(1.5)  # the watch has checked at least once: a live parent must not stop the server
         assert server.poll() is None
