@@ -68,8 +68,9 @@ def plan_round(config: SediConfig, human: list[Task], machine: list[Task], round
 
 
 def _store_candidates(store: RunStore, config: SediConfig, round_index: int, response: TeacherResponse) -> None:
-    continues = 1 if config.teacher.mode == "completion" else None
-    parsed = parse_numbered_tasks(response.text, continues_from=continues, truncated=response.truncated)
+    parsed = parse_numbered_tasks(
+        response.text, starts_inside_item=config.teacher.mode == "completion", truncated=response.truncated
+    )
     items = [(p.position, p.instruction, "", "") for p in parsed]
     store.add_candidates(response.request_key, round_index, items, UNFILTERED)
 

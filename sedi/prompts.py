@@ -23,6 +23,8 @@ CHAT_USER = (
 )
 
 _TASK_LINE = re.compile(r"^\s*(?:task\s*)?(\d{1,3})\s*[:.)]\s*(.*)$", re.IGNORECASE)
+# Small models sometimes number twice ("Task 8: 4. He could say ..."): the inner number is noise.
+_STRAY_ENUMERATOR = re.compile(r"^\d{1,3}[.)]\s+")
 
 
 def sample_in_context(
@@ -54,16 +56,13 @@ class ParsedTask:
     instruction: str
 
 
-def parse_numbered_tasks(text: str, *, continues_from: int | None, truncated: bool) -> list[ParsedTask]:
+def parse_numbered_tasks(text: str, *, starts_inside_item: bool, truncated: bool) -> list[ParsedTask]:
     """Split a numbered list into instructions.
 
-    ``continues_from``: the number of the item the prompt left open (completion prompts end with
-    'Task N:', so the text starts inside item N). When ``truncated``, the last item was cut off by
-    the length limit and is dropped.
+    ``starts_inside_item``: completion prompts end with an open 'Task N:', so the text begins inside
+    that item. When ``truncated``, the last item was cut off by the length limit and is dropped.
     """
-    items: list[list[str]] = []
-    if continues_from is not None:
-        items.append([])
+    items: list[list[str]] = [[]] if starts_inside_item else []
     for line in text.splitlines():
         match = _TASK_LINE.match(line)
         if match:
@@ -74,7 +73,7 @@ def parse_numbered_tasks(text: str, *, continues_from: int | None, truncated: bo
         items.pop()
     parsed = []
     for position, lines in enumerate(items):
-        instruction = " ".join(part.strip() for part in lines if part.strip())
+        instruction = _STRAY_ENUMERATOR.sub("", " ".join(part.strip() for part in lines if part.strip()))
         if instruction:
             parsed.append(ParsedTask(position, instruction))
     return parsed
