@@ -1,0 +1,128 @@
+"""Benchmark the ROUGE-L similarity filter against the reference loop, on the same candidate stream.
+
+Usage::
+
+    python scripts/bench_rouge.py --limit 5000            # reference and ours, one JSON line
+    python scripts/bench_rouge.py --limit 52000 --ours-only
+
+The reference is Stanford Alpaca's filter: the pool is tokenized once with ``rouge_score``'s tokenizer,
+then each candidate is scored with ``rouge_scorer._score_lcs`` against every kept instruction through a
+``multiprocessing.Pool`` and dropped when the max F1 exceeds the threshold. Alpaca opens a new process
+pool per candidate; here one pool is opened for the whole run, which only makes the reference faster.
+Both sides start from the same seed pool and use the same number of worker processes/threads.
+
+When ``--limit`` exceeds the corpus, the corpus is repeated with the suffix `` (variant k)`` on the k-th
+copy (k >= 2), and the JSON says how many copies were used (``repeated``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from diversity.rouge_filter import RougeFilter  # noqa: E402
+
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "t0_prompts_dev.jsonl"
+DEFAULT_SEEDS = REPO / "sedi" / "data" / "seed_tasks.jsonl"
+
+
+def read_texts(path: Path) -> list[str]:
+    """The ``text`` field of each JSON line, or ``instruction`` for task files."""
+    texts = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                texts.append(row["text"] if "text" in row else row["instruction"])
+    return texts
+
+
+def candidate_stream(corpus: list[str], limit: int) -> tuple[list[str], int]:
+    """The first ``limit`` candidates, repeating the corpus with a distinguishing suffix when it is too short."""
+    if not corpus:
+        raise SystemExit("empty corpus")
+    out: list[str] = []
+    copies = 0
+    while len(out) < limit:
+        copies += 1
+        suffix = "" if copies == 1 else f" (variant {copies})"
+        out.extend(text + suffix for text in corpus[: limit - len(out)])
+    return out, copies
+
+
+def run_reference(seeds: list[str], candidates: list[str], threshold: float, workers: int) -> list[str]:
+    """Alpaca's loop: every candidate against the whole pool of kept instructions, rouge_score's own LCS."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    pool_tokens = [scorer._tokenizer.tokenize(text) for text in seeds]
+    kept: list[str] = []
+    with Pool(workers) as processes:
+        for candidate in candidates:
+            tokens = scorer._tokenizer.tokenize(candidate)
+            if pool_tokens:
+                scores = processes.map(partial(rouge_scorer._score_lcs, tokens), pool_tokens)
+                if max(score.fmeasure for score in scores) > threshold:
+                    continue
+            kept.append(candidate)
+            pool_tokens.append(tokens)
+    return kept
+
+
+def run_ours(seeds: list[str], candidates: list[str], threshold: float, workers: int, batch_size: int) -> list[str]:
+    """The same stream through :class:`RougeFilter`, in generation-sized batches."""
+    rouge_filter = RougeFilter(threshold, seeds, workers=workers)
+    kept: list[str] = []
+    for start in range(0, len(candidates), batch_size):
+        batch = candidates[start : start + batch_size]
+        kept.extend(text for text, verdict in zip(batch, rouge_filter.check_batch(batch), strict=True) if verdict.kept)
+    return kept
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="JSONL with `text` or `instruction`")
+    parser.add_argument("--limit", type=int, default=5000, help="number of candidates to stream")
+    parser.add_argument("--threshold", type=float, default=0.7, help="reject when max ROUGE-L F1 > this")
+    parser.add_argument("--seeds", type=str, default=str(DEFAULT_SEEDS), help="initial pool (JSONL); '' for none")
+    parser.add_argument("--workers", type=int, default=2, help="processes (reference) and threads (ours)")
+    parser.add_argument("--batch-size", type=int, default=64, help="candidates per check_batch call (ours)")
+    parser.add_argument("--ours-only", action="store_true", help="skip the reference loop")
+    args = parser.parse_args(argv)
+
+    seeds = read_texts(Path(args.seeds)) if args.seeds else []
+    candidates, copies = candidate_stream(read_texts(args.corpus), args.limit)
+    result: dict[str, object] = {
+        "n": len(candidates),
+        "threshold": args.threshold,
+        "seeds": len(seeds),
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "repeated": copies,
+    }
+
+    started = time.perf_counter()
+    kept_ours = run_ours(seeds, candidates, args.threshold, args.workers, args.batch_size)
+    result["seconds_ours"] = round(time.perf_counter() - started, 3)
+    result["kept_ours"] = len(kept_ours)
+    if not args.ours_only:
+        started = time.perf_counter()
+        kept_reference = run_reference(seeds, candidates, args.threshold, args.workers)
+        seconds_reference = time.perf_counter() - started
+        result["seconds_reference"] = round(seconds_reference, 3)
+        result["kept_reference"] = len(kept_reference)
+        result["identical_kept"] = kept_reference == kept_ours
+        result["speedup"] = round(seconds_reference / max(float(result["seconds_ours"]), 1e-9), 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
