@@ -149,11 +149,20 @@ def create_app(engine: Engine) -> FastAPI:
         except InvalidRequest as exc:
             raise OpenAIError(400, str(exc)) from exc
 
-    def usage(result: GenerationResult) -> dict[str, int]:
+    def envelope(prefix: str, kind: str, content: dict[str, Any], result: GenerationResult) -> dict[str, Any]:
+        """The OpenAI response body around one choice; ``content`` is its text or message."""
+        choice = {"index": 0, **content, "finish_reason": result.finish_reason, "logprobs": None}
         return {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
+            "id": f"{prefix}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": engine.model_id,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens,
+            },
         }
 
     @app.get("/v1/models")
@@ -173,15 +182,7 @@ def create_app(engine: Engine) -> FastAPI:
             raise OpenAIError(400, "send exactly one prompt per request", param="prompt")
         prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
         result = await run(prompt, req, 16 if req.max_tokens is None else req.max_tokens)
-        choice = {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": engine.model_id,
-            "choices": [choice],
-            "usage": usage(result),
-        }
+        return envelope("cmpl", "text_completion", {"text": result.text}, result)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest) -> dict[str, Any]:
@@ -201,15 +202,8 @@ def create_app(engine: Engine) -> FastAPI:
                 room = engine.context_length - engine.count_tokens(messages)
                 max_tokens = max(1, min(max_tokens, room))
         result = await run(messages, req, max_tokens)
-        message = {"role": "assistant", "content": result.text}
-        choice = {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": engine.model_id,
-            "choices": [choice],
-            "usage": usage(result),
-        }
+        return envelope(
+            "chatcmpl", "chat.completion", {"message": {"role": "assistant", "content": result.text}}, result
+        )
 
     return app
