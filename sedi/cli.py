@@ -48,14 +48,12 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sedi.config import load_config
-    from sedi.loop import check_inputs
     from sedi.loop import run as run_loop
     from sedi.store import read_summary
 
     _offline_defaults()
     cfg = load_config(config, set_ or [])
     source = str(config) if config else "defaults"
-    check_inputs(cfg, source)
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bars:
@@ -66,8 +64,8 @@ def run(
                 tasks[stage] = int(bars.add_task(stage, total=total))
             bars.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
 
-        console.print(f"run dir: {run_dir}  method: {cfg.method}  teacher: {cfg.teacher.provider}/{cfg.teacher.model}")
-        outcome = run_loop(cfg, run_dir, source, hook)
+        header = f"run dir: {run_dir}  method: {cfg.method}  teacher: {cfg.teacher.provider}/{cfg.teacher.model}"
+        outcome = run_loop(cfg, run_dir, source, hook, on_start=lambda: console.print(header))
     summary = read_summary(run_dir)
     console.print(f"[bold]{outcome.state}[/bold]: {outcome.message}")
     console.print(

@@ -98,9 +98,8 @@ async def _generate(
 
 
 async def _rounds(
-    config: SediConfig, store: RunStore, endpoint: Callable[[], Endpoint], progress: ProgressHook
+    config: SediConfig, store: RunStore, human: list[Task], endpoint: Callable[[], Endpoint], progress: ProgressHook
 ) -> RunOutcome:
-    human = load_seed_tasks(config.seeds.path)
     budget = Budget(config.budget, store.spent())
     client = TeacherClient(config.teacher, store, budget, endpoint)
     try:
@@ -115,10 +114,12 @@ async def _rounds(
         await client.aclose()
 
 
-def check_inputs(config: SediConfig, source: str) -> Endpoint | None:
-    """Fail on bad seeds or a missing key before the run directory is touched; the remote endpoint."""
-    load_seed_tasks(config.seeds.path)
-    return None if config.teacher.provider == "local" else openai_endpoint(config.teacher, source)
+def check_inputs(config: SediConfig, source: str) -> tuple[list[Task], Endpoint | None]:
+    """Fail on bad seeds or a missing key before the run directory is touched.
+
+    Returns the human seed tasks and, for ``provider: openai``, the remote endpoint."""
+    seeds = load_seed_tasks(config.seeds.path)
+    return seeds, None if config.teacher.provider == "local" else openai_endpoint(config.teacher, source)
 
 
 def _fixed(endpoint: Endpoint | None) -> Callable[[], Endpoint]:
@@ -126,9 +127,18 @@ def _fixed(endpoint: Endpoint | None) -> Callable[[], Endpoint]:
     return lambda: endpoint
 
 
-def run(config: SediConfig, run_dir: Path, source: str, progress: ProgressHook | None = None) -> RunOutcome:
-    """Run (or resume) the job configured by ``config`` in ``run_dir``."""
-    remote = check_inputs(config, source)
+def run(
+    config: SediConfig,
+    run_dir: Path,
+    source: str,
+    progress: ProgressHook | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> RunOutcome:
+    """Run (or resume) the job configured by ``config`` in ``run_dir``; ``on_start`` runs once the
+    inputs are valid, before the run directory is touched."""
+    human, remote = check_inputs(config, source)
+    if on_start is not None:
+        on_start()
     local = remote is None
     with RunStore(run_dir) as store:
         body = dump_config(config)
@@ -138,7 +148,7 @@ def run(config: SediConfig, run_dir: Path, source: str, progress: ProgressHook |
         server = LocalTeacher(config.teacher, run_dir / "logs") if local else None
         factory: Callable[[], Endpoint] = server if server is not None else _fixed(remote)
         try:
-            outcome = asyncio.run(_rounds(config, store, factory, progress or (lambda *_: None)))
+            outcome = asyncio.run(_rounds(config, store, human, factory, progress or (lambda *_: None)))
         except KeyboardInterrupt:
             store.set_state("interrupted")
             raise

@@ -10,6 +10,7 @@ client (``max_retries=0`` there), so that every HTTP attempt is a ledger row and
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import random
 import time
@@ -167,17 +168,19 @@ class TeacherClient:
     async def complete(self, request: TeacherRequest) -> TeacherResponse:
         payload = request.payload(self.config.model, self.config.mode)
         key = request_key(payload)
-        hit = self.store.cached(key)
+        hit = self._cache_hit(key)
         if hit is not None:
-            self.store.count_cache_hit()
-            return _from_cached(hit, from_cache=True)
+            return hit
         async with self._semaphore:
             # Another task may have fetched the same key while this one waited.
-            hit = self.store.cached(key)
-            if hit is not None:
-                self.store.count_cache_hit()
-                return _from_cached(hit, from_cache=True)
-            return await self._fetch(request, payload, key)
+            return self._cache_hit(key) or await self._fetch(request, payload, key)
+
+    def _cache_hit(self, key: str) -> TeacherResponse | None:
+        hit = self.store.cached(key)
+        if hit is None:
+            return None
+        self.store.count_cache_hit()
+        return _from_cached(hit, from_cache=True)
 
     async def complete_all(
         self,
@@ -338,8 +341,6 @@ def _retry_after(response: httpx2.Response | None) -> float | None:
         try:
             return float(value) / scale
         except ValueError:
-            import email.utils
-
             parsed = email.utils.parsedate_to_datetime(value) if header == "retry-after" else None
             if parsed is not None:
                 return parsed.timestamp() - time.time()

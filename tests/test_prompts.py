@@ -22,8 +22,10 @@ def test_every_task_line_of_real_outputs_becomes_one_item() -> None:
         text, truncated = record["text"], record["finish_reason"] == "length"
         items = parse_numbered_tasks(text, starts_inside_item=True, truncated=truncated)
         numbered = len(re.findall(r"^\s*Task \d+:", text, flags=re.MULTILINE))
-        expected = 1 + numbered - (1 if truncated else 0)  # the open 'Task 7:' item, then one per line
-        assert len(items) <= expected and len(items) >= expected - 1  # an empty open item is dropped
+        head = re.split(r"^\s*Task \d+:", text, maxsplit=1, flags=re.MULTILINE)[0]
+        # the open 'Task 7:' item (when the text starts inside it), then one item per numbered line
+        expected = (1 if head.strip() else 0) + numbered - (1 if truncated else 0)
+        assert len(items) == expected, record["text"][:200]
         assert all(item.instruction and not item.instruction.startswith("Task ") for item in items)
         assert not any(re.match(r"\d+\. ", item.instruction) for item in items)
 
