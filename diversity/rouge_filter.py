@@ -122,6 +122,26 @@ class RougeFilter:
             verdicts.extend(self._check_chunk(candidates[start : start + self.chunk_size]))
         return verdicts
 
+    def score_batch(self, candidates: Sequence[str]) -> list[RougeVerdict]:
+        """Score each candidate against the pool alone, adding nothing.
+
+        For callers that add rules of their own before a candidate may join the pool (e.g.
+        :class:`diversity.dedup.DiversityFilter`): ``kept`` says only that the candidate passes ROUGE-L against
+        the current pool; candidates of the same call are not compared with each other.
+        """
+        verdicts: list[RougeVerdict] = []
+        for start in range(0, len(candidates), self.chunk_size):
+            chunk = candidates[start : start + self.chunk_size]
+            encoded = [self._vocabulary.encode(tokenize(text)) for text in chunk]
+            lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+            best, best_index, exact = self._pool.best_matches(encoded, lengths)
+            for score, index, complete in zip(best.tolist(), best_index.tolist(), exact.tolist(), strict=True):
+                kept = not score > self.threshold
+                verdicts.append(
+                    RougeVerdict(kept, score, index, self._texts[index] if index >= 0 else None, complete or not kept)
+                )
+        return verdicts
+
     def _append(self, text: str, encoded: str) -> None:
         self._pool.append(encoded, len(self._texts))
         self._texts.append(text)

@@ -21,60 +21,14 @@ import argparse
 import json
 import sys
 import time
-from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _bench_common import DEFAULT_CORPUS, DEFAULT_SEEDS, candidate_stream, read_texts, run_reference  # noqa: E402
+
 from diversity.rouge_filter import RougeFilter  # noqa: E402
-
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "t0_prompts_dev.jsonl"
-DEFAULT_SEEDS = REPO / "sedi" / "data" / "seed_tasks.jsonl"
-
-
-def read_texts(path: Path) -> list[str]:
-    """The ``text`` field of each JSON line, or ``instruction`` for task files."""
-    texts = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                texts.append(row["text"] if "text" in row else row["instruction"])
-    return texts
-
-
-def candidate_stream(corpus: list[str], limit: int) -> tuple[list[str], int]:
-    """The first ``limit`` candidates, repeating the corpus with a distinguishing suffix when it is too short."""
-    if not corpus:
-        raise SystemExit("empty corpus")
-    out: list[str] = []
-    copies = 0
-    while len(out) < limit:
-        copies += 1
-        suffix = "" if copies == 1 else f" (variant {copies})"
-        out.extend(text + suffix for text in corpus[: limit - len(out)])
-    return out, copies
-
-
-def run_reference(seeds: list[str], candidates: list[str], threshold: float, workers: int) -> list[str]:
-    """Alpaca's loop: every candidate against the whole pool of kept instructions, rouge_score's own LCS."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    pool_tokens = [scorer._tokenizer.tokenize(text) for text in seeds]
-    kept: list[str] = []
-    with Pool(workers) as processes:
-        for candidate in candidates:
-            tokens = scorer._tokenizer.tokenize(candidate)
-            if pool_tokens:
-                scores = processes.map(partial(rouge_scorer._score_lcs, tokens), pool_tokens)
-                if max(score.fmeasure for score in scores) > threshold:
-                    continue
-            kept.append(candidate)
-            pool_tokens.append(tokens)
-    return kept
 
 
 def run_ours(seeds: list[str], candidates: list[str], threshold: float, workers: int, batch_size: int) -> list[str]:

@@ -70,9 +70,18 @@ def run(
     console.print(f"[bold]{outcome.state}[/bold]: {outcome.message}")
     console.print(
         f"calls {summary['calls']} (cache hits {summary['cache_hits']}), tokens {summary['prompt_tokens']} prompt + "
-        f"{summary['completion_tokens']} completion, cost ${summary['cost_usd']:.4f}, candidates "
-        f"{summary['candidates']}, kept {summary['kept']}"
+        f"{summary['completion_tokens']} completion, cost ${summary['cost_usd']:.4f}"
     )
+    rate = summary["keep_rate"]
+    per_kept = summary["calls_per_kept"]
+    console.print(
+        f"candidates {summary['candidates']}, kept {summary['kept']}"
+        + (f" (keep rate {rate:.0%}, {per_kept:.2f} calls per kept task)" if rate is not None and per_kept else "")
+    )
+    top = ", ".join(f"{rule} {n}" for rule, n in list(summary["rejected_by_rule"].items())[:6])
+    if top:
+        console.print(f"rejected by: {top}")
+    console.print(f"data: {run_dir / 'data' / 'kept.jsonl'} (chat format: {run_dir / 'data' / 'train.jsonl'})")
 
 
 @config_app.command("show")

@@ -119,7 +119,7 @@ class SamplingConfig(_Strict):
     )
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI frequency penalty.")
     stop: list[str] = Field(
-        default_factory=lambda: ["Task 16:", "\n\n\n"],
+        default_factory=lambda: ["Task 16", "\n\n\n"],
         description="Stop sequences. The defaults let a numbered list run up to the 16th item; Self-Instruct's "
         "blank-line stop cut lists short (about 2 tasks per call on the bundled model).",
     )
@@ -138,9 +138,75 @@ class GenerationConfig(_Strict):
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig, description="Sampling parameters of generation requests."
     )
+    # Alpaca's one-call style is the default because it is the cheapest in calls per complete task: on the
+    # bundled teacher it yields about 4 full tasks per call, while the Self-Instruct style yields about 7.6
+    # instructions per call but then pays 2 more calls per task (classification + instances).
+    prompt_style: Literal["alpaca", "self-instruct"] = Field(
+        "alpaca",
+        description="'alpaca': one call writes whole tasks (instruction, input, output); 'self-instruct': calls "
+        "write instructions only, then each kept instruction gets a classification call and an instance call.",
+    )
+    tasks_per_call: int = Field(
+        8,
+        ge=1,
+        le=50,
+        description="New tasks a chat prompt asks for. Completion prompts instead let the list run until a "
+        "stop sequence or sampling.max_tokens.",
+    )
     target_kept: int = Field(
         1000, ge=1, description="Stop once this many tasks are kept (or earlier, on budget or max_rounds)."
     )
+
+
+class InstanceConfig(_Strict):
+    """Instance generation for instruction-only prompts (generation.prompt_style 'self-instruct')."""
+
+    max_per_task: int = Field(5, ge=1, le=20, description="Most instances kept per task (Self-Instruct: 5).")
+    max_tokens: int = Field(
+        300, ge=1, description="Completion token limit of one instance-generation request (the budget reserves it)."
+    )
+    classify: bool = Field(
+        True,
+        description="Ask the teacher whether each task is classification (one short call per task), to write "
+        "its instances output-first as Self-Instruct does. False: every task is written input-first.",
+    )
+    # Self-Instruct decoded instances greedily on GPT-3. On the bundled 270M teacher greedy decoding echoed
+    # the '<noinput>' marker as the answer for 8 of 8 tasks (measured), while 0.7 wrote actual answers.
+    temperature: float = Field(
+        0.7, ge=0, le=2, description="Sampling temperature of instance requests (Self-Instruct: 0; see the comment)."
+    )
+
+
+class FilterConfig(_Strict):
+    """Which generated tasks are kept."""
+
+    rouge_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Reject a task whose instruction has ROUGE-L F1 above this against any earlier one (seeds, "
+        "kept tasks, earlier tasks of the same round). Unset: 0.7 for method 'self-instruct' (the original), "
+        "0.85 for method 'sedi' (the relaxed threshold).",
+    )
+    heuristics: Literal["self-instruct", "alpaca"] = Field(
+        "self-instruct",
+        description="Heuristic rule set: Self-Instruct's keyword list, or Alpaca's (adds video, audio, music, "
+        "flowchart, diagram). Both drop instructions of 3 words or fewer or more than 150, those starting "
+        "with 'Write a program', with punctuation or with a non-ASCII character.",
+    )
+    extra_keywords: list[str] = Field(
+        default_factory=list, description="More words or phrases that reject an instruction containing them."
+    )
+    truncated: Literal["drop_last_item", "drop_response"] = Field(
+        "drop_last_item",
+        description="A response cut off by max_tokens: drop only its incomplete last task (Alpaca), or every "
+        "task in it (the original Self-Instruct, which wastes paid output on long lists).",
+    )
+
+    def threshold_for(self, method: str) -> float:
+        if self.rouge_threshold is not None:
+            return self.rouge_threshold
+        return 0.7 if method == "self-instruct" else 0.85
 
 
 class BudgetConfig(_Strict):
@@ -196,6 +262,10 @@ class SediConfig(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher API.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Hard spending caps.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Task generation settings.")
+    instances: InstanceConfig = Field(
+        default_factory=InstanceConfig, description="Instance generation for instruction-only prompts."
+    )
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Which generated tasks are kept.")
     seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed and held-out task files.")
     run: RunConfig = Field(default_factory=RunConfig, description="Run-level settings.")
 

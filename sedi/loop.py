@@ -1,29 +1,33 @@
-"""One run, top to bottom: open the run directory, then rounds of generation until a stop condition.
+"""One run, top to bottom: open the run directory, then rounds until a stop condition.
 
-Every round is planned deterministically from ``run.seed`` and the round number, so a rerun of the
-same command asks for exactly the same requests and the response cache answers those already paid
-for. Stages still to come (filtering, batches, training, feedback) plug in after ``generate``.
+A round: generate (plan, send, parse, store) -> filter (parse problems, heuristics, similarity) ->
+instances (instruction-only prompts) -> export the datasets. A finished round is never redone; an
+unfinished one is replayed from the start, where the response cache answers every request already
+paid for and the filters recompute the same verdicts from the same inputs. Training and feedback
+plug in after the filter for ``method: sedi``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sedi.budget import Budget
+from sedi.candidates import kept_ids, pooled_instructions, round_candidates, set_verdicts
 from sedi.config import SediConfig, dump_config
 from sedi.endpoint import LocalTeacher, openai_endpoint
-from sedi.prompts import chat_messages, completion_prompt, parse_numbered_tasks, sample_in_context
+from sedi.exceptions import BudgetExceeded
+from sedi.export import kept_tasks, write_datasets
+from sedi.filtering import TaskFilter
+from sedi.generation import ProgressHook, generate, plan_round
+from sedi.instances import mark_budget_stop, write_instances
 from sedi.store import RunStore, fsync_write
 from sedi.tasks import Task, load_seed_tasks
-from sedi.teacher import BatchResult, Endpoint, TeacherClient, TeacherRequest, TeacherResponse
+from sedi.teacher import Endpoint, TeacherClient
 
-# Until the filters land (Self-Instruct issue), parsed candidates carry this verdict.
-UNFILTERED = "unfiltered"
+DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -32,69 +36,30 @@ class RunOutcome:
     message: str
 
 
-ProgressHook = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-def _request_seed(run_seed: int, sample_index: int) -> int:
-    digest = hashlib.sha256(f"{run_seed}:{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def plan_round(config: SediConfig, human: list[Task], machine: list[Task], round_index: int) -> list[TeacherRequest]:
-    """The round's requests, a pure function of the config, the pools and the round number."""
-    gen, sampling = config.generation, config.generation.sampling
-    requests = []
-    for slot in range(gen.calls_per_round):
-        sample_index = round_index * gen.calls_per_round + slot
-        rng = random.Random(f"{config.run.seed}:{sample_index}")
-        examples = sample_in_context(human, machine, gen.human_in_context, gen.machine_in_context, rng)
-        chat = config.teacher.mode == "chat"
-        requests.append(
-            TeacherRequest(
-                prompt=None if chat else completion_prompt(examples),
-                messages=chat_messages(examples, n_new=8) if chat else None,
-                max_tokens=sampling.max_tokens,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                stop=tuple(sampling.stop),
-                presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty,
-                seed=_request_seed(config.run.seed, sample_index),
-                sample_index=sample_index,
-                tag=f"round {round_index} slot {slot}",
-            )
-        )
-    return requests
-
-
-def _store_candidates(store: RunStore, config: SediConfig, round_index: int, response: TeacherResponse) -> None:
-    parsed = parse_numbered_tasks(
-        response.text, starts_inside_item=config.teacher.mode == "completion", truncated=response.truncated
-    )
-    items = [(p.position, p.instruction, "", "") for p in parsed]
-    store.add_candidates(response.request_key, round_index, items, UNFILTERED)
-
-
-async def _generate(
+async def _round(
     client: TeacherClient,
     store: RunStore,
     config: SediConfig,
+    human: list[Task],
+    task_filter: TaskFilter,
     round_index: int,
-    requests: list[TeacherRequest],
     progress: ProgressHook,
-) -> BatchResult:
-    """Send the round's requests; every response is parsed and stored the moment it arrives."""
-    stage = f"round {round_index + 1}: generate"
-    done = 0
-
-    def on_done(_: int, response: TeacherResponse) -> None:
-        nonlocal done
-        done += 1
-        _store_candidates(store, config, round_index, response)
-        progress(stage, done, len(requests))
-
-    progress(stage, 0, len(requests))
-    return await client.complete_all(requests, on_done)
+) -> BudgetExceeded | None:
+    """One round; returns the budget refusal that cut it short, if any."""
+    planned = plan_round(config, human, kept_tasks(store, before_round=round_index), round_index)
+    result = await generate(client, store, config, round_index, planned, progress)
+    candidates = round_candidates(store, round_index)
+    verdicts = task_filter.judge(candidates)
+    set_verdicts(store, verdicts)
+    pending = [c for c, (_, v) in zip(candidates, verdicts, strict=True) if v.verdict == "pending"]
+    stop = result.budget_stop
+    if pending and stop is None:
+        unfinished = await write_instances(client, store, config, round_index, pending, progress)
+        stop = None if unfinished is None else unfinished.budget_stop
+    elif pending:
+        mark_budget_stop(store, pending)
+    write_datasets(store, store.run_dir)
+    return stop
 
 
 async def _rounds(
@@ -102,13 +67,18 @@ async def _rounds(
 ) -> RunOutcome:
     budget = Budget(config.budget, store.spent())
     client = TeacherClient(config.teacher, store, budget, endpoint)
+    done = store.finished_rounds()
+    first = next((r for r in range(config.run.max_rounds) if r not in done), config.run.max_rounds)
+    task_filter = TaskFilter(config, [t.instruction for t in human] + pooled_instructions(store, first))
     try:
-        for round_index in range(config.run.max_rounds):
-            requests = plan_round(config, human, [], round_index)
-            result = await _generate(client, store, config, round_index, requests, progress)
-            if result.budget_stop is not None:
-                return RunOutcome("budget_exhausted", str(result.budget_stop))
-            store.mark_round(round_index, "generated")
+        for round_index in range(first, config.run.max_rounds):
+            kept = len(kept_ids(store))
+            if kept >= config.generation.target_kept:
+                return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
+            stop = await _round(client, store, config, human, task_filter, round_index, progress)
+            if stop is not None:
+                return RunOutcome("budget_exhausted", str(stop))
+            store.mark_round(round_index, DONE)
         return RunOutcome("finished", f"finished {config.run.max_rounds} rounds")
     finally:
         await client.aclose()

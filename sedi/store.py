@@ -22,7 +22,7 @@ from typing import Any
 
 from sedi.exceptions import RunDirError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,7 +65,20 @@ CREATE TABLE IF NOT EXISTS responses (
     completion_tokens INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
--- Every candidate task parsed from a response, with the verdict of the filters.
+-- Every planned teacher request with its purpose: which round, which in-context tasks (provenance)
+-- or, for instance generation, which candidate it serves.
+CREATE TABLE IF NOT EXISTS requests (
+    request_key TEXT PRIMARY KEY,
+    round INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    candidate_id INTEGER,
+    context TEXT NOT NULL DEFAULT '[]',
+    parse_error TEXT
+);
+-- Every candidate task parsed from a response, with the verdict of the filters:
+-- kept | rejected | pending (waiting for instances) ; rule: which filter decided; detail: JSON.
+-- pooled: the instruction joined the similarity pool (it passed the heuristics and the similarity rule).
 CREATE TABLE IF NOT EXISTS candidates (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_key TEXT NOT NULL,
@@ -74,10 +87,20 @@ CREATE TABLE IF NOT EXISTS candidates (
     instruction TEXT NOT NULL,
     input TEXT NOT NULL DEFAULT '',
     output TEXT NOT NULL DEFAULT '',
+    problem TEXT,
     verdict TEXT NOT NULL,
     rule TEXT,
     detail TEXT,
+    pooled INTEGER NOT NULL DEFAULT 0,
+    is_classification INTEGER,
     UNIQUE (request_key, position)
+);
+CREATE TABLE IF NOT EXISTS instances (
+    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+    idx INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT NOT NULL,
+    PRIMARY KEY (candidate_id, idx)
 );
 CREATE TABLE IF NOT EXISTS seed_pool (
     task_id TEXT PRIMARY KEY,
@@ -97,6 +120,8 @@ CREATE TABLE IF NOT EXISTS seed_history (
     reason TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+-- One row per optimizer step of the student; step counts across rounds (the adapter continues).
+-- task_ids: JSON list of candidate ids trained in that step; attractive: picked by the feedback rule.
 CREATE TABLE IF NOT EXISTS train_steps (
     round INTEGER NOT NULL,
     step INTEGER NOT NULL,
@@ -104,7 +129,24 @@ CREATE TABLE IF NOT EXISTS train_steps (
     loss REAL,
     learning_rate REAL,
     task_ids TEXT NOT NULL,
+    attractive INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (round, step)
+);
+-- Training batches as composed by the diversity stage: JSON list of candidate ids per batch.
+CREATE TABLE IF NOT EXISTS batches (
+    round INTEGER NOT NULL,
+    batch_index INTEGER NOT NULL,
+    task_ids TEXT NOT NULL,
+    clusters INTEGER,
+    mean_cosine_distance REAL,
+    PRIMARY KEY (round, batch_index)
+);
+-- Numbers measured at the end of each round (kept, keep_rate, heldout_loss, diversity, seed_pool_size, ...).
+CREATE TABLE IF NOT EXISTS round_metrics (
+    round INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (round, name)
 );
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,
@@ -182,11 +224,25 @@ class RunStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed response survives even a power cut; the cost is negligible per request.
         self.db.execute("PRAGMA synchronous=FULL")
+        found = self._stored_schema_version()
+        if found is not None and found != str(SCHEMA_VERSION):
+            self.close()
+            raise RunDirError(
+                f"{run_dir}: run directory written by another sedi version (schema {found}, this one reads "
+                f"{SCHEMA_VERSION}): use a new --run-dir, or the sedi version that created it"
+            )
         self.db.executescript(_SCHEMA)
         self._set_default("schema_version", str(SCHEMA_VERSION))
         self._set_default("state", "created")
         self._set_default("cache_hits", "0")
         self.recovered_interrupted = self._mark_interrupted()
+
+    def _stored_schema_version(self) -> str | None:
+        has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if has_meta is None:
+            return None
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return None if row is None else str(row[0])
 
     def close(self) -> None:
         self.db.close()
@@ -311,23 +367,14 @@ class RunStore:
                 )
 
     # -- later stages -----------------------------------------------------------------------
-    def add_candidates(
-        self, request_key: str, round_index: int, items: list[tuple[int, str, str, str]], verdict: str
-    ) -> int:
-        """Store candidates parsed from one response (idempotent: a resumed round adds none twice)."""
-        with self.transaction() as db:
-            cur = db.executemany(
-                "INSERT OR IGNORE INTO candidates (request_key, position, round, instruction, input, output, verdict) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(request_key, pos, round_index, ins, inp, out, verdict) for pos, ins, inp, out in items],
-            )
-        return cur.rowcount
-
     def mark_round(self, round_index: int, stage: str) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO rounds (round, stage, updated_at) VALUES (?, ?, ?)",
             (round_index, stage, time.time()),
         )
+
+    def finished_rounds(self) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT round FROM rounds WHERE stage = 'done'")}
 
     def spent(self) -> Usage:
         """What the budget has used: every attempt is a call; tokens and cost as charged."""
@@ -355,6 +402,14 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "COALESCE(SUM(charged_cost_usd), 0) AS charged_cost FROM calls"
     ).fetchone()
     verdicts = {row[0]: int(row[1]) for row in db.execute("SELECT verdict, COUNT(*) FROM candidates GROUP BY verdict")}
+    rejected = {
+        row[0]: int(row[1])
+        for row in db.execute(
+            "SELECT rule, COUNT(*) FROM candidates WHERE verdict = 'rejected' "
+            "GROUP BY rule ORDER BY COUNT(*) DESC, rule"
+        )
+    }
+    candidates, kept = sum(verdicts.values()), verdicts.get("kept", 0)
     meta = {row[0]: row[1] for row in db.execute("SELECT key, value FROM meta")}
     return {
         "run_dir": str(run_dir),
@@ -369,9 +424,12 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "cost_usd": round(float(calls["cost"]), 6),
         "budget_charged_tokens": int(calls["charged_tokens"]),
         "budget_charged_cost_usd": round(float(calls["charged_cost"]), 6),
-        "candidates": sum(verdicts.values()),
-        "kept": verdicts.get("kept", 0),
+        "candidates": candidates,
+        "kept": kept,
+        "keep_rate": round(kept / candidates, 4) if candidates else None,
+        "calls_per_kept": round(int(calls["calls"]) / kept, 4) if kept else None,
         "verdicts": verdicts,
+        "rejected_by_rule": rejected,
     }
 
 

@@ -80,6 +80,10 @@ class TeacherRequest:
             body["prompt"] = self.prompt
         return body
 
+    def key(self, model: str, mode: Literal["chat", "completion"]) -> str:
+        """The content address of this request (what the response cache is keyed on)."""
+        return request_key(self.payload(model, mode))
+
     def texts(self) -> list[str]:
         return [c for _, c in self.messages] if self.messages is not None else [self.prompt or ""]
 

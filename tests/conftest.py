@@ -54,6 +54,14 @@ def tiny_server(tiny_engine: Any) -> Iterator[Served]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def gemma_engine() -> Any:
+    """The bundled Gemma-3-270m base model (converted once into the model cache, then loaded in seconds)."""
+    from sedi.serve import BUNDLED_MODEL_NAME, Engine
+
+    return Engine.load(BUNDLED_MODEL_NAME)
+
+
 @pytest.fixture
 def serve_engine() -> Iterator[Callable[[Any], Served]]:
     """Factory: ``serve_engine(engine)`` serves any Engine until the end of the test."""

@@ -7,7 +7,8 @@ import random
 import re
 from pathlib import Path
 
-from sedi.prompts import chat_messages, completion_prompt, parse_numbered_tasks, sample_in_context
+from sedi.parsing import parse_numbered_tasks
+from sedi.prompts import chat_messages, completion_prompt, sample_in_context
 from sedi.tasks import Task, load_seed_tasks
 
 RAW = Path(__file__).parent / "data" / "raw" / "gemma_completion.jsonl"
@@ -24,8 +25,9 @@ def test_every_task_line_of_real_outputs_becomes_one_item() -> None:
         numbered = len(re.findall(r"^\s*Task \d+:", text, flags=re.MULTILINE))
         head = re.split(r"^\s*Task \d+:", text, maxsplit=1, flags=re.MULTILINE)[0]
         # the open 'Task 7:' item (when the text starts inside it), then one item per numbered line
-        expected = (1 if head.strip() else 0) + numbered - (1 if truncated else 0)
+        expected = (1 if head.strip() else 0) + numbered
         assert len(items) == expected, record["text"][:200]
+        assert [i.problem for i in items if i.problem] == (["truncated"] if truncated else [])
         assert all(item.instruction and not item.instruction.startswith("Task ") for item in items)
         assert not any(re.match(r"\d+\. ", item.instruction) for item in items)
 
@@ -36,11 +38,12 @@ def test_stray_inner_numbers_are_removed() -> None:
     assert [i.instruction for i in items] == ["First item.", 'He could say, "hello".', "Another one."]
 
 
-def test_truncated_last_item_is_dropped_and_continuation_lines_join() -> None:
+def test_truncated_last_item_is_flagged_and_continuation_lines_join() -> None:
     text = " Write a poem\nabout the sea.\nTask 8: Name three rivers.\nTask 9: Explain why the"
     items = parse_numbered_tasks(text, starts_inside_item=True, truncated=True)
-    assert [i.instruction for i in items] == ["Write a poem about the sea.", "Name three rivers."]
-    assert [i.position for i in items] == [0, 1]
+    assert [i.instruction for i in items] == ["Write a poem about the sea.", "Name three rivers.", "Explain why the"]
+    assert [i.problem for i in items] == [None, None, "truncated"]
+    assert [i.position for i in items] == [0, 1, 2]
 
 
 def test_chat_style_numbering_variants() -> None:

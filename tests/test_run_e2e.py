@@ -43,6 +43,7 @@ def run_args(run_dir: Path, served: Served, engine: Any, *extra: str) -> list[st
         "teacher.backoff_base_s": "0",
         "generation.sampling.max_tokens": "24",
         "generation.calls_per_round": "3",
+        "generation.human_in_context": "2",  # alpaca-style blocks with outputs: keep within the tiny model's context
         "run.max_rounds": "2",
     }
     args = ["run", "--run-dir", str(run_dir)]
@@ -86,13 +87,13 @@ def test_run_stores_responses_and_rerun_makes_zero_requests(tmp_path: Path, serv
     assert summary["calls"] == 6 and summary["responses"] == 6 and summary["cache_hits"] == 0
     assert summary["prompt_tokens"] > 0 and summary["completion_tokens"] > 0
     prompts = [s.body["prompt"] for s in server.counter.seen]
-    assert len(set(prompts)) == 6 and all(p.rstrip().endswith("Task 7:") for p in prompts)
+    assert len(set(prompts)) == 6 and all(p.rstrip().endswith("Task 3\nInstruction:") for p in prompts)
 
     second = sedi(*run_args(run_dir, server, engine))
     assert second.returncode == 0, second.stderr
     assert server.counter.total == 6  # counted at the server: the rerun sent nothing
     again = status(run_dir)
-    assert again["calls"] == 6 and again["cache_hits"] == 6
+    assert again["calls"] == 6 and again["state"] == "finished"  # finished rounds are not replayed at all
 
 
 def test_call_cap_holds_with_high_concurrency_and_raising_it_continues(
@@ -212,7 +213,8 @@ def local_args(run_dir: Path, tiny_model_dir: Path, engine: Any, *extra: str) ->
         "run", "--run-dir", str(run_dir),
         "--set", "teacher.provider=local", "--set", f"teacher.local.model={tiny_model_dir}",
         "--set", f"teacher.model={engine.model_id}", "--set", "generation.sampling.max_tokens=16",
-        "--set", "generation.calls_per_round=2", "--set", "run.max_rounds=1", *extra,
+        "--set", "generation.calls_per_round=2", "--set", "run.max_rounds=1",
+        "--set", "generation.human_in_context=2", *extra,
     ]  # fmt: skip
 
 

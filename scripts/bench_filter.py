@@ -1,0 +1,143 @@
+"""Benchmark the full diversity filter (ROUGE-L + MiniLM embeddings) against Alpaca's ROUGE-L loop.
+
+Usage::
+
+    python scripts/bench_filter.py --limit 52000                       # one JSON line
+    python scripts/bench_filter.py --limit 2000 --reference-seconds 10
+
+Ours: candidates arrive in batches of ``--batch`` (a generation round) and go through
+:class:`diversity.dedup.DiversityFilter` (ROUGE-L > 0.85, then cosine > 0.95), which embeds with the bundled
+MiniLM only the candidates that pass ROUGE-L against the pool. ``seconds`` covers embedding the seed pool and
+filtering the whole stream, embedding included; loading the model is reported apart (``load_seconds``).
+
+Reference: Alpaca's loop (see ``_bench_common.reference_decisions``) runs first on the same stream, until
+about ``--reference-seconds`` have passed; ``reference_n`` is the prefix it finished (a multiple of
+``--batch``). ``speedup_at_reference_n`` is its time over ours on that same prefix, measured inside our run
+(embedding included); ``speedup_at_reference_n_without_embedding`` leaves our embedding time out, which is
+the like-for-like comparison of the similarity search itself (the reference has no embedding rule).
+
+When ``--limit`` exceeds the corpus, it is repeated with the suffix `` (variant k)`` on the k-th copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+from _bench_common import DEFAULT_CORPUS, DEFAULT_SEEDS, candidate_stream, read_texts, reference_decisions  # noqa: E402
+
+from diversity.dedup import DiversityFilter  # noqa: E402
+from diversity.embeddings import Encoder  # noqa: E402
+
+
+def run_reference_prefix(
+    seeds: list[str], candidates: list[str], threshold: float, workers: int, budget: float, step: int
+) -> tuple[int, int, float]:
+    """(candidates decided, kept, seconds) for the reference, stopping at the first multiple of ``step``
+    reached after ``budget`` seconds."""
+    started = time.perf_counter()
+    done = kept = 0
+    for decision in reference_decisions(seeds, candidates, threshold, workers):
+        done += 1
+        kept += decision
+        if done % step == 0 and time.perf_counter() - started >= budget:
+            break
+    return done, kept, time.perf_counter() - started
+
+
+class TimedEncoder:
+    """Wraps an encoder to add up the seconds spent embedding."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.seconds = 0.0
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self.encoder.encode(texts)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="JSONL with `text` or `instruction`")
+    parser.add_argument("--limit", type=int, default=52000, help="number of candidates to stream")
+    parser.add_argument("--batch", type=int, default=20, help="candidates per check_batch call")
+    parser.add_argument("--reference-seconds", type=float, default=60.0, help="time budget of the reference")
+    parser.add_argument("--rouge-threshold", type=float, default=0.85)
+    parser.add_argument("--embedding-threshold", type=float, default=0.95)
+    parser.add_argument("--seeds", type=str, default=str(DEFAULT_SEEDS), help="initial pool (JSONL); '' for none")
+    parser.add_argument("--workers", type=int, default=2, help="processes (reference) and threads (ROUGE-L)")
+    args = parser.parse_args(argv)
+
+    seeds = read_texts(Path(args.seeds)) if args.seeds else []
+    candidates, copies = candidate_stream(read_texts(args.corpus), args.limit)
+    result: dict[str, object] = {"n": len(candidates), "batch": args.batch, "seeds": len(seeds), "repeated": copies}
+
+    reference_n = reference_kept = 0
+    reference_seconds = 0.0
+    if args.reference_seconds > 0:
+        reference_n, reference_kept, reference_seconds = run_reference_prefix(
+            seeds, candidates, args.rouge_threshold, args.workers, args.reference_seconds, args.batch
+        )
+
+    started = time.perf_counter()
+    encoder = TimedEncoder(Encoder(device="cpu"))
+    load_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    dedup = DiversityFilter(
+        args.rouge_threshold, args.embedding_threshold, pool_texts=seeds, encoder=encoder, workers=args.workers
+    )
+    kept = by_embedding = 0
+    prefix_seconds = prefix_embed_seconds = 0.0
+    prefix_kept = 0
+    for start in range(0, len(candidates), args.batch):
+        for verdict in dedup.check_batch(candidates[start : start + args.batch]):
+            kept += verdict.kept
+            by_embedding += verdict.rule == "embedding"
+        if start + args.batch == reference_n:
+            prefix_seconds = time.perf_counter() - started
+            prefix_embed_seconds, prefix_kept = encoder.seconds, kept
+    seconds = time.perf_counter() - started
+
+    result.update(
+        kept=kept,
+        seconds=round(seconds, 2),
+        embed_seconds=round(encoder.seconds, 2),
+        embedded=encoder.encoder.encoded_count,
+        load_seconds=round(load_seconds, 2),
+        removed_by_embedding_beyond_rouge=by_embedding,
+        reference_n=reference_n,
+        reference_seconds=round(reference_seconds, 2),
+        reference_kept=reference_kept,
+        ours_seconds_at_reference_n=round(prefix_seconds, 3),
+        ours_kept_at_reference_n=prefix_kept,
+        speedup_at_reference_n=round(reference_seconds / prefix_seconds, 1) if prefix_seconds else None,
+        speedup_at_reference_n_without_embedding=(
+            round(reference_seconds / (prefix_seconds - prefix_embed_seconds), 1)
+            if prefix_seconds > prefix_embed_seconds
+            else None
+        ),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        cpu_count=os.cpu_count(),
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

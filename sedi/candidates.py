@@ -1,0 +1,147 @@
+"""Planned requests, parsed candidates, their verdicts and instances, in the run database.
+
+Everything here is idempotent: a resumed round re-plans the same requests, re-parses the same cached
+responses and recomputes the same verdicts, so writing them again changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sedi.store import RunStore
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    request_key: str
+    round: int
+    kind: str  # 'tasks' | 'classify' | 'instances'
+    sample_index: int
+    candidate_id: int | None = None
+    context: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    request_key: str
+    position: int
+    round: int
+    instruction: str
+    input: str
+    output: str
+    problem: str | None
+    truncated_response: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # 'kept' | 'rejected' | 'pending'
+    rule: str | None = None
+    detail: Mapping[str, object] | None = None
+    pooled: bool = False
+
+
+def record_requests(store: RunStore, planned: Iterable[PlannedRequest]) -> None:
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT OR IGNORE INTO requests (request_key, round, kind, sample_index, candidate_id, context) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (p.request_key, p.round, p.kind, p.sample_index, p.candidate_id, json.dumps(list(p.context)))
+                for p in planned
+            ],
+        )
+
+
+def record_parse_error(store: RunStore, request_key: str, reason: str | None) -> None:
+    store.db.execute("UPDATE requests SET parse_error = ? WHERE request_key = ?", (reason, request_key))
+
+
+def add_candidates(
+    store: RunStore, request_key: str, round_index: int, items: Sequence[tuple[int, str, str, str, str | None]]
+) -> None:
+    """Store the items parsed from one response: (position, instruction, input, output, problem)."""
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT OR IGNORE INTO candidates (request_key, position, round, instruction, input, output, problem, "
+            "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
+            [(request_key, *item[:1], round_index, *item[1:]) for item in items],
+        )
+
+
+def round_candidates(store: RunStore, round_index: int) -> list[Candidate]:
+    """The round's candidates in plan order (request sample index, then position), never arrival order,
+    so that filtering decisions are the same however responses raced."""
+    rows = store.db.execute(
+        "SELECT c.id, c.request_key, c.position, c.round, c.instruction, c.input, c.output, c.problem, "
+        "COALESCE(r.finish_reason = 'length', 0) AS truncated, q.sample_index "
+        "FROM candidates c JOIN requests q ON q.request_key = c.request_key "
+        "LEFT JOIN responses r ON r.request_key = c.request_key "
+        "WHERE c.round = ? ORDER BY q.sample_index, c.position",
+        (round_index,),
+    ).fetchall()
+    return [
+        Candidate(
+            id=row["id"],
+            request_key=row["request_key"],
+            position=row["position"],
+            round=row["round"],
+            instruction=row["instruction"],
+            input=row["input"],
+            output=row["output"],
+            problem=row["problem"],
+            truncated_response=bool(row["truncated"]),
+        )
+        for row in rows
+    ]
+
+
+def set_verdicts(store: RunStore, verdicts: Sequence[tuple[int, Verdict]]) -> None:
+    with store.transaction() as db:
+        db.executemany(
+            "UPDATE candidates SET verdict = ?, rule = ?, detail = ?, pooled = ? WHERE id = ?",
+            [
+                (v.verdict, v.rule, json.dumps(v.detail, sort_keys=True) if v.detail else None, int(v.pooled), cid)
+                for cid, v in verdicts
+            ],
+        )
+
+
+def set_instances(
+    store: RunStore, candidate_id: int, instances: Sequence[tuple[str, str]], is_classification: bool | None
+) -> None:
+    with store.transaction() as db:
+        db.execute("DELETE FROM instances WHERE candidate_id = ?", (candidate_id,))
+        db.executemany(
+            "INSERT INTO instances (candidate_id, idx, input, output) VALUES (?, ?, ?, ?)",
+            [(candidate_id, i, inp, out) for i, (inp, out) in enumerate(instances)],
+        )
+        db.execute(
+            "UPDATE candidates SET is_classification = ? WHERE id = ?",
+            (None if is_classification is None else int(is_classification), candidate_id),
+        )
+
+
+def pooled_instructions(store: RunStore, before_round: int) -> list[str]:
+    """Instructions of earlier rounds that joined the similarity pool, in the order they joined."""
+    rows = store.db.execute(
+        "SELECT c.instruction FROM candidates c JOIN requests q ON q.request_key = c.request_key "
+        "WHERE c.pooled = 1 AND c.round < ? ORDER BY c.round, q.sample_index, c.position",
+        (before_round,),
+    )
+    return [row[0] for row in rows]
+
+
+def kept_ids(store: RunStore, before_round: int | None = None) -> list[int]:
+    limit = "" if before_round is None else f" AND round < {int(before_round)}"
+    return [row[0] for row in store.db.execute(f"SELECT id FROM candidates WHERE verdict = 'kept'{limit} ORDER BY id")]
+
+
+def instances_of(store: RunStore, candidate_id: int) -> list[tuple[str, str]]:
+    rows = store.db.execute(
+        "SELECT input, output FROM instances WHERE candidate_id = ? ORDER BY idx", (candidate_id,)
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]

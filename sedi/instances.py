@@ -1,0 +1,126 @@
+"""Instances for instruction-only tasks (``generation.prompt_style: self-instruct``).
+
+As the original: ask whether each passing instruction is a classification task, then ask for its
+instances, output-first for classification tasks (so the labels vary) and input-first otherwise,
+and apply the instance post-filters. A task with no valid instance is rejected, but its instruction
+stays in the similarity pool. Requests are content-addressed like every other, so a resumed run
+answers them from the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from diversity.instance_filters import filter_instances
+from sedi.candidates import Candidate, PlannedRequest, Verdict, record_requests, set_instances, set_verdicts
+from sedi.config import SediConfig
+from sedi.parsing import parse_classification, parse_instances
+from sedi.prompts import as_chat, classify_prompt, example_texts, instance_prompt
+from sedi.store import RunStore
+from sedi.teacher import BatchResult, TeacherClient, TeacherRequest, TeacherResponse
+
+BUDGET_STOP = "budget_stop"
+ProgressHook = Callable[[str, int, int], None]
+
+
+def _request(config: SediConfig, prompt: str, max_tokens: int, stop: tuple[str, ...], tag: str) -> TeacherRequest:
+    chat = config.teacher.mode == "chat"
+    return TeacherRequest(
+        prompt=None if chat else prompt,
+        messages=as_chat(prompt) if chat else None,
+        max_tokens=max_tokens,
+        temperature=config.instances.temperature,
+        top_p=1.0,
+        stop=stop,
+        seed=config.run.seed,
+        tag=tag,
+    )
+
+
+def classify_request(config: SediConfig, instruction: str) -> TeacherRequest:
+    # Three tokens are enough for 'Yes' or 'No' (the original used the same limit).
+    return _request(config, classify_prompt(instruction), 3, ("\n",), "classify")
+
+
+def instances_request(config: SediConfig, instruction: str, output_first: bool) -> TeacherRequest:
+    stop = (f"Example {config.instances.max_per_task + 1}", "\nTask:")
+    return _request(config, instance_prompt(instruction, output_first), config.instances.max_tokens, stop, "instances")
+
+
+async def _send(
+    client: TeacherClient,
+    store: RunStore,
+    config: SediConfig,
+    round_index: int,
+    kind: str,
+    pending: Sequence[Candidate],
+    requests: Sequence[TeacherRequest],
+    progress: ProgressHook,
+) -> BatchResult:
+    model, mode = config.teacher.model, config.teacher.mode
+    record_requests(
+        store,
+        [
+            PlannedRequest(r.key(model, mode), round_index, kind, 0, candidate_id=c.id)
+            for c, r in zip(pending, requests, strict=True)
+        ],
+    )
+    stage, done = f"round {round_index + 1}: {kind}", 0
+
+    def on_done(_: int, __: TeacherResponse) -> None:
+        nonlocal done
+        done += 1
+        progress(stage, done, len(requests))
+
+    progress(stage, 0, len(requests))
+    return await client.complete_all(requests, on_done)
+
+
+async def write_instances(
+    client: TeacherClient,
+    store: RunStore,
+    config: SediConfig,
+    round_index: int,
+    pending: Sequence[Candidate],
+    progress: ProgressHook,
+) -> BatchResult | None:
+    """Classify and write instances for ``pending`` candidates; returns the batch that hit the budget,
+    if any (its unanswered candidates stay 'pending' with rule ``budget_stop``)."""
+    if not pending:
+        return None
+    labels: list[bool | None] = [None] * len(pending)
+    if config.instances.classify:
+        asked = [classify_request(config, c.instruction) for c in pending]
+        result = await _send(client, store, config, round_index, "classify", pending, asked, progress)
+        if result.budget_stop is not None:
+            mark_budget_stop(store, pending)
+            return result
+        labels = [None if r is None else parse_classification(r.text) for r in result.responses]
+    requests = [instances_request(config, c.instruction, bool(label)) for c, label in zip(pending, labels, strict=True)]
+    result = await _send(client, store, config, round_index, "instances", pending, requests, progress)
+    verdicts: list[tuple[int, Verdict]] = []
+    unanswered: list[Candidate] = []
+    for candidate, label, response in zip(pending, labels, result.responses, strict=True):
+        if response is None:
+            unanswered.append(candidate)
+            continue
+        parsed = parse_instances(
+            response.text,
+            output_first=bool(label),
+            starts_inside_item=config.teacher.mode == "completion",
+            truncated=response.truncated,
+        )
+        pairs = [(p.input, p.output) for p in parsed]
+        outcome = filter_instances(pairs, config.instances.max_per_task, example_texts(bool(label)))
+        set_instances(store, candidate.id, outcome.kept, label)
+        detail: dict[str, object] = {"instances_parsed": len(parsed), "classification": label}
+        verdicts.append(
+            (candidate.id, Verdict("kept" if outcome.kept else "rejected", outcome.task_rule, detail, pooled=True))
+        )
+    set_verdicts(store, verdicts)
+    mark_budget_stop(store, unanswered)
+    return result if result.budget_stop is not None else None
+
+
+def mark_budget_stop(store: RunStore, pending: Sequence[Candidate]) -> None:
+    set_verdicts(store, [(c.id, Verdict("pending", BUDGET_STOP, None, pooled=True)) for c in pending])

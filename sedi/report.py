@@ -1,0 +1,297 @@
+"""``sedi report``: one self-contained HTML page that explains a run (or compares two) in a minute.
+
+The page opens with a plain-language paragraph and a table of the numbers that matter (calls, kept tasks,
+calls per kept task, held-out loss, diversity, seed-pool changes), then one plot per question, each with a
+sentence saying how to read it. Images are embedded as data URIs and the CSS is inline, so the file can be
+mailed or attached to an issue and still open anywhere; the same plots are also written as PNG files.
+
+The database is opened read-only, so a report can be made while a run is still going on; tables or metrics
+a run has not produced yet give empty plots that say so, never an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sedi import _plots
+from sedi._plots import PoolRound, StepPoint
+from sedi.exceptions import RunDirError
+from sedi.store import RunStore, read_summary
+
+
+@dataclass
+class RunData:
+    """Everything the report shows about one run, read from its database."""
+
+    run_dir: Path
+    method: str
+    summary: dict[str, Any]
+    kept_curve: list[int] = field(default_factory=list)  # kept tasks after call i + 1
+    metrics: dict[str, dict[int, float]] = field(default_factory=dict)  # name -> round -> value
+    round_keep_rate: dict[int, float] = field(default_factory=dict)
+    steps: list[StepPoint] = field(default_factory=list)
+    pool: dict[int, PoolRound] = field(default_factory=dict)
+    promotions: int = 0
+    demotions: int = 0
+    label: str = ""  # how series are named; default "<method> (<directory name>)"
+
+    def __post_init__(self) -> None:
+        # The method says what was run, the directory which run it was.
+        self.label = self.label or f"{self.method} ({self.run_dir.name})"
+
+
+# Every query the report makes, in one place; each reads what one plot or table row needs.
+_SQL = {
+    "config": "SELECT body FROM configs ORDER BY id DESC LIMIT 1",
+    "metrics": "SELECT round, name, value FROM round_metrics WHERE value IS NOT NULL",
+    "keep": "SELECT round, 1.0 * SUM(verdict = 'kept') / COUNT(*) FROM candidates GROUP BY round",
+    "steps": "SELECT round, step, grad_norm, attractive FROM train_steps WHERE grad_norm IS NOT NULL",
+    "calls": "SELECT id FROM calls ORDER BY id",
+    "kept_by_call": "SELECT r.call_id, COUNT(*) FROM candidates c JOIN responses r ON r.request_key = c.request_key "
+    "WHERE c.verdict = 'kept' GROUP BY r.call_id",
+    "moves": "SELECT round, action, COUNT(*) FROM seed_history WHERE round IS NOT NULL GROUP BY round, action",
+    "move_totals": "SELECT action, COUNT(*) FROM seed_history GROUP BY action",
+}
+
+
+def _rows(db: sqlite3.Connection, query: str) -> list[tuple[Any, ...]]:
+    """Run one of ``_SQL``; a table this run's schema lacks is simply empty (older or partial run dirs)."""
+    try:
+        return list(db.execute(_SQL[query]))
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+
+
+def _method(db: sqlite3.Connection) -> str:
+    rows = _rows(db, "config")
+    try:
+        config = yaml.safe_load(rows[0][0]) if rows else None
+    except yaml.YAMLError:
+        config = None
+    method = config.get("method") if isinstance(config, dict) else None
+    return str(method) if method else "unknown method"
+
+
+def _kept_curve(db: sqlite3.Connection) -> list[int]:
+    """Kept tasks so far after each call, crediting a task to the call whose response produced it."""
+    kept_by_call = dict(_rows(db, "kept_by_call"))
+    return list(accumulate(kept_by_call.get(call_id, 0) for (call_id,) in _rows(db, "calls")))
+
+
+def _pool(db: sqlite3.Connection, metrics: dict[str, dict[int, float]]) -> dict[int, PoolRound]:
+    """Pool sizes come from the round metrics; promotions and demotions are counted in the seed history."""
+    moves = {(int(r), str(action)): int(n) for r, action, n in _rows(db, "moves")}
+    size, machine = metrics.get("seed_pool_size", {}), metrics.get("seed_pool_machine", {})
+    return {
+        r: PoolRound(
+            human=size[r] - machine.get(r, 0.0) if r in size else None,
+            machine=machine.get(r),
+            promoted=moves.get((r, "promote"), 0),
+            demoted=moves.get((r, "demote"), 0),
+        )
+        for r in sorted(set(size) | {r for r, _ in moves})
+    }
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read one run directory (read-only; works while the run is going on)."""
+    db_path = run_dir / RunStore.DB_NAME
+    if not db_path.is_file():
+        raise RunDirError(
+            f"{run_dir}: no sedi run here (missing {RunStore.DB_NAME}): pass a directory made by 'sedi run --run-dir'"
+        )
+    summary = read_summary(run_dir)
+    db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        metrics: dict[str, dict[int, float]] = {}
+        for r, name, value in _rows(db, "metrics"):
+            metrics.setdefault(str(name), {})[int(r)] = float(value)
+        # Prefer the loop's own measure; else count verdicts as read_summary does (kept / all candidates).
+        keep = metrics.get("keep_rate") or {int(r): float(rate) for r, rate in _rows(db, "keep")}
+        steps = [StepPoint(int(r), int(s), float(g), bool(a)) for r, s, g, a in _rows(db, "steps")]
+        moves = dict(_rows(db, "move_totals"))
+        return RunData(
+            run_dir, _method(db), summary, _kept_curve(db), metrics, keep, steps, _pool(db, metrics),
+            promotions=int(moves.get("promote", 0)), demotions=int(moves.get("demote", 0)),
+        )  # fmt: skip
+    finally:
+        db.close()
+
+
+def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def _field(*keys: str, fmt: str = "{:,.0f}", scale: float = 1.0) -> Callable[[RunData], str]:
+    """A table cell straight from the store's summary (the numbers ``sedi status`` prints), summing ``keys``."""
+    return lambda r: _num(None if r.summary[keys[0]] is None else scale * sum(r.summary[k] for k in keys), fmt)
+
+
+def _last(metric: str) -> Callable[[RunData], str]:
+    """A table cell with the metric at the latest round that has it (runs can stop mid-way)."""
+
+    def cell(run: RunData) -> str:
+        by_round = run.metrics.get(metric)
+        return "n/a" if not by_round else f"{by_round[max(by_round)]:.3f} (round {max(by_round)})"
+
+    return cell
+
+
+# row key -> (heading, cell); the key is a stable hook for tests and scripts reading the page.
+_ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
+    "state": ("State", lambda r: str(r.summary["state"])),
+    "calls": ("Teacher calls", _field("calls")),
+    "tokens": ("Tokens (prompt + completion)", _field("prompt_tokens", "completion_tokens")),
+    "cost_usd": ("Cost (USD)", _field("cost_usd", fmt="${:,.4f}")),
+    "candidates": ("Candidate tasks", _field("candidates")),
+    "kept": ("Kept tasks", _field("kept")),
+    "keep_rate": ("Keep rate", _field("keep_rate", fmt="{:.1f}%", scale=100)),
+    "calls_per_kept": ("Calls per kept task", _field("calls_per_kept", fmt="{:.2f}")),
+    "heldout_loss": ("Held-out loss (last round)", _last("heldout_loss")),
+    "diversity_cosine": ("Diversity: mean cosine distance (last round)", _last("diversity_mean_cosine_distance")),
+    "diversity_vendi": ("Diversity: Vendi score (last round)", _last("diversity_vendi")),
+    "promotions": ("Seed promotions", lambda r: _num(r.promotions)),
+    "demotions": ("Seed demotions", lambda r: _num(r.demotions)),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """One plot of the page: its file name, how to read it, and how to pick its data out of the runs."""
+
+    name: str
+    caption: str
+    data: Callable[[list[RunData]], tuple[dict[str, Any], ...]]
+    draw: Callable[..., bytes]
+
+    def png(self, runs: list[RunData]) -> bytes:
+        return self.draw(*self.data(runs))
+
+    def empty(self, runs: list[RunData]) -> bool:
+        return not _plots.has_data(*self.data(runs))
+
+
+def _each(*getters: Callable[[RunData], Any]) -> Callable[[list[RunData]], tuple[dict[str, Any], ...]]:
+    """Plot arguments: for each getter, a mapping of run label to that run's data."""
+    return lambda runs: tuple({run.label: get(run) for run in runs} for get in getters)
+
+
+def _metric(name: str) -> Callable[[RunData], dict[int, float]]:
+    return lambda run: run.metrics.get(name, {})
+
+
+PLOTS: list[_Plot] = [
+    _Plot("calls_vs_kept", "Each line climbs by one for every kept task: the steeper and higher it is, the fewer "
+          "teacher calls each kept task cost.", _each(lambda r: r.kept_curve), _plots.calls_vs_kept),
+    _Plot("keep_rate", "The share of each round's candidate tasks that passed every filter; higher bars mean less "
+          "of the teacher's output was thrown away.", _each(lambda r: r.round_keep_rate), _plots.keep_rate),
+    _Plot("grad_norms", "The student's gradient norm at each optimizer step; stars mark the attractive batches "
+          "whose tasks were promoted into the seed pool, and dashed vertical lines separate rounds.",
+          _each(lambda r: r.steps), _plots.grad_norms),
+    _Plot("seed_pool", "Bars: human and machine seeds in the pool at the end of each round (left axis); "
+          "triangles: tasks promoted (up) and demoted (down) in that round (right axis).",
+          _each(lambda r: r.pool), _plots.seed_pool),
+    _Plot("heldout_loss", "The student's loss on held-out user tasks after each round; a line going down means "
+          "the student is learning to follow unseen instructions.", _each(_metric("heldout_loss")),
+          _plots.heldout_loss),
+    _Plot("diversity", "How different the kept tasks are from each other: left, the mean pairwise cosine distance "
+          "of their embeddings; right, the Vendi score (an effective number of distinct tasks). Higher is more "
+          "diverse.", _each(_metric("diversity_mean_cosine_distance"), _metric("diversity_vendi")),
+          _plots.diversity),
+    _Plot("rejects_by_rule", "How many candidates each filter rule rejected (the ten most frequent); the longest "
+          "bar is where most teacher output was lost.",
+          _each(lambda r: {rule or "(no rule)": n for rule, n in r.summary["rejected_by_rule"].items()}),
+          _plots.rejects_by_rule),
+]  # fmt: skip
+
+
+def _paragraph(runs: list[RunData]) -> str:
+    """The plain-language summary: what ran, how far it got, and what each kept task cost (as in the table)."""
+    parts = []
+    for run in runs:
+        cell = {key: html.escape(get(run)) for key, (_, get) in _ROWS.items()}
+        cost = f"keep rate {cell['keep_rate']}, {cell['calls_per_kept']} teacher calls per kept task"
+        parts.append(
+            f"Run <b>{html.escape(run.label)}</b> (method {html.escape(run.method)}, state {cell['state']})"
+            f" made {cell['calls']} teacher calls; {cell['kept']} of {cell['candidates']} candidate tasks were kept"
+            f" ({cost if run.summary['calls_per_kept'] is not None else 'no task has been kept yet'})."
+        )
+    if len(runs) == 2:
+        first, second = (r.summary["calls_per_kept"] for r in runs)
+        parts.append(
+            f"The second run needed {second / first:.2f}× the calls per kept task of the first (below 1: the second "
+            "run got each kept task for fewer calls)."
+            if first and second
+            else "Calls per kept task cannot be compared yet: a run has kept no task."
+        )
+    return " ".join(parts)
+
+
+def _table(runs: list[RunData]) -> str:
+    head = "".join(f"<th>{html.escape(r.label)}<br><small>{html.escape(str(r.run_dir))}</small></th>" for r in runs)
+    body = "".join(
+        f'<tr data-metric="{key}"><th scope="row">{name}</th>'
+        + "".join(f"<td>{html.escape(cell(r))}</td>" for r in runs)
+        + "</tr>"
+        for key, (name, cell) in _ROWS.items()
+    )
+    return f'<table class="summary"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.45}
+p.lead{font-size:1.05rem;background:#f4f6f8;padding:.8rem 1rem;border-radius:6px}small{color:#666;font-weight:normal}
+table{border-collapse:collapse;margin:1rem 0 2rem}th,td{border-bottom:1px solid #ddd;padding:.35rem .8rem;
+text-align:right}th[scope=row]{text-align:left;font-weight:normal}thead th{text-align:center;vertical-align:bottom}
+figure{margin:0 0 2.2rem}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#444;font-size:.95rem}
+.nodata{color:#a33;font-weight:bold}"""
+
+
+def render_html(runs: list[RunData], images: dict[str, bytes]) -> str:
+    """The page itself; ``images`` maps each plot's name to its PNG bytes."""
+    title = "sedi report: " + " vs ".join(r.label for r in runs)
+    figures = []
+    for plot in PLOTS:
+        data = base64.b64encode(images[plot.name]).decode("ascii")
+        note = ' <span class="nodata">No data yet.</span>' if plot.empty(runs) else ""
+        figures.append(
+            f'<figure id="{plot.name}"><img src="data:image/png;base64,{data}" alt="{plot.name}">'
+            f"<figcaption>{html.escape(plot.caption)}{note}</figcaption></figure>"
+        )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f'<p class="lead">{_paragraph(runs)}</p><h2>Summary</h2>{_table(runs)}<h2>Plots</h2>'
+        + "\n".join(figures)
+        + "</body></html>\n"
+    )
+
+
+def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
+    """Write ``out_dir/report.html`` and each plot as ``out_dir/report/<name>.png``; return the HTML path."""
+    if not run_dirs:
+        raise ValueError("write_report needs at least one run directory")
+    runs = [load_run(d) for d in run_dirs]
+    labels = [r.label for r in runs]
+    if len(set(labels)) < len(labels):  # same method and directory name: name runs by their full path
+        for run in runs:
+            run.label = f"{run.method} ({run.run_dir})"
+    png_dir = out_dir / "report"
+    png_dir.mkdir(parents=True, exist_ok=True)
+    images = {plot.name: plot.png(runs) for plot in PLOTS}
+    for name, png in images.items():
+        (png_dir / f"{name}.png").write_bytes(png)
+    page = out_dir / "report.html"
+    page.write_text(render_html(runs, images), encoding="utf-8")
+    return page
