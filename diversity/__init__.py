@@ -24,6 +24,7 @@ from diversity.metrics import BatchDiversity as BatchDiversity
 from diversity.metrics import batch_diversity as batch_diversity
 from diversity.metrics import clusters_covered as clusters_covered
 from diversity.metrics import mean_pairwise_cosine_distance as mean_pairwise_cosine_distance
+from diversity.metrics import topics_covered as topics_covered
 from diversity.metrics import vendi_score as vendi_score
 from diversity.rouge import rouge_l_f1 as rouge_l_f1
 from diversity.rouge import tokenize as tokenize

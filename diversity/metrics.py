@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BatchDiversity", "batch_diversity", "clusters_covered", "mean_pairwise_cosine_distance", "vendi_score"]
+__all__ = [
+    "BatchDiversity",
+    "batch_diversity",
+    "clusters_covered",
+    "mean_pairwise_cosine_distance",
+    "topics_covered",
+    "vendi_score",
+]
 
 
 def _unit_rows(vectors: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -47,6 +54,19 @@ def clusters_covered(labels: Sequence[int] | npt.NDArray[np.integer]) -> int:
     """Number of distinct labels; negative labels (noise / unassigned) do not count."""
     array = np.asarray(labels, dtype=np.int64).reshape(-1)
     return len(np.unique(array[array >= 0]))
+
+
+def topics_covered(vectors: npt.ArrayLike, reference_labels: npt.ArrayLike, reference: npt.ArrayLike) -> int:
+    """How many reference topics a set touches: each row goes to the topic whose centroid (mean of the
+    reference rows with that label) is most cosine-similar. With one fixed reference (say, the seed tasks
+    clustered once), two datasets are compared on the same topics, unlike clustering each on its own."""
+    unit, ref = _unit_rows(vectors), _unit_rows(reference)
+    labels = np.asarray(reference_labels, dtype=np.int64).reshape(-1)
+    if len(unit) == 0 or len(ref) == 0:
+        return 0
+    topics = np.unique(labels)
+    centroids = _unit_rows(np.stack([ref[labels == t].mean(axis=0) for t in topics]))
+    return len(np.unique((unit @ centroids.T).argmax(axis=1)))
 
 
 def vendi_score(vectors: npt.ArrayLike) -> float:

@@ -1,5 +1,7 @@
 """The report's plots: each takes plain data (one entry per run, keyed by its label) and returns PNG bytes.
 
+Rounds are passed as the store keeps them (0-based) and shown from 1, as ``sedi run`` prints them.
+
 Plots never see a database, so they can be tested on hand-made numbers and reused by other front ends.
 Every plot puts all runs on one figure with the same colour per run (the order of the mapping), so a
 comparison reads at a glance. Missing data is normal (a run still generating has no training yet): a plot
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
     from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
     from matplotlib.figure import Figure
 
 FIGSIZE = (7.0, 4.0)
@@ -79,11 +82,11 @@ def _style(i: int) -> dict[str, Any]:
     return {"color": f"C{i}", "marker": "os^Dv"[i % 5], "linestyle": ["-", "--", ":", "-."][i % 4]}
 
 
-def _counts(axis: object) -> None:
+def _counts(axis: Axis) -> None:
     """Counts are whole numbers: no 0.5 ticks."""
     from matplotlib.ticker import MaxNLocator
 
-    axis.set_major_locator(MaxNLocator(integer=True))  # type: ignore[attr-defined]
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _legend(ax: Axes, loc: Literal["best", "upper left", "lower right"] = "best") -> None:
@@ -94,9 +97,9 @@ def _legend(ax: Axes, loc: Literal["best", "upper left", "lower right"] = "best"
 
 
 def _round_axis(ax: Axes, rounds: set[int]) -> None:
-    """Rounds are whole numbers: tick each one (a fractional round would mislead)."""
+    """Tick each round (a fractional round would mislead), numbered from 1 as the CLI's progress shows them."""
     ordered = sorted(rounds)
-    ax.set_xticks(ordered)
+    ax.set_xticks(ordered, [str(r + 1) for r in ordered])
     ax.set_xlabel("round")
     if len(ordered) == 1:
         ax.set_xlim(ordered[0] - 1, ordered[0] + 1)
@@ -186,7 +189,7 @@ def grad_norms(runs: Mapping[str, Sequence[StepPoint]]) -> bytes:
             if cur.round != prev.round and (x := (prev.step + cur.step) / 2) not in boundaries:
                 boundaries.add(x)
                 ax.axvline(x, color="0.55", lw=0.9, ls="--", alpha=0.6)
-                ax.annotate(f"round {cur.round}", (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                ax.annotate(f"round {cur.round + 1}", (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                             textcoords="offset points", fontsize=8, color="0.4")  # fmt: skip
     ax.set_title(title + ("" if marked else " (no attractive batch yet)"))
     ax.set_xlabel("optimizer step (global across rounds; dashed lines = new round)")

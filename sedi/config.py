@@ -203,6 +203,21 @@ class FilterConfig(_Strict):
         "task in it (the original Self-Instruct, which wastes paid output on long lists).",
     )
 
+    # MiniLM puts genuine paraphrases of one task at 0.8-0.9 cosine, and distinct tasks on one topic there too;
+    # method.md measured that a low threshold mostly removes again what the relaxed ROUGE-L kept. 0.95 removes
+    # only near-verbatim rewordings; every run reports how many it removed beyond ROUGE-L (rule 'embedding').
+    embedding_threshold: float | None = Field(
+        0.95,
+        ge=-1,
+        le=1,
+        description="method 'sedi' only: reject a task whose instruction embedding has cosine above this with "
+        "any earlier one (null disables the rule). Ignored by 'self-instruct', which stays the faithful baseline.",
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="sentence-transformers model directory for embeddings. Unset: the bundled all-MiniLM-L6-v2.",
+    )
+
     def threshold_for(self, method: str) -> float:
         if self.rouge_threshold is not None:
             return self.rouge_threshold
@@ -225,6 +240,25 @@ class BudgetConfig(_Strict):
         "its prompt tokens (UTF-8 bytes plus overhead) plus sampling.max_tokens.",
     )
     max_cost_usd: float | None = Field(None, ge=0, description="Most spend in USD, computed from teacher.prices.")
+
+
+class BatchConfig(_Strict):
+    """How kept tasks are grouped into training batches (method 'sedi': one task per cluster per batch)."""
+
+    size: int = Field(
+        4, ge=1, description="Tasks per training batch (one optimizer micro-batch). Small for CPU training."
+    )
+    n_clusters: int | None = Field(
+        None,
+        ge=1,
+        description="k-means clusters over the round's kept tasks. Unset: max(batch size, sqrt(tasks)), capped "
+        "at the number of tasks, so that a batch can take one task per cluster.",
+    )
+    leftover: Literal["mix", "drop"] = Field(
+        "mix",
+        description="When fewer clusters with unused tasks remain than the batch size: 'mix' fills batches "
+        "with repeated clusters, spread evenly; 'drop' also drops an incomplete last batch.",
+    )
 
 
 class SeedsConfig(_Strict):
@@ -266,6 +300,7 @@ class SediConfig(_Strict):
         default_factory=InstanceConfig, description="Instance generation for instruction-only prompts."
     )
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which generated tasks are kept.")
+    batches: BatchConfig = Field(default_factory=BatchConfig, description="Training batch composition.")
     seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed and held-out task files.")
     run: RunConfig = Field(default_factory=RunConfig, description="Run-level settings.")
 

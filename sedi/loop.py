@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sedi.batching import compose_round_batches, record_round_metrics
 from sedi.budget import Budget
 from sedi.candidates import kept_ids, pooled_instructions, round_candidates, set_verdicts
 from sedi.config import SediConfig, dump_config
+from sedi.embeddings import LazyEncoder
 from sedi.endpoint import LocalTeacher, openai_endpoint
 from sedi.exceptions import BudgetExceeded
 from sedi.export import kept_tasks, write_datasets
@@ -42,6 +44,7 @@ async def _round(
     config: SediConfig,
     human: list[Task],
     task_filter: TaskFilter,
+    encode: LazyEncoder,
     round_index: int,
     progress: ProgressHook,
 ) -> BudgetExceeded | None:
@@ -58,6 +61,9 @@ async def _round(
         stop = None if unfinished is None else unfinished.budget_stop
     elif pending:
         mark_budget_stop(store, pending)
+    if config.method == "sedi":
+        compose_round_batches(store, config, encode, round_index)
+    record_round_metrics(store, config, encode, round_index, [t.instruction for t in human])
     write_datasets(store, store.run_dir)
     return stop
 
@@ -69,19 +75,21 @@ async def _rounds(
     client = TeacherClient(config.teacher, store, budget, endpoint)
     done = store.finished_rounds()
     first = next((r for r in range(config.run.max_rounds) if r not in done), config.run.max_rounds)
-    task_filter = TaskFilter(config, [t.instruction for t in human] + pooled_instructions(store, first))
+    encode = LazyEncoder(config.filter.embedding_model, store.run_dir / "embeddings.sqlite")
+    task_filter = TaskFilter(config, [t.instruction for t in human] + pooled_instructions(store, first), encode)
     try:
         for round_index in range(first, config.run.max_rounds):
             kept = len(kept_ids(store))
             if kept >= config.generation.target_kept:
                 return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
-            stop = await _round(client, store, config, human, task_filter, round_index, progress)
+            stop = await _round(client, store, config, human, task_filter, encode, round_index, progress)
             if stop is not None:
                 return RunOutcome("budget_exhausted", str(stop))
             store.mark_round(round_index, DONE)
         return RunOutcome("finished", f"finished {config.run.max_rounds} rounds")
     finally:
         await client.aclose()
+        encode.close()
 
 
 def check_inputs(config: SediConfig, source: str) -> tuple[list[Task], Endpoint | None]:

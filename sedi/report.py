@@ -143,7 +143,7 @@ def _last(metric: str) -> Callable[[RunData], str]:
 
     def cell(run: RunData) -> str:
         by_round = run.metrics.get(metric)
-        return "n/a" if not by_round else f"{by_round[max(by_round)]:.3f} (round {max(by_round)})"
+        return "n/a" if not by_round else f"{by_round[max(by_round)]:.3f} (round {max(by_round) + 1})"
 
     return cell
 
@@ -157,7 +157,7 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "candidates": ("Candidate tasks", _field("candidates")),
     "kept": ("Kept tasks", _field("kept")),
     "keep_rate": ("Keep rate", _field("keep_rate", fmt="{:.1f}%", scale=100)),
-    "calls_per_kept": ("Calls per kept task", _field("calls_per_kept", fmt="{:.2f}")),
+    "calls_per_kept": ("Calls per kept task (lower is better)", _field("calls_per_kept", fmt="{:.2f}")),
     "heldout_loss": ("Held-out loss (last round)", _last("heldout_loss")),
     "diversity_cosine": ("Diversity: mean cosine distance (last round)", _last("diversity_mean_cosine_distance")),
     "diversity_vendi": ("Diversity: Vendi score (last round)", _last("diversity_vendi")),

@@ -430,6 +430,31 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "calls_per_kept": round(int(calls["calls"]) / kept, 4) if kept else None,
         "verdicts": verdicts,
         "rejected_by_rule": rejected,
+        "embedding_rejects": rejected.get("embedding", 0),
+        **_training_summary(db),
+    }
+
+
+def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
+    last = db.execute("SELECT MAX(round) FROM round_metrics").fetchone()[0]
+    metrics = (
+        {}
+        if last is None
+        else {r[0]: r[1] for r in db.execute("SELECT name, value FROM round_metrics WHERE round = ?", (last,))}
+    )
+    history = dict(db.execute("SELECT action, COUNT(*) FROM seed_history GROUP BY action").fetchall())
+    return {
+        "rounds": int(db.execute("SELECT COUNT(*) FROM rounds WHERE stage = 'done'").fetchone()[0]),
+        "train_steps": int(db.execute("SELECT COUNT(*) FROM train_steps").fetchone()[0]),
+        "promotions": int(history.get("promote", 0)),
+        "demotions": int(history.get("demote", 0)),
+        "seed_pool_size": int(db.execute("SELECT COUNT(*) FROM seed_pool WHERE active = 1").fetchone()[0]),
+        "diversity": {
+            name: round(float(metrics[name]), 4)
+            for name in ("diversity_mean_cosine_distance", "diversity_vendi", "topics_covered")
+            if metrics.get(name) is not None
+        },
+        "heldout_loss": None if metrics.get("heldout_loss") is None else round(float(metrics["heldout_loss"]), 4),
     }
 
 

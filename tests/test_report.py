@@ -128,8 +128,8 @@ def test_single_run_report(tmp_path: Path) -> None:
     assert _number(_cells(page, "cost_usd")[0]) == pytest.approx(summary["cost_usd"], abs=5e-5)
     assert _number(_cells(page, "keep_rate")[0]) == pytest.approx(100 * summary["keep_rate"], abs=0.05)
     assert _number(_cells(page, "calls_per_kept")[0]) == pytest.approx(summary["calls_per_kept"], abs=0.005)
-    assert _cells(page, "heldout_loss") == ["2.400 (round 1)"]
-    assert _cells(page, "diversity_vendi") == ["12.250 (round 1)"]
+    assert _cells(page, "heldout_loss") == ["2.400 (round 2)"]  # rounds shown from 1, as the CLI prints them
+    assert _cells(page, "diversity_vendi") == ["12.250 (round 2)"]
     assert _cells(page, "promotions") == ["5"] and _cells(page, "demotions") == ["1"]
     assert "sedi (run-a)" in page and "state finished" in page
 

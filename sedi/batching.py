@@ -1,0 +1,117 @@
+"""Diversity after filtering: training batches composed one task per cluster, and the numbers each round
+reports (keep rate, diversity of the kept set, topics covered) for both methods alike.
+
+Embeddings come from the run's encoder, whose on-disk cache (``embeddings.sqlite`` in the run dir)
+means a resumed run never embeds a text twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from diversity import (
+    cluster,
+    compose_batches,
+    default_n_clusters,
+    mean_pairwise_cosine_distance,
+    topics_covered,
+    vendi_score,
+)
+from sedi.config import SediConfig
+from sedi.store import RunStore
+
+EncodeFn = Callable[[Sequence[str]], Any]
+# Seed topics for 'topics_covered': the seeds clustered once, the same reference for every method and round.
+SEED_TOPICS = 32
+
+
+def round_kept(store: RunStore, round_index: int) -> list[tuple[int, str]]:
+    rows = store.db.execute(
+        "SELECT c.id, c.instruction FROM candidates c JOIN requests q ON q.request_key = c.request_key "
+        "WHERE c.round = ? AND c.verdict = 'kept' ORDER BY q.sample_index, c.position",
+        (round_index,),
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def compose_round_batches(store: RunStore, config: SediConfig, encode: EncodeFn, round_index: int) -> list[list[int]]:
+    """Cluster the round's kept tasks and compose batches taking at most one task per cluster while the
+    clusters allow it; stored in the ``batches`` table (idempotent)."""
+    kept = round_kept(store, round_index)
+    if not kept:
+        return []
+    ids = [i for i, _ in kept]
+    vectors = np.asarray(encode([text for _, text in kept]), dtype=np.float32)
+    size = config.batches.size
+    k = config.batches.n_clusters or default_n_clusters(len(kept), size)
+    seed = config.run.seed * 1000 + round_index  # a different but reproducible clustering per round
+    labels = cluster(vectors, k, seed=seed)
+    batches = compose_batches(ids, labels, size, seed=seed, leftover=config.batches.leftover)
+    position = {task_id: n for n, task_id in enumerate(ids)}
+    rows = []
+    for index, batch in enumerate(batches):
+        members = [position[t] for t in batch]
+        rows.append(
+            (
+                round_index,
+                index,
+                json.dumps(batch),
+                len({int(labels[m]) for m in members}),
+                mean_pairwise_cosine_distance(vectors[members]),
+            )
+        )
+    with store.transaction() as db:
+        db.execute("DELETE FROM batches WHERE round = ?", (round_index,))
+        db.executemany(
+            "INSERT INTO batches (round, batch_index, task_ids, clusters, mean_cosine_distance) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+    return batches
+
+
+def record_round_metrics(
+    store: RunStore, config: SediConfig, encode: EncodeFn, round_index: int, seeds: Sequence[str]
+) -> dict[str, float]:
+    """Cumulative counts and the diversity of everything kept so far, measured the same way for both methods."""
+    db = store.db
+    calls = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    candidates = db.execute("SELECT COUNT(*) FROM candidates WHERE round <= ?", (round_index,)).fetchone()[0]
+    in_round = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(verdict = 'kept'), 0) FROM candidates WHERE round = ?", (round_index,)
+    ).fetchone()
+    kept_sql = "SELECT instruction FROM candidates WHERE verdict = 'kept' AND round <= ? ORDER BY id"
+    kept_texts = [r[0] for r in db.execute(kept_sql, (round_index,))]
+    metrics: dict[str, float] = {
+        "calls": float(calls),
+        "candidates": float(candidates),
+        "kept": float(len(kept_texts)),
+        "keep_rate": float(in_round[1]) / in_round[0] if in_round[0] else 0.0,
+        "embedding_rejects": float(
+            db.execute(
+                "SELECT COUNT(*) FROM candidates WHERE rule = 'embedding' AND round <= ?", (round_index,)
+            ).fetchone()[0]
+        ),
+    }
+    if kept_texts:
+        vectors = np.asarray(encode(kept_texts), dtype=np.float32)
+        seed_vectors = np.asarray(encode(list(seeds)), dtype=np.float32)
+        seed_labels = cluster(seed_vectors, SEED_TOPICS, seed=config.run.seed)
+        metrics["diversity_mean_cosine_distance"] = mean_pairwise_cosine_distance(vectors)
+        metrics["diversity_vendi"] = vendi_score(vectors)
+        metrics["topics_covered"] = float(topics_covered(vectors, seed_labels, seed_vectors))
+    batch_rows = db.execute(
+        "SELECT AVG(clusters), AVG(mean_cosine_distance) FROM batches WHERE round = ?", (round_index,)
+    ).fetchone()
+    if batch_rows[0] is not None:
+        metrics["batch_clusters_mean"] = float(batch_rows[0])
+        metrics["batch_mean_cosine_distance"] = float(batch_rows[1])
+    with store.transaction() as tx:
+        tx.executemany(
+            "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, ?, ?)",
+            [(round_index, name, value) for name, value in metrics.items()],
+        )
+    return metrics

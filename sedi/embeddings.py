@@ -1,0 +1,32 @@
+"""The run's sentence encoder, created on first use (loading it costs seconds, and a resumed run whose
+filter and metrics are answered from the embedding cache may still need it for the cache key)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class LazyEncoder:
+    """Callable ``texts -> (n, dim) float32``; a :class:`diversity.Encoder` with an on-disk cache."""
+
+    def __init__(self, model: str | None, cache_path: Path) -> None:
+        self.model = model
+        self.cache_path = cache_path
+        self._encoder: Any = None
+
+    def __call__(self, texts: Sequence[str]) -> Any:
+        if self._encoder is None:
+            from diversity import Encoder
+
+            self._encoder = Encoder(self.model, cache_path=self.cache_path)
+        return self._encoder.encode(texts)
+
+    @property
+    def encoded_count(self) -> int:
+        return 0 if self._encoder is None else int(self._encoder.encoded_count)
+
+    def close(self) -> None:
+        if self._encoder is not None:
+            self._encoder.close()

@@ -1,0 +1,85 @@
+"""A scripted teacher for fast loop tests: an engine for the real OpenAI-compatible server (sedi.serve) that
+writes well-formed alpaca-style task blocks, chosen reproducibly from the request's seed.
+
+The bundled Gemma checks the real path (tests/test_self_instruct_e2e.py) but takes tens of seconds per
+call on CPU; the loop's own logic (filters, batches, training, feedback, resumption) is tested against
+this engine behind the same server and the same openai client. Tasks are composed from parts, so
+some are near-duplicates of others (ROUGE-L between 0.7 and 0.85: rejected by Self-Instruct's threshold,
+kept by SeDi's), and every call also repeats one in-context instruction verbatim (always rejected).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sedi.serve._engine import GenerationResult
+
+_VERBS = ["Explain", "Describe", "Summarize", "List the key facts about", "Write a short story about", "Compare"]
+_TOPICS = [
+    "how volcanoes form", "the water cycle", "the history of the printing press", "how vaccines train the immune "
+    "system", "why leaves change colour in autumn", "the rules of chess", "how a bill becomes a law",
+    "the causes of inflation", "how bees make honey", "the life of a star", "how the internet routes data",
+    "the benefits of regular exercise", "how glaciers shape valleys", "the origins of jazz",
+]  # fmt: skip
+_AUDIENCES = ["for a ten-year-old", "in three sentences", "for a busy manager", "using an analogy"]
+
+
+def _task_pool() -> list[tuple[str, str, str]]:
+    tasks = []
+    for verb, topic, audience in itertools.product(_VERBS, _TOPICS, _AUDIENCES):
+        has_input = (len(verb) + len(topic)) % 3 == 0
+        tasks.append(
+            (
+                f"{verb} {topic} {audience}.",
+                f"Focus on {topic.split()[-1]}." if has_input else "",
+                f"Here is how: {topic}.",
+            )
+        )
+    return tasks
+
+
+TASKS = _task_pool()
+
+
+class ScriptedEngine:
+    """Implements what sedi.serve.create_app needs: model_id, has_chat_template, context_length,
+    count_tokens and generate. Tokens are whitespace words."""
+
+    has_chat_template = False
+    context_length = None
+
+    def __init__(self, model_id: str = "scripted-teacher", tasks_per_call: int = 5) -> None:
+        self.model_id = model_id
+        self.tasks_per_call = tasks_per_call
+        self.calls = 0
+
+    def count_tokens(self, messages: Sequence[Any]) -> int:
+        return sum(len(str(m).split()) for m in messages)
+
+    def generate(
+        self, prompt: Any, *, max_tokens: int = 16, seed: int | None = None, stop: Any = None, **_: Any
+    ) -> GenerationResult:
+        self.calls += 1
+        text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        rng = random.Random(seed)
+        chosen = rng.sample(TASKS, self.tasks_per_call)
+        in_context = re.findall(r"^Instruction: (.*)$", text, flags=re.MULTILINE)
+        if in_context:  # small teachers copy their examples: the filters must catch it
+            copied = in_context[rng.randrange(len(in_context))]
+            chosen[-1] = (copied, "", "A copied answer.")
+        blocks = [f"{ins}\nInput: {inp or '<noinput>'}\nOutput: {out}\n" for ins, inp, out in chosen]
+        number = len(in_context) + 2
+        body = blocks[0] + "".join(f"\nTask {number + i}\nInstruction: {b}" for i, b in enumerate(blocks[1:]))
+        body = " " + body
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        cut = min([body.find(s) for s in stops if s and s in body] or [len(body)])
+        body = body[:cut]
+        words = body.split(" ")
+        finish = "stop"
+        if len(words) > max_tokens:
+            body, finish = " ".join(words[:max_tokens]), "length"
+        return GenerationResult(body, finish, len(text.split()), min(len(words), max_tokens))  # type: ignore[arg-type]

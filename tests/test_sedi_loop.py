@@ -1,0 +1,78 @@
+"""The loop on a scripted teacher behind the real server: both methods on the same requests, the relaxed
+filter with its embedding rule, diverse batches and per-round metrics."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.scripted_teacher import ScriptedEngine
+from tests.servers import Served
+from tests.test_run_e2e import ledger, sedi, status
+
+
+@pytest.fixture
+def scripted(serve_engine: Callable[[Any], Served]) -> Iterator[Served]:
+    yield serve_engine(ScriptedEngine())
+
+
+def scripted_args(run_dir: Path, server: Served, *extra: str) -> list[str]:
+    sets = {
+        "teacher.provider": "openai",
+        "teacher.base_url": server.base_url,
+        "teacher.model": "scripted-teacher",
+        "generation.calls_per_round": "4",
+        "run.max_rounds": "2",
+    }
+    args = ["run", "--run-dir", str(run_dir)] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    return args + list(extra)
+
+
+def rows(run_dir: Path, sql: str) -> list[Any]:
+    db = sqlite3.connect(run_dir / "sedi.db")
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(tmp_path: Path, scripted: Served) -> None:
+    base, sedi_dir = tmp_path / "self-instruct", tmp_path / "sedi"
+    assert sedi(*scripted_args(base, scripted, "--set", "method=self-instruct")).returncode == 0
+    result = sedi(*scripted_args(sedi_dir, scripted, "--set", "filter.embedding_threshold=0.9"))
+    assert result.returncode == 0, result.stderr
+    a, b = status(base), status(sedi_dir)
+    assert a["calls"] == b["calls"] == 8 == len(ledger(base))
+    assert b["kept"] > a["kept"] > 0
+    assert a["rejected_by_rule"].get("rouge", 0) > b["rejected_by_rule"].get("rouge", 0)
+    assert b["embedding_rejects"] == b["rejected_by_rule"].get("embedding", 0)
+    assert "embedding" not in a["rejected_by_rule"]  # the baseline stays ROUGE-L only
+    assert a["diversity"] and b["diversity"]["topics_covered"] >= 1
+    # every copied in-context instruction is rejected by ROUGE-L (score 1.0 against a seed)
+    copies = rows(sedi_dir, "SELECT detail FROM candidates WHERE output = 'A copied answer.'")
+    assert copies and all(json.loads(d)["rouge"] == 1.0 for (d,) in copies)
+    # round 2's prompts show machine tasks kept in round 1
+    contexts = [json.loads(c) for (c,) in rows(sedi_dir, "SELECT context FROM requests WHERE round = 1")]
+    assert all(any(t.startswith("machine-") for t in ctx) for ctx in contexts)
+
+
+def test_batches_take_every_kept_task_once_and_one_per_cluster(tmp_path: Path, scripted: Served) -> None:
+    run_dir = tmp_path / "run"
+    result = sedi(*scripted_args(run_dir, scripted, "--set", "batches.size=4"))
+    assert result.returncode == 0, result.stderr
+    for round_index in (0, 1):
+        kept = {i for (i,) in rows(run_dir, f"SELECT id FROM candidates WHERE verdict='kept' AND round={round_index}")}
+        sql = f"SELECT task_ids, clusters FROM batches WHERE round={round_index} ORDER BY batch_index"
+        batches = rows(run_dir, sql)
+        ids = [i for body, _ in batches for i in json.loads(body)]
+        assert sorted(ids) == sorted(kept) and len(ids) == len(set(ids))
+        full = [(json.loads(body), clusters) for body, clusters in batches[:-1]]
+        assert all(clusters == len(batch) for batch, clusters in full[: len(full) // 2])  # clusters allow it early on
+    metrics = dict(rows(run_dir, "SELECT name, value FROM round_metrics WHERE round = 1"))
+    assert metrics["kept"] == status(run_dir)["kept"] and 0 < metrics["diversity_mean_cosine_distance"] <= 2
+    assert metrics["batch_clusters_mean"] >= 1 and (run_dir / "embeddings.sqlite").is_file()
