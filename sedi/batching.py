@@ -27,6 +27,7 @@ from sedi.store import RunStore
 EncodeFn = Callable[[Sequence[str]], Any]
 # Seed topics for 'topics_covered': the seeds clustered once, the same reference for every method and round.
 SEED_TOPICS = 32
+BatchRow = tuple[int, int, str, int | None, float | None]  # round, index, task ids (JSON), clusters, distance
 
 
 def round_kept(store: RunStore, round_index: int) -> list[tuple[int, str]]:
@@ -46,13 +47,13 @@ def compose_round_batches(store: RunStore, config: SediConfig, encode: EncodeFn,
         return []
     ids = [i for i, _ in kept]
     vectors = np.asarray(encode([text for _, text in kept]), dtype=np.float32)
-    size = config.batches.size
+    size = config.student.train.per_device_batch_size
     k = config.batches.n_clusters or default_n_clusters(len(kept), size)
     seed = config.run.seed * 1000 + round_index  # a different but reproducible clustering per round
     labels = cluster(vectors, k, seed=seed)
     batches = compose_batches(ids, labels, size, seed=seed, leftover=config.batches.leftover)
     position = {task_id: n for n, task_id in enumerate(ids)}
-    rows = []
+    rows: list[BatchRow] = []
     for index, batch in enumerate(batches):
         members = [position[t] for t in batch]
         rows.append(
@@ -64,12 +65,27 @@ def compose_round_batches(store: RunStore, config: SediConfig, encode: EncodeFn,
                 mean_pairwise_cosine_distance(vectors[members]),
             )
         )
+    _store_batches(store, round_index, rows)
+    return batches
+
+
+def _store_batches(
+    store: RunStore, round_index: int, rows: list[tuple[int, int, str, int | None, float | None]]
+) -> None:
     with store.transaction() as db:
         db.execute("DELETE FROM batches WHERE round = ?", (round_index,))
         db.executemany(
             "INSERT INTO batches (round, batch_index, task_ids, clusters, mean_cosine_distance) VALUES (?, ?, ?, ?, ?)",
             rows,
         )
+
+
+def sequential_batches(store: RunStore, config: SediConfig, round_index: int) -> list[list[int]]:
+    """The baseline's batches: kept tasks in the order they were generated, no composition."""
+    ids = [i for i, _ in round_kept(store, round_index)]
+    size = config.student.train.per_device_batch_size
+    batches = [ids[start : start + size] for start in range(0, len(ids), size)]
+    _store_batches(store, round_index, [(round_index, n, json.dumps(b), None, None) for n, b in enumerate(batches)])
     return batches
 
 

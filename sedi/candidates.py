@@ -60,15 +60,32 @@ def record_parse_error(store: RunStore, request_key: str, reason: str | None) ->
     store.db.execute("UPDATE requests SET parse_error = ? WHERE request_key = ?", (reason, request_key))
 
 
+# Candidate ids derive from the request's sample index and the item's position, not from arrival order, so
+# that a resumed or repeated run names every task the same way (machine-<id> in the seed pool and datasets).
+MAX_ITEMS_PER_RESPONSE = 1000
+
+
+def candidate_id(sample_index: int, position: int) -> int:
+    return sample_index * MAX_ITEMS_PER_RESPONSE + position
+
+
 def add_candidates(
-    store: RunStore, request_key: str, round_index: int, items: Sequence[tuple[int, str, str, str, str | None]]
+    store: RunStore,
+    request_key: str,
+    sample_index: int,
+    round_index: int,
+    items: Sequence[tuple[int, str, str, str, str | None]],
 ) -> None:
     """Store the items parsed from one response: (position, instruction, input, output, problem)."""
     with store.transaction() as db:
         db.executemany(
-            "INSERT OR IGNORE INTO candidates (request_key, position, round, instruction, input, output, problem, "
-            "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
-            [(request_key, *item[:1], round_index, *item[1:]) for item in items],
+            "INSERT OR IGNORE INTO candidates (id, request_key, position, round, instruction, input, output, problem, "
+            "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'new')",
+            [
+                (candidate_id(sample_index, pos), request_key, pos, round_index, ins, inp, out, problem)
+                for pos, ins, inp, out, problem in items
+                if pos < MAX_ITEMS_PER_RESPONSE
+            ],
         )
 
 

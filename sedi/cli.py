@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from sedi.exceptions import SediError
 
@@ -33,6 +36,29 @@ def _offline_defaults() -> None:
     # Nothing in a run may try a model hub: every model comes from a package or a local directory.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Our own progress bars say what is going on; the libraries' per-call bars would bury them.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on stderr, one per stage (generate, classify, instances, train, evaluate of each round)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def hook(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = int(bars.add_task(stage, total=total))
+            bars.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+
+        yield hook
 
 
 @app.command()
@@ -43,10 +69,7 @@ def run(
     ),
     set_: SetOption = None,
 ) -> None:
-    """Run (or resume) generation on a config; a rerun never pays twice for a response."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run (or resume) the loop on a config; a rerun never pays twice for a response."""
     from sedi.config import load_config
     from sedi.loop import run as run_loop
     from sedi.store import read_summary
@@ -54,17 +77,8 @@ def run(
     _offline_defaults()
     cfg = load_config(config, set_ or [])
     source = str(config) if config else "defaults"
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bars:
-        tasks: dict[str, int] = {}
-
-        def hook(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = int(bars.add_task(stage, total=total))
-            bars.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
-
-        header = f"run dir: {run_dir}  method: {cfg.method}  teacher: {cfg.teacher.provider}/{cfg.teacher.model}"
+    header = f"run dir: {run_dir}  method: {cfg.method}  teacher: {cfg.teacher.provider}/{cfg.teacher.model}"
+    with _progress() as hook:
         outcome = run_loop(cfg, run_dir, source, hook, on_start=lambda: console.print(header))
     summary = read_summary(run_dir)
     console.print(f"[bold]{outcome.state}[/bold]: {outcome.message}")
@@ -78,10 +92,74 @@ def run(
         f"candidates {summary['candidates']}, kept {summary['kept']}"
         + (f" (keep rate {rate:.0%}, {per_kept:.2f} calls per kept task)" if rate is not None and per_kept else "")
     )
+    if summary["train_steps"]:
+        loss = summary["heldout_loss"]
+        console.print(
+            f"student: {summary['train_steps']} steps"
+            + (f", held-out loss {loss:.3f}" if loss is not None else "")
+            + f"; seed pool {summary['seed_pool_size']} ({summary['promotions']} promoted, "
+            f"{summary['demotions']} demoted)"
+        )
     top = ", ".join(f"{rule} {n}" for rule, n in list(summary["rejected_by_rule"].items())[:6])
     if top:
         console.print(f"rejected by: {top}")
     console.print(f"data: {run_dir / 'data' / 'kept.jsonl'} (chat format: {run_dir / 'data' / 'train.jsonl'})")
+
+
+@app.command()
+def compare(
+    config: Annotated[Path | None, typer.Argument(help="YAML config file; omitted: the embedded defaults.")] = None,
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Directory for both runs and the table.")] = Path(
+        "runs/compare"
+    ),
+    stop_at: Annotated[
+        str, typer.Option("--stop-at", help="'kept': both stop at generation.target_kept; 'budget': at the budget.")
+    ] = "kept",
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Seeds to run (mean and spread).")] = 1,
+    set_: SetOption = None,
+) -> None:
+    """Run the Self-Instruct baseline and SeDi with the same teacher, seeds, student and budget; write a table."""
+    _offline_defaults()
+    from sedi.compare import compare as run_compare
+    from sedi.config import load_config
+    from sedi.exceptions import ConfigError
+
+    if stop_at not in ("kept", "budget"):
+        raise ConfigError(f"--stop-at {stop_at!r}: use 'kept' or 'budget'")
+    cfg = load_config(config, set_ or [])
+    source = str(config) if config is not None else "defaults"
+    with _progress() as hook:
+        table = run_compare(
+            cfg,
+            run_dir,
+            source,
+            "kept" if stop_at == "kept" else "budget",
+            repeat,
+            hook,
+            on_run=lambda method, path: console.print(f"[bold]{method}[/bold] in {path}"),
+        )
+    console.print((run_dir / "comparison.md").read_text())
+    ratio = table["calls_per_kept_ratio"]
+    if ratio is not None:
+        console.print(f"calls per kept task, sedi / self-instruct: {ratio:.3f}")
+    console.print(f"table: {run_dir / 'comparison.md'} and {run_dir / 'comparison.json'}")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run directory, a compare directory, or several runs.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory; default: the first directory.")] = None,
+) -> None:
+    """Write DIR/report.html (self-contained, plots embedded) and a PNG of each plot under DIR/report/."""
+    from sedi.report import write_report
+
+    dirs = list(run_dirs)
+    if len(dirs) == 1 and (dirs[0] / "comparison.json").is_file():
+        table = json.loads((dirs[0] / "comparison.json").read_text())
+        dirs = [Path(r["run_dir"]) for method in ("self-instruct", "sedi") for r in table["runs"][method][:1]]
+        out = out or run_dirs[0]
+    path = write_report(dirs, out or dirs[0])
+    typer.echo(f"report: {path}")
 
 
 @config_app.command("show")

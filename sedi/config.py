@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from feedback import FeedbackConfig, TrainConfig
 from sedi.exceptions import ConfigError
 
 
@@ -243,11 +244,9 @@ class BudgetConfig(_Strict):
 
 
 class BatchConfig(_Strict):
-    """How kept tasks are grouped into training batches (method 'sedi': one task per cluster per batch)."""
+    """How kept tasks are grouped into training batches (method 'sedi': one task per cluster per batch).
+    The batch size is student.train.per_device_batch_size (one composed batch is one micro-batch)."""
 
-    size: int = Field(
-        4, ge=1, description="Tasks per training batch (one optimizer micro-batch). Small for CPU training."
-    )
     n_clusters: int | None = Field(
         None,
         ge=1,
@@ -258,6 +257,31 @@ class BatchConfig(_Strict):
         "mix",
         description="When fewer clusters with unused tasks remain than the batch size: 'mix' fills batches "
         "with repeated clusters, spread evenly; 'drop' also drops an incomplete last batch.",
+    )
+
+
+def _cpu_friendly_training() -> TrainConfig:
+    # Small batches and short examples: the embedded run trains a 270M student on 2 CPU cores.
+    return TrainConfig(per_device_batch_size=4, max_length=256)
+
+
+class StudentConfig(_Strict):
+    """The student fine-tuned every round on the new batches (LoRA by default)."""
+
+    model: str = Field(
+        "gemma-3-270m",
+        description="'gemma-3-270m' (the bundled base model, converted once into the cache) or a directory "
+        "holding a transformers causal LM and its tokenizer.",
+    )
+    train: TrainConfig = Field(
+        default_factory=_cpu_friendly_training,
+        description="Training settings of each round (LoRA, learning rate, batch size, max length, device).",
+    )
+    heldout_size: int = Field(
+        32,
+        ge=0,
+        description="Held-out tasks (the first N of seeds.heldout_path) whose mean loss is measured after "
+        "every round, the same way for both methods. 0 disables the evaluation.",
     )
 
 
@@ -302,6 +326,11 @@ class SediConfig(_Strict):
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which generated tasks are kept.")
     batches: BatchConfig = Field(default_factory=BatchConfig, description="Training batch composition.")
     seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed and held-out task files.")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="The student model and its training.")
+    feedback: FeedbackConfig = Field(
+        default_factory=FeedbackConfig,
+        description="method 'sedi': how training signals pick attractive batches and re-select the seed pool.",
+    )
     run: RunConfig = Field(default_factory=RunConfig, description="Run-level settings.")
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 
+from sedi._faults import crash_point
 from sedi.candidates import PlannedRequest, add_candidates, record_parse_error, record_requests
 from sedi.config import SediConfig
 from sedi.parsing import parse_generated
@@ -55,7 +56,9 @@ def plan_round(
     return planned
 
 
-def store_response(store: RunStore, config: SediConfig, round_index: int, response: TeacherResponse) -> int:
+def store_response(
+    store: RunStore, config: SediConfig, round_index: int, sample_index: int, response: TeacherResponse
+) -> int:
     """Parse one answer and store its items; an answer with no task in it is recorded with the reason."""
     parsed = parse_generated(
         response.text,
@@ -64,7 +67,7 @@ def store_response(store: RunStore, config: SediConfig, round_index: int, respon
         truncated=response.truncated,
     )
     items = [(p.position, p.instruction, p.input, p.output, p.problem) for p in parsed]
-    add_candidates(store, response.request_key, round_index, items)
+    add_candidates(store, response.request_key, sample_index, round_index, items)
     if not parsed:
         reason = "empty answer" if not response.text.strip() else "no task found in the answer"
         record_parse_error(store, response.request_key, reason)
@@ -90,10 +93,11 @@ async def generate(
     )
     stage, done = f"round {round_index + 1}: generate", 0
 
-    def on_done(_: int, response: TeacherResponse) -> None:
+    def on_done(index: int, response: TeacherResponse) -> None:
         nonlocal done
         done += 1
-        store_response(store, config, round_index, response)
+        store_response(store, config, round_index, planned[index][0].sample_index, response)
+        crash_point(f"generate:{round_index}")
         progress(stage, done, len(planned))
 
     progress(stage, 0, len(planned))

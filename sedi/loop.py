@@ -1,20 +1,25 @@
 """One run, top to bottom: open the run directory, then rounds until a stop condition.
 
-A round: generate (plan, send, parse, store) -> filter (parse problems, heuristics, similarity) ->
-instances (instruction-only prompts) -> export the datasets. A finished round is never redone; an
-unfinished one is replayed from the start, where the response cache answers every request already
-paid for and the filters recompute the same verdicts from the same inputs. Training and feedback
-plug in after the filter for ``method: sedi``.
+A round: generate (plan from the seed pool, send, parse, store) -> filter (parse problems, heuristics,
+similarity) -> instances (instruction-only prompts) -> batches -> train the student -> feedback
+(``method: sedi``: attractive batches join the seed pool, weak seeds leave) -> measure and export.
+
+Each stage that is done is recorded (``rounds.stage``), so a resumed run never redoes a finished stage:
+an unfinished generate/filter stage is replayed from its start, where the response cache answers every
+request already paid for and the filters recompute the same verdicts; training restarts from the
+previous round's adapter with the same seed and batches; feedback commits in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sedi.batching import compose_round_batches, record_round_metrics
+from sedi._faults import crash_point
+from sedi.batching import compose_round_batches, record_round_metrics, sequential_batches
 from sedi.budget import Budget
 from sedi.candidates import kept_ids, pooled_instructions, round_candidates, set_verdicts
 from sedi.config import SediConfig, dump_config
@@ -25,11 +30,13 @@ from sedi.export import kept_tasks, write_datasets
 from sedi.filtering import TaskFilter
 from sedi.generation import ProgressHook, generate, plan_round
 from sedi.instances import mark_budget_stop, write_instances
+from sedi.seedpool import active_pool, apply_feedback, init_pool, record_pool_metrics
 from sedi.store import RunStore, fsync_write
-from sedi.tasks import Task, load_seed_tasks
+from sedi.student import evaluate, recorded_steps, train
+from sedi.tasks import Task, load_heldout_tasks, load_seed_tasks
 from sedi.teacher import Endpoint, TeacherClient
 
-DONE = "done"
+STAGES = ("filtered", "trained", "fed", "done")
 
 
 @dataclass(frozen=True)
@@ -38,66 +45,114 @@ class RunOutcome:
     message: str
 
 
-async def _round(
-    client: TeacherClient,
-    store: RunStore,
-    config: SediConfig,
-    human: list[Task],
-    task_filter: TaskFilter,
-    encode: LazyEncoder,
-    round_index: int,
-    progress: ProgressHook,
-) -> BudgetExceeded | None:
-    """One round; returns the budget refusal that cut it short, if any."""
-    planned = plan_round(config, human, kept_tasks(store, before_round=round_index), round_index)
-    result = await generate(client, store, config, round_index, planned, progress)
+@dataclass
+class _Run:
+    config: SediConfig
+    store: RunStore
+    client: TeacherClient
+    seeds: list[Task]
+    heldout: list[Task]
+    task_filter: TaskFilter
+    encode: LazyEncoder
+    progress: ProgressHook
+
+    def reached(self, round_index: int, stage: str) -> bool:
+        done = self.store.round_stage(round_index)
+        return done is not None and STAGES.index(done) >= STAGES.index(stage)
+
+
+async def _collect(run: _Run, round_index: int) -> BudgetExceeded | None:
+    """Generate, filter, write instances and compose batches; returns the budget refusal that cut it short."""
+    config, store = run.config, run.store
+    if config.method == "sedi":
+        human, machine = active_pool(store)  # the feedback-steered pool
+    else:
+        human, machine = run.seeds, kept_tasks(store, before_round=round_index)  # Self-Instruct's pools
+    planned = plan_round(config, human, machine, round_index)
+    result = await generate(run.client, store, config, round_index, planned, run.progress)
     candidates = round_candidates(store, round_index)
-    verdicts = task_filter.judge(candidates)
+    verdicts = run.task_filter.judge(candidates)
     set_verdicts(store, verdicts)
     pending = [c for c, (_, v) in zip(candidates, verdicts, strict=True) if v.verdict == "pending"]
     stop = result.budget_stop
     if pending and stop is None:
-        unfinished = await write_instances(client, store, config, round_index, pending, progress)
+        unfinished = await write_instances(run.client, store, config, round_index, pending, run.progress)
         stop = None if unfinished is None else unfinished.budget_stop
     elif pending:
         mark_budget_stop(store, pending)
     if config.method == "sedi":
-        compose_round_batches(store, config, encode, round_index)
-    record_round_metrics(store, config, encode, round_index, [t.instruction for t in human])
-    write_datasets(store, store.run_dir)
+        compose_round_batches(store, config, run.encode, round_index)
+    else:
+        sequential_batches(store, config, round_index)
     return stop
 
 
+async def _round(run: _Run, round_index: int) -> BudgetExceeded | None:
+    config, store, label = run.config, run.store, f"round {round_index + 1}"
+    if not run.reached(round_index, "filtered"):
+        stop = await _collect(run, round_index)
+        if stop is not None:  # keep what was paid for visible; the round resumes when the budget allows
+            record_round_metrics(store, config, run.encode, round_index, [t.instruction for t in run.seeds])
+            write_datasets(store, store.run_dir)
+            return stop
+        store.mark_round(round_index, "filtered")
+    if not run.reached(round_index, "trained"):
+        run.progress(f"{label}: train", 0, 1)
+        train(store, config, round_index)
+        crash_point(f"train:{round_index}")
+        store.mark_round(round_index, "trained")
+        run.progress(f"{label}: train", 1, 1)
+    if config.method == "sedi" and not run.reached(round_index, "fed"):
+        apply_feedback(store, config, round_index, recorded_steps(store, round_index))
+    run.progress(f"{label}: evaluate", 0, 1)
+    evaluate(store, config, round_index, run.heldout)
+    record_round_metrics(store, config, run.encode, round_index, [t.instruction for t in run.seeds])
+    record_pool_metrics(store, round_index)
+    write_datasets(store, store.run_dir)
+    store.mark_round(round_index, "done")
+    run.progress(f"{label}: evaluate", 1, 1)
+    return None
+
+
 async def _rounds(
-    config: SediConfig, store: RunStore, human: list[Task], endpoint: Callable[[], Endpoint], progress: ProgressHook
+    config: SediConfig,
+    store: RunStore,
+    inputs: tuple[list[Task], list[Task]],
+    endpoint: Callable[[], Endpoint],
+    progress: ProgressHook,
 ) -> RunOutcome:
-    budget = Budget(config.budget, store.spent())
-    client = TeacherClient(config.teacher, store, budget, endpoint)
-    done = store.finished_rounds()
-    first = next((r for r in range(config.run.max_rounds) if r not in done), config.run.max_rounds)
+    seeds, heldout = inputs
+    init_pool(store, seeds)
+    client = TeacherClient(config.teacher, store, Budget(config.budget, store.spent()), endpoint)
+    rounds = range(config.run.max_rounds)
+    unfiltered = next((r for r in rounds if store.round_stage(r) is None), config.run.max_rounds)
     encode = LazyEncoder(config.filter.embedding_model, store.run_dir / "embeddings.sqlite")
-    task_filter = TaskFilter(config, [t.instruction for t in human] + pooled_instructions(store, first), encode)
+    pool = [t.instruction for t in seeds] + pooled_instructions(store, unfiltered)
+    run = _Run(config, store, client, seeds, heldout, TaskFilter(config, pool, encode), encode, progress)
     try:
-        for round_index in range(first, config.run.max_rounds):
+        for round_index in rounds:
+            if run.reached(round_index, "done"):
+                continue
             kept = len(kept_ids(store))
-            if kept >= config.generation.target_kept:
+            if kept >= config.generation.target_kept and not run.reached(round_index, "filtered"):
                 return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
-            stop = await _round(client, store, config, human, task_filter, encode, round_index, progress)
+            stop = await _round(run, round_index)
             if stop is not None:
                 return RunOutcome("budget_exhausted", str(stop))
-            store.mark_round(round_index, DONE)
         return RunOutcome("finished", f"finished {config.run.max_rounds} rounds")
     finally:
         await client.aclose()
         encode.close()
 
 
-def check_inputs(config: SediConfig, source: str) -> tuple[list[Task], Endpoint | None]:
-    """Fail on bad seeds or a missing key before the run directory is touched.
+def check_inputs(config: SediConfig, source: str) -> tuple[tuple[list[Task], list[Task]], Endpoint | None]:
+    """Fail on bad seeds, bad held-out tasks or a missing key before the run directory is touched.
 
-    Returns the human seed tasks and, for ``provider: openai``, the remote endpoint."""
+    Returns (human seed tasks, held-out tasks) and, for ``provider: openai``, the remote endpoint."""
     seeds = load_seed_tasks(config.seeds.path)
-    return seeds, None if config.teacher.provider == "local" else openai_endpoint(config.teacher, source)
+    heldout = load_heldout_tasks(config.seeds.heldout_path) if config.student.heldout_size else []
+    remote = None if config.teacher.provider == "local" else openai_endpoint(config.teacher, source)
+    return (seeds, heldout), remote
 
 
 def _fixed(endpoint: Endpoint | None) -> Callable[[], Endpoint]:
@@ -114,7 +169,7 @@ def run(
 ) -> RunOutcome:
     """Run (or resume) the job configured by ``config`` in ``run_dir``; ``on_start`` runs once the
     inputs are valid, before the run directory is touched."""
-    human, remote = check_inputs(config, source)
+    inputs, remote = check_inputs(config, source)
     if on_start is not None:
         on_start()
     local = remote is None
@@ -125,8 +180,9 @@ def run(
         store.set_state("running")
         server = LocalTeacher(config.teacher, run_dir / "logs") if local else None
         factory: Callable[[], Endpoint] = server if server is not None else _fixed(remote)
+        started = time.monotonic()
         try:
-            outcome = asyncio.run(_rounds(config, store, human, factory, progress or (lambda *_: None)))
+            outcome = asyncio.run(_rounds(config, store, inputs, factory, progress or (lambda *_: None)))
         except KeyboardInterrupt:
             store.set_state("interrupted")
             raise
@@ -136,5 +192,7 @@ def run(
         finally:
             if server is not None:
                 server.stop()
+            spent = float(store.get_meta("wall_seconds", "0") or 0)
+            store.set_meta("wall_seconds", f"{spent + time.monotonic() - started:.1f}")
         store.set_state(outcome.state)
         return outcome

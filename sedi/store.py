@@ -108,6 +108,7 @@ CREATE TABLE IF NOT EXISTS seed_pool (
     instruction TEXT NOT NULL,
     input TEXT NOT NULL DEFAULT '',
     output TEXT NOT NULL DEFAULT '',
+    added_round INTEGER NOT NULL DEFAULT 0,
     active INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS seed_history (
@@ -373,8 +374,10 @@ class RunStore:
             (round_index, stage, time.time()),
         )
 
-    def finished_rounds(self) -> set[int]:
-        return {row[0] for row in self.db.execute("SELECT round FROM rounds WHERE stage = 'done'")}
+    def round_stage(self, round_index: int) -> str | None:
+        """The last stage the round completed (see sedi.loop.STAGES), or None if it has not completed one."""
+        row = self.db.execute("SELECT stage FROM rounds WHERE round = ?", (round_index,)).fetchone()
+        return None if row is None else str(row[0])
 
     def spent(self) -> Usage:
         """What the budget has used: every attempt is a call; tokens and cost as charged."""
@@ -418,6 +421,7 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "failed_calls": int(calls["failed"]),
         "truncated_responses": int(calls["truncated"]),
         "cache_hits": int(meta.get("cache_hits", 0)),
+        "wall_seconds": float(meta.get("wall_seconds", 0)),
         "responses": int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]),
         "prompt_tokens": int(calls["p"]),
         "completion_tokens": int(calls["c"]),

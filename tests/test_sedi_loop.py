@@ -21,8 +21,11 @@ def scripted(serve_engine: Callable[[Any], Served]) -> Iterator[Served]:
     yield serve_engine(ScriptedEngine())
 
 
-def scripted_args(run_dir: Path, server: Served, *extra: str) -> list[str]:
+def scripted_args(run_dir: Path, server: Served, student: Path, *extra: str) -> list[str]:
+    """Loop runs against the scripted teacher; the student is the tiny model built in code (seconds to train)."""
     sets = {
+        "student.model": str(student),
+        "student.heldout_size": "8",
         "teacher.provider": "openai",
         "teacher.base_url": server.base_url,
         "teacher.model": "scripted-teacher",
@@ -41,10 +44,12 @@ def rows(run_dir: Path, sql: str) -> list[Any]:
         db.close()
 
 
-def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(tmp_path: Path, scripted: Served) -> None:
+def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(
+    tmp_path: Path, scripted: Served, tiny_model_dir: Path
+) -> None:
     base, sedi_dir = tmp_path / "self-instruct", tmp_path / "sedi"
-    assert sedi(*scripted_args(base, scripted, "--set", "method=self-instruct")).returncode == 0
-    result = sedi(*scripted_args(sedi_dir, scripted, "--set", "filter.embedding_threshold=0.9"))
+    assert sedi(*scripted_args(base, scripted, tiny_model_dir, "--set", "method=self-instruct")).returncode == 0
+    result = sedi(*scripted_args(sedi_dir, scripted, tiny_model_dir, "--set", "filter.embedding_threshold=0.9"))
     assert result.returncode == 0, result.stderr
     a, b = status(base), status(sedi_dir)
     assert a["calls"] == b["calls"] == 8 == len(ledger(base))
@@ -61,9 +66,11 @@ def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(tmp_path: Path,
     assert all(any(t.startswith("machine-") for t in ctx) for ctx in contexts)
 
 
-def test_batches_take_every_kept_task_once_and_one_per_cluster(tmp_path: Path, scripted: Served) -> None:
+def test_batches_take_every_kept_task_once_and_one_per_cluster(
+    tmp_path: Path, scripted: Served, tiny_model_dir: Path
+) -> None:
     run_dir = tmp_path / "run"
-    result = sedi(*scripted_args(run_dir, scripted, "--set", "batches.size=4"))
+    result = sedi(*scripted_args(run_dir, scripted, tiny_model_dir, "--set", "student.train.per_device_batch_size=4"))
     assert result.returncode == 0, result.stderr
     for round_index in (0, 1):
         kept = {i for (i,) in rows(run_dir, f"SELECT id FROM candidates WHERE verdict='kept' AND round={round_index}")}

@@ -14,7 +14,7 @@ from tests.test_run_e2e import ledger, sedi, status
 
 
 def test_self_instruct_run_keeps_tasks_with_instances(
-    tmp_path: Path, gemma_engine: Any, serve_engine: Callable[[Any], Served]
+    tmp_path: Path, gemma_engine: Any, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
 ) -> None:
     server = serve_engine(gemma_engine)
     run_dir = tmp_path / "run"
@@ -28,6 +28,8 @@ def test_self_instruct_run_keeps_tasks_with_instances(
         "generation.sampling.max_tokens": "160",
         "instances.max_tokens": "100",
         "run.max_rounds": "1",
+        "student.model": str(tiny_model_dir),  # the student is not under test here: train the tiny one
+        "student.heldout_size": "4",
     }
     args = ["run", "--run-dir", str(run_dir)] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     first = sedi(*args)

@@ -1,0 +1,139 @@
+"""``sedi compare``: the Self-Instruct baseline and SeDi side by side, on the same teacher, seeds, student,
+seed value and budget, each in its own run directory (so each has its own cache and pays for itself).
+
+Both runs stop the same way: at the same number of kept tasks (``--stop-at kept``: generation.target_kept,
+rounds unbounded) or at the same budget (``--stop-at budget``: budget caps only). Every number in the
+table is read back from the two runs' databases, so the table and the runs cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from sedi.config import SediConfig
+from sedi.generation import ProgressHook
+from sedi.loop import run
+from sedi.store import fsync_write, read_summary
+
+METHODS = ("self-instruct", "sedi")
+StopAt = Literal["kept", "budget"]
+# Rounds are not the stopping rule in a comparison; this only bounds a run whose filters keep nothing.
+UNBOUNDED_ROUNDS = 1000
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("calls", "API calls"),
+    ("prompt_tokens", "prompt tokens"),
+    ("completion_tokens", "completion tokens"),
+    ("cost_usd", "cost (USD)"),
+    ("candidates", "candidates"),
+    ("kept", "kept"),
+    ("keep_rate", "keep rate"),
+    ("calls_per_kept", "calls per kept task"),
+    ("diversity_mean_cosine_distance", "diversity: mean cosine distance"),
+    ("diversity_vendi", "diversity: Vendi score"),
+    ("topics_covered", "seed topics covered (of 32)"),
+    ("heldout_loss", "held-out loss (student)"),
+    ("promotions", "promotions"),
+    ("demotions", "demotions"),
+    ("wall_seconds", "wall time (s)"),
+)
+
+
+def method_config(config: SediConfig, method: str, stop_at: StopAt, seed: int) -> SediConfig:
+    data = config.model_dump(mode="json")
+    data["method"] = method
+    data["run"]["seed"] = seed
+    data["run"]["max_rounds"] = UNBOUNDED_ROUNDS
+    if stop_at == "budget":
+        data["generation"]["target_kept"] = 10**9
+    return SediConfig.model_validate(data)
+
+
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """One run's numbers, from its database."""
+    summary = read_summary(run_dir)
+    row = {key: summary.get(key) for key, _ in COLUMNS}
+    row.update(summary.get("diversity") or {})
+    row["rejected_by_rule"] = summary["rejected_by_rule"]
+    row["run_dir"] = str(run_dir)
+    row["state"] = summary["state"]
+    return row
+
+
+def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, _ in COLUMNS:
+        values = [float(r[key]) for r in rows if isinstance(r.get(key), int | float)]
+        if values:
+            out[key] = statistics.fmean(values)
+            out[f"{key}_stdev"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    rules: dict[str, int] = {}
+    for r in rows:
+        for rule, n in r["rejected_by_rule"].items():
+            rules[rule] = rules.get(rule, 0) + n
+    out["rejected_by_rule"] = rules
+    return out
+
+
+def _markdown(table: dict[str, Any]) -> str:
+    per = table["methods"]
+    repeat = table["repeat"]
+    lines = [f"| | {' | '.join(METHODS)} |", "|---|" + "---|" * len(METHODS)]
+    for key, label in COLUMNS:
+        cells = []
+        for method in METHODS:
+            value = per[method].get(key)
+            if value is None:
+                cells.append("–")
+                continue
+            spread = per[method].get(f"{key}_stdev")
+            text = f"{value:,.4g}"
+            cells.append(f"{text} ± {spread:.2g}" if repeat > 1 and spread else text)
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    rules = sorted({r for m in METHODS for r in per[m]["rejected_by_rule"]})
+    for rule in rules:
+        lines.append(
+            f"| rejected: {rule} | {' | '.join(str(per[m]['rejected_by_rule'].get(rule, 0)) for m in METHODS)} |"
+        )
+    ratio = table.get("calls_per_kept_ratio")
+    footer = f"\nCalls per kept task, sedi over self-instruct: {ratio:.3f}\n" if ratio is not None else "\n"
+    return "\n".join(lines) + "\n" + footer
+
+
+def compare(
+    config: SediConfig,
+    out_dir: Path,
+    source: str,
+    stop_at: StopAt = "kept",
+    repeat: int = 1,
+    progress: ProgressHook | None = None,
+    on_run: Callable[[str, Path], None] | None = None,
+) -> dict[str, Any]:
+    """Run both methods ``repeat`` times (seeds run.seed, run.seed + 1, ...) and write
+    ``comparison.json`` and ``comparison.md`` into ``out_dir``."""
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+    for k in range(repeat):
+        seed = config.run.seed + k
+        for method in METHODS:
+            run_dir = out_dir / (method if repeat == 1 else f"seed-{seed}/{method}")
+            if on_run is not None:
+                on_run(method, run_dir)
+            run(method_config(config, method, stop_at, seed), run_dir, source, progress)
+            runs[method].append(run_row(run_dir))
+    per = {m: _aggregate(rows) for m, rows in runs.items()}
+    a, b = per["self-instruct"].get("calls_per_kept"), per["sedi"].get("calls_per_kept")
+    table: dict[str, Any] = {
+        "stop_at": stop_at,
+        "repeat": repeat,
+        "methods": per,
+        "runs": runs,
+        "calls_per_kept_ratio": b / a if a and b else None,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fsync_write(out_dir / "comparison.json", json.dumps(table, indent=2, sort_keys=True))
+    fsync_write(out_dir / "comparison.md", _markdown(table))
+    return table

@@ -1,0 +1,118 @@
+"""The train stage: one short round of the student on the round's batches, continuing the same adapter,
+and the held-out evaluation measured the same way for both methods.
+
+Steps are numbered across rounds (round 2 continues where round 1 stopped), so "every 10 steps" and the
+report's gradient-norm plot read as one training run. The adapter of round r lives in
+``RUN_DIR/student/round-r/``; a round killed mid-training is retrained from the previous round's adapter,
+with the same seed and the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import fmean
+
+from feedback import StepRecord, TrainConfig, TrainExample, per_example_loss, train_round
+from sedi.config import SediConfig
+from sedi.export import user_turn
+from sedi.store import RunStore
+from sedi.tasks import Task
+
+
+def student_path(config: SediConfig) -> str:
+    """A directory transformers can load: the bundled model is converted once into the cache."""
+    if config.student.model == "gemma-3-270m":
+        from sedi.serve import bundled_model_dir
+
+        return str(bundled_model_dir())
+    return config.student.model
+
+
+def train_config(config: SediConfig) -> TrainConfig:
+    return config.student.train.model_copy(update={"seed": config.run.seed})
+
+
+def _round_dir(run_dir: Path, round_index: int) -> Path:
+    return run_dir / "student" / f"round-{round_index}"
+
+
+def latest_adapter(run_dir: Path, before_round: int) -> Path | None:
+    """The adapter the next round continues: that of the latest earlier round that trained."""
+    for r in range(before_round - 1, -1, -1):
+        saved = _round_dir(run_dir, r) / "adapter"
+        if not saved.is_dir():
+            saved = _round_dir(run_dir, r) / "model"
+        if saved.is_dir() and (_round_dir(run_dir, r) / "done").is_file():
+            return saved
+    return None
+
+
+def round_examples(store: RunStore, round_index: int) -> list[TrainExample]:
+    """The round's kept tasks as training examples (first instance), keyed by candidate id."""
+    rows = store.db.execute(
+        "SELECT c.id, c.instruction, COALESCE(i.input, c.input), COALESCE(i.output, c.output) FROM candidates c "
+        "LEFT JOIN instances i ON i.candidate_id = c.id AND i.idx = 0 WHERE c.round = ? AND c.verdict = 'kept'",
+        (round_index,),
+    )
+    return [TrainExample(id=r[0], prompt=user_turn(r[1], r[2]), completion=r[3]) for r in rows]
+
+
+def round_batches(store: RunStore, round_index: int) -> list[list[int]]:
+    rows = store.db.execute("SELECT task_ids FROM batches WHERE round = ? ORDER BY batch_index", (round_index,))
+    return [json.loads(r[0]) for r in rows]
+
+
+def train(store: RunStore, config: SediConfig, round_index: int) -> list[StepRecord]:
+    """Train on the round's batches; record every optimizer step (global step numbers) in ``train_steps``."""
+    examples, batches = round_examples(store, round_index), round_batches(store, round_index)
+    if not examples or not batches:
+        return []
+    run_dir = store.run_dir
+    out = _round_dir(run_dir, round_index)
+    (out / "done").unlink(missing_ok=True)
+    result = train_round(
+        student_path(config), examples, batches, train_config(config), out, latest_adapter(run_dir, round_index)
+    )
+    offset = store.db.execute("SELECT COALESCE(MAX(step), 0) FROM train_steps WHERE round < ?", (round_index,))
+    first = int(offset.fetchone()[0])
+    steps = [s.model_copy(update={"step": first + s.step}) for s in result.steps]
+    with store.transaction() as db:
+        db.execute("DELETE FROM train_steps WHERE round = ?", (round_index,))
+        db.executemany(
+            "INSERT INTO train_steps (round, step, grad_norm, loss, learning_rate, task_ids) VALUES (?, ?, ?, ?, ?, ?)",
+            [(round_index, s.step, s.grad_norm, s.loss, s.learning_rate, json.dumps(s.ids)) for s in steps],
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, 'train_dropped', ?)",
+            (round_index, float(len(result.dropped_ids))),
+        )
+    (out / "done").write_text(result.device)
+    return steps
+
+
+def recorded_steps(store: RunStore, round_index: int) -> list[StepRecord]:
+    rows = store.db.execute(
+        "SELECT step, grad_norm, loss, learning_rate, task_ids FROM train_steps WHERE round = ? ORDER BY step",
+        (round_index,),
+    )
+    return [StepRecord(step=r[0], grad_norm=r[1], loss=r[2], learning_rate=r[3], ids=json.loads(r[4])) for r in rows]
+
+
+def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: list[Task]) -> float | None:
+    """Mean per-example loss of the current student on the held-out tasks (None when nothing is trained)."""
+    tasks = heldout[: config.student.heldout_size]
+    adapter = latest_adapter(store.run_dir, round_index + 1)
+    if not tasks or adapter is None:
+        return None
+    examples = [
+        TrainExample(id=i, prompt=user_turn(t.instruction, t.input), completion=t.output) for i, t in enumerate(tasks)
+    ]
+    losses = per_example_loss(student_path(config), adapter, examples, train_config(config))
+    value = fmean(losses.values()) if losses else None
+    if value is not None:
+        store.db.execute(
+            "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, 'heldout_loss', ?)",
+            (round_index, value),
+        )
+    return value

@@ -1,0 +1,119 @@
+"""The closed loop: attractive batches steer the next prompts, the pool keeps its cap, and a run killed with
+SIGKILL during generation, training or feedback finishes with the same seed pool and no repeated paid call."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.scripted_teacher import ScriptedEngine
+from tests.servers import Served, serve_app
+from tests.test_run_e2e import ledger, status
+from tests.test_sedi_loop import rows, scripted_args
+
+LOOP = ("--set", "generation.calls_per_round=5", "--set", "run.max_rounds=3", "--set", "feedback.interval=3")
+
+
+def sedi_env(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    env.pop("SEDI_CRASH_AT", None)
+    if crash_at:
+        env["SEDI_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-m", "sedi", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def pool(run_dir: Path) -> list[tuple[Any, ...]]:
+    return rows(run_dir, "SELECT task_id, origin, active FROM seed_pool ORDER BY task_id")
+
+
+def test_attractive_tasks_join_the_pool_and_steer_the_next_prompts(
+    tmp_path: Path, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
+) -> None:
+    server = serve_engine(ScriptedEngine())
+    run_dir = tmp_path / "run"
+    result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP))
+    assert result.returncode == 0, result.stderr
+    summary = status(run_dir)
+    assert summary["train_steps"] > 0 and summary["promotions"] > 0 and summary["rounds"] == 3
+    steps = rows(run_dir, "SELECT round, step, grad_norm, task_ids, attractive FROM train_steps ORDER BY step")
+    assert [s[1] for s in steps] == list(range(1, len(steps) + 1))  # one step count across rounds
+    promoted = {f"machine-{i}" for _, _, _, ids, attractive in steps if attractive for i in json.loads(ids)}
+    history = {t for (t,) in rows(run_dir, "SELECT task_id FROM seed_history WHERE action = 'promote'")}
+    assert history == promoted
+    active_machine = {t for t, origin, active in pool(run_dir) if origin == "machine" and active}
+    assert active_machine == promoted  # nothing demoted: the pool is under its cap
+    # every window of 3 steps in round 1 promoted its highest-gradient-norm batch
+    first = [s for s in steps if s[0] == 0]
+    for start in range(0, len(first), 3):
+        window = first[start : start + 3]
+        best = max(window, key=lambda s: s[2])
+        assert [s[4] for s in window] == [int(s is best) for s in window]
+    # round 2's prompts show machine tasks promoted in round 1, and only those
+    round1 = {f"machine-{i}" for _, _, _, ids, a in first if a for i in json.loads(ids)}
+    contexts = [json.loads(c) for (c,) in rows(run_dir, "SELECT context FROM requests WHERE round = 1")]
+    shown = {t for ctx in contexts for t in ctx if t.startswith("machine-")}
+    assert shown and shown <= round1
+
+
+def test_demotion_keeps_the_cap_and_protects_human_seeds(
+    tmp_path: Path, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
+) -> None:
+    server = serve_engine(ScriptedEngine())
+    run_dir = tmp_path / "run"
+    capped = (*LOOP, "--set", "feedback.max_pool_size=178")
+    result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *capped))
+    assert result.returncode == 0, result.stderr
+    members = pool(run_dir)
+    assert sum(active for *_, active in members) == 178
+    assert all(active for _, origin, active in members if origin == "human")
+    assert status(run_dir)["demotions"] > 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, int]:
+    """One uninterrupted run, shared by the crash tests: its directory and the requests its server saw."""
+    from sedi.serve import create_app
+
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    with serve_app(create_app(ScriptedEngine())) as server:
+        assert sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP)).returncode == 0
+        return run_dir, server.counter.total
+
+
+@pytest.mark.parametrize("crash_at", ["generate:1", "train:1", "feedback:1"])
+def test_sigkill_anywhere_then_the_same_command_finishes_identically(
+    tmp_path: Path,
+    serve_engine: Callable[[Any], Served],
+    tiny_model_dir: Path,
+    reference: tuple[Path, int],
+    crash_at: str,
+) -> None:
+    reference_dir, reference_requests = reference
+    server = serve_engine(ScriptedEngine())
+    run_dir = tmp_path / "crashed"
+    killed = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP), crash_at=crash_at)
+    assert killed.returncode == -9, killed.stderr  # SIGKILL: no cleanup ran
+    finished = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP))
+    assert finished.returncode == 0, finished.stderr
+    assert status(run_dir)["state"] == "finished"
+    calls = ledger(run_dir)
+    assert len(calls) == server.counter.total  # every request the server saw is in the ledger
+    answered = [c["request_key"] for c in calls if c["status"] in ("ok", "length")]
+    assert len(answered) == len(set(answered)) == reference_requests  # nothing received was paid for twice
+    lost = [c for c in calls if c["status"] == "interrupted"]
+    # only requests in flight at the kill (sent, never received) were sent again
+    assert server.counter.total == reference_requests + len(lost)
+    if not crash_at.startswith("generate"):
+        assert not lost
+    assert pool(run_dir) == pool(reference_dir)
+    history = "SELECT task_id, action, round, step FROM seed_history ORDER BY id"
+    assert rows(run_dir, history) == rows(reference_dir, history)
+    kept = "SELECT instruction, verdict, rule FROM candidates ORDER BY round, request_key, position"
+    assert rows(run_dir, kept) == rows(reference_dir, kept)
