@@ -7,11 +7,15 @@ per-example loss both tokenise through :func:`prepare_rows`, which runs TRL's ow
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feedback.records import TrainExample
+
+# transformers 5.23 warns on every round that TRL still calls a renamed property; nothing for a user to fix.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 if TYPE_CHECKING:
     from feedback.training import TrainConfig
@@ -107,6 +111,12 @@ def load_student(
     return get_peft_model(base, lora)
 
 
+# A student without a chat template sees the task in a fixed plain-text frame. Joining prompt and completion
+# bare ("...sentence.Here is") would glue them together and let tokens merge across the boundary, so the
+# frame ends on a newline after a label: the completion always starts on a token boundary.
+PLAIN_PROMPT = "Instruction:\n{prompt}\n\nResponse:\n"
+
+
 def raw_dataset(examples: list[TrainExample], chat: bool) -> Any:
     """Prompt/completion rows in TRL's format, conversational when the student has a chat template."""
     from datasets import Dataset
@@ -121,7 +131,10 @@ def raw_dataset(examples: list[TrainExample], chat: bool) -> Any:
             for ex in examples
         ]
     else:
-        rows = [{ID_COLUMN: ex.id, "prompt": ex.prompt, "completion": ex.completion} for ex in examples]
+        rows = [
+            {ID_COLUMN: ex.id, "prompt": PLAIN_PROMPT.format(prompt=ex.prompt), "completion": ex.completion}
+            for ex in examples
+        ]
     return Dataset.from_list(rows)
 
 

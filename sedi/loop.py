@@ -32,7 +32,7 @@ from sedi.generation import ProgressHook, generate, plan_round
 from sedi.instances import mark_budget_stop, write_instances
 from sedi.seedpool import active_pool, apply_feedback, init_pool, record_pool_metrics
 from sedi.store import RunStore, fsync_write
-from sedi.student import evaluate, recorded_steps, train
+from sedi.student import evaluate, example_losses, recorded_steps, train
 from sedi.tasks import Task, load_heldout_tasks, load_seed_tasks
 from sedi.teacher import Endpoint, TeacherClient
 
@@ -103,7 +103,8 @@ async def _round(run: _Run, round_index: int) -> BudgetExceeded | None:
         store.mark_round(round_index, "trained")
         run.progress(f"{label}: train", 1, 1)
     if config.method == "sedi" and not run.reached(round_index, "fed"):
-        apply_feedback(store, config, round_index, recorded_steps(store, round_index))
+        losses = example_losses(store, round_index)
+        apply_feedback(store, config, round_index, recorded_steps(store, round_index), losses)
     run.progress(f"{label}: evaluate", 0, 1)
     evaluate(store, config, round_index, run.heldout)
     record_round_metrics(store, config, run.encode, round_index, [t.instruction for t in run.seeds])

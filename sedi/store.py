@@ -133,6 +133,14 @@ CREATE TABLE IF NOT EXISTS train_steps (
     attractive INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (round, step)
 );
+-- Per-example loss of each trained task after its round (a no-grad pass with the round's adapter), the
+-- second training signal: logged always, used to pick promotions when feedback.promote is 'top_k'.
+CREATE TABLE IF NOT EXISTS example_losses (
+    round INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    loss REAL NOT NULL,
+    PRIMARY KEY (round, task_id)
+);
 -- Training batches as composed by the diversity stage: JSON list of candidate ids per batch.
 CREATE TABLE IF NOT EXISTS batches (
     round INTEGER NOT NULL,
@@ -440,12 +448,15 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
 
 
 def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
-    last = db.execute("SELECT MAX(round) FROM round_metrics").fetchone()[0]
-    metrics = (
-        {}
-        if last is None
-        else {r[0]: r[1] for r in db.execute("SELECT name, value FROM round_metrics WHERE round = ?", (last,))}
-    )
+    # Each metric's latest value: a round cut short by the budget measures diversity but trains nothing,
+    # so its held-out loss is that of the round before.
+    metrics = {
+        r[0]: r[1]
+        for r in db.execute(
+            "SELECT name, value FROM round_metrics m WHERE value IS NOT NULL AND round = "
+            "(SELECT MAX(round) FROM round_metrics WHERE name = m.name AND value IS NOT NULL)"
+        )
+    }
     history = dict(db.execute("SELECT action, COUNT(*) FROM seed_history GROUP BY action").fetchall())
     return {
         "rounds": int(db.execute("SELECT COUNT(*) FROM rounds WHERE stage = 'done'").fetchone()[0]),

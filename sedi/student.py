@@ -87,8 +87,20 @@ def train(store: RunStore, config: SediConfig, round_index: int) -> list[StepRec
             "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, 'train_dropped', ?)",
             (round_index, float(len(result.dropped_ids))),
         )
+    losses = per_example_loss(student_path(config), result.adapter_path, examples, train_config(config))
+    with store.transaction() as db:
+        db.execute("DELETE FROM example_losses WHERE round = ?", (round_index,))
+        db.executemany(
+            "INSERT INTO example_losses (round, task_id, loss) VALUES (?, ?, ?)",
+            [(round_index, task, loss) for task, loss in sorted(losses.items())],
+        )
     (out / "done").write_text(result.device)
     return steps
+
+
+def example_losses(store: RunStore, round_index: int) -> dict[int, float]:
+    rows = store.db.execute("SELECT task_id, loss FROM example_losses WHERE round = ?", (round_index,))
+    return {int(r[0]): float(r[1]) for r in rows}
 
 
 def recorded_steps(store: RunStore, round_index: int) -> list[StepRecord]:

@@ -77,14 +77,15 @@ def test_relaxed_threshold_keeps_what_the_baseline_rejects_and_instruction_only_
     a = "Write a short poem about the ocean at night."
     b = "Write a short poem about the ocean in the morning."
     strict = TaskFilter(load_config(None, ["method=self-instruct", "generation.prompt_style=self-instruct"]), [a])
-    relaxed = TaskFilter(load_config(None, ["method=sedi", "generation.prompt_style=self-instruct"]), [a])
+    relaxed_config = ["method=sedi", "generation.prompt_style=self-instruct", "filter.embedding_threshold=null"]
+    relaxed = TaskFilter(load_config(None, relaxed_config), [a])
     assert strict.judge([candidate(1, b)])[0][1].rule == "rouge"
     kept = relaxed.judge([candidate(1, b)])[0][1]
     assert kept.verdict == "pending" and kept.pooled  # instances come from a later call
 
 
 def test_drop_whole_truncated_responses_when_configured() -> None:
-    config = load_config(None, ["filter.truncated=drop_response"])
+    config = load_config(None, ["method=self-instruct", "filter.truncated=drop_response"])
     task_filter = TaskFilter(config, [])
     cut = Candidate(1, "k", 0, 0, "Name the largest planet in the solar system.", "", "Jupiter.", None, True)
     assert task_filter.judge([cut])[0][1].rule == "truncated_response"
