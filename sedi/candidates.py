@@ -152,13 +152,5 @@ def pooled_instructions(store: RunStore, before_round: int) -> list[str]:
     return [row[0] for row in rows]
 
 
-def kept_ids(store: RunStore, before_round: int | None = None) -> list[int]:
-    limit = "" if before_round is None else f" AND round < {int(before_round)}"
-    return [row[0] for row in store.db.execute(f"SELECT id FROM candidates WHERE verdict = 'kept'{limit} ORDER BY id")]
-
-
-def instances_of(store: RunStore, candidate_id: int) -> list[tuple[str, str]]:
-    rows = store.db.execute(
-        "SELECT input, output FROM instances WHERE candidate_id = ? ORDER BY idx", (candidate_id,)
-    ).fetchall()
-    return [(row[0], row[1]) for row in rows]
+def kept_count(store: RunStore) -> int:
+    return int(store.db.execute("SELECT COUNT(*) FROM candidates WHERE verdict = 'kept'").fetchone()[0])

@@ -23,10 +23,6 @@ class LazyEncoder:
             self._encoder = Encoder(self.model, cache_path=self.cache_path)
         return self._encoder.encode(texts)
 
-    @property
-    def encoded_count(self) -> int:
-        return 0 if self._encoder is None else int(self._encoder.encoded_count)
-
     def close(self) -> None:
         if self._encoder is not None:
             self._encoder.close()

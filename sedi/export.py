@@ -40,14 +40,13 @@ def user_turn(instruction: str, input_text: str) -> str:
 
 def kept_records(store: RunStore, before_round: int | None = None) -> list[dict[str, Any]]:
     where = "" if before_round is None else f"AND c.round < {int(before_round)}"
+    stored: dict[int, list[dict[str, str]]] = {}
+    rows = store.db.execute("SELECT candidate_id, input, output FROM instances ORDER BY candidate_id, idx")
+    for cid, inp, out in rows:
+        stored.setdefault(cid, []).append({"input": inp, "output": out})
     records = []
     for row in store.db.execute(_KEPT_SQL.format(where=where)).fetchall():
-        stored = store.db.execute(
-            "SELECT input, output FROM instances WHERE candidate_id = ? ORDER BY idx", (row["id"],)
-        ).fetchall()
-        instances = [{"input": r[0], "output": r[1]} for r in stored] or [
-            {"input": row["input"], "output": row["output"]}
-        ]
+        instances = stored.get(row["id"], []) or [{"input": row["input"], "output": row["output"]}]
         clf = row["is_classification"]
         records.append(
             {

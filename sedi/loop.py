@@ -21,7 +21,7 @@ from pathlib import Path
 from sedi._faults import crash_point
 from sedi.batching import compose_round_batches, record_round_metrics, sequential_batches
 from sedi.budget import Budget
-from sedi.candidates import kept_ids, pooled_instructions, round_candidates, set_verdicts
+from sedi.candidates import kept_count, pooled_instructions, round_candidates, set_verdicts
 from sedi.config import SediConfig, dump_config
 from sedi.embeddings import LazyEncoder
 from sedi.endpoint import LocalTeacher, openai_endpoint
@@ -134,7 +134,7 @@ async def _rounds(
         for round_index in rounds:
             if run.reached(round_index, "done"):
                 continue
-            kept = len(kept_ids(store))
+            kept = kept_count(store)
             if kept >= config.generation.target_kept and not run.reached(round_index, "filtered"):
                 return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
             stop = await _round(run, round_index)
