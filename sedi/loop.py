@@ -127,7 +127,9 @@ async def _rounds(
     client = TeacherClient(config.teacher, store, Budget(config.budget, store.spent()), endpoint)
     rounds = range(config.run.max_rounds)
     unfiltered = next((r for r in rounds if store.round_stage(r) is None), config.run.max_rounds)
-    encode = LazyEncoder(config.filter.embedding_model, store.run_dir / "embeddings.sqlite")
+    encode = LazyEncoder(
+        config.filter.embedding_model, store.run_dir / "embeddings.sqlite", config.filter.embedding_precision
+    )
     pool = [t.instruction for t in seeds] + pooled_instructions(store, unfiltered)
     run = _Run(config, store, client, seeds, heldout, TaskFilter(config, pool, encode), encode, progress)
     try:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from diversity import DiversityFilter, Encoder, VectorIndex, rouge_l_f1
+from diversity.embeddings import resolve_precision
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -112,6 +113,22 @@ def test_cache_avoids_re_encoding(encoder: Encoder, tmp_path: Path) -> None:
         np.testing.assert_array_equal(again[0], vectors[1])
         np.testing.assert_array_equal(again[2], vectors[0])
         np.testing.assert_allclose(again[1], encoder.encode([UNRELATED[0]])[0], atol=1e-5)
+
+
+def test_bf16_autocast_gives_the_float32_vectors_under_another_cache_key(tmp_path: Path) -> None:
+    texts = [SLEEP, SLEEP_PARAPHRASE, *UNRELATED]
+    cache = tmp_path / "embeddings.sqlite"
+    with Encoder(device="cpu", precision="float32", cache_path=cache) as full:
+        reference = full.encode(texts)
+    with Encoder(device="cpu", precision="bfloat16", cache_path=cache) as half:
+        vectors = half.encode(texts)
+        assert half.encoded_count == len(texts)  # float32 entries are not reused for bf16
+        assert half.key(SLEEP) != full.key(SLEEP)
+    cosines = (vectors * reference).sum(axis=1)
+    assert cosines.min() > 0.9995, cosines
+    assert not np.array_equal(vectors, reference)  # autocast really ran in bf16
+    assert resolve_precision("auto", "cpu") in ("float32", "bfloat16")
+    assert resolve_precision("float32", "cpu") == "float32"
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
