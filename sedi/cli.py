@@ -198,13 +198,18 @@ def serve_teacher(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     model_id: Annotated[str | None, typer.Option(help="Model name the API reports; default from --model.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto (bf16 where the device computes it natively, else float32), float32, bfloat16.")
+    ] = "auto",
     parent_pid: Annotated[int | None, typer.Option(help="Exit when this process ends.")] = None,
 ) -> None:
     """Serve a local model over the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions)."""
     from sedi.serve import serve
 
     _offline_defaults()
-    serve(model, host=host, port=port, model_id=model_id, device=device, parent_pid=parent_pid)
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise typer.BadParameter(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
+    serve(model, host=host, port=port, model_id=model_id, device=device, dtype=dtype, parent_pid=parent_pid)  # type: ignore[arg-type]
 
 
 def main() -> None:

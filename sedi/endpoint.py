@@ -83,6 +83,7 @@ class LocalTeacher:
             "--host", "127.0.0.1",
             "--port", str(port),
             "--device", self.config.local.device,
+            "--dtype", self.config.local.dtype,
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -22,7 +22,7 @@ from sedi.serve._bundled import BUNDLED_MODEL_NAME, bundled_model_dir, cache_dir
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from sedi.serve._engine import Engine, GenerationResult
+    from sedi.serve._engine import Engine, GenerationResult, TeacherDtype
 
 __all__ = [
     "BUNDLED_MODEL_NAME",
@@ -87,13 +87,16 @@ def serve(
     parent_pid: int | None = None,
     log_level: str = "info",
     device: str = "auto",
+    dtype: TeacherDtype = "auto",
 ) -> None:
     """Load ``model`` (``"gemma-3-270m"`` or a local transformers directory) and serve it until killed.
 
     With ``parent_pid``, the server exits by itself once that process is gone, so that a killed
     ``sedi run`` never leaves an orphan server holding the port and the model's memory. The watch
     starts before the model loads, since loading (or the first conversion) can take a minute.
-    ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or a torch device like ``"cuda:1"``.
+    ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or a torch device like ``"cuda:1"``;
+    ``dtype`` is ``"auto"`` (bf16 where the device computes it natively, else float32), ``"float32"`` or
+    ``"bfloat16"``.
     """
     # Set before torch loads OpenMP (no effect if it already has): idle OpenMP threads sleep instead of
     # spinning. Spinning threads stall every parallel region as soon as another process is busy, such
@@ -113,5 +116,5 @@ def serve(
     from sedi.serve._app import create_app as build
     from sedi.serve._engine import Engine
 
-    engine = Engine.load(model, model_id=model_id, device=device)
+    engine = Engine.load(model, model_id=model_id, device=device, dtype=dtype)
     uvicorn.run(build(engine), host=host, port=port, log_level=log_level)
