@@ -11,7 +11,6 @@ a run has not produced yet give empty plots that say so, never an error.
 
 from __future__ import annotations
 
-import base64
 import html
 import sqlite3
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from sedi import _plots
+from sedi import _plots, _report_html
 from sedi._plots import PoolRound, StepPoint
 from sedi.exceptions import RunDirError
 from sedi.store import RunStore, read_summary
@@ -139,7 +138,7 @@ def _field(*keys: str, fmt: str = "{:,.0f}", scale: float = 1.0) -> Callable[[Ru
 
 
 def _last(metric: str) -> Callable[[RunData], str]:
-    """A table cell with the metric at the latest round that has it (runs can stop mid-way)."""
+    """A table cell with the metric at the latest round that has it (runs can stop mid-way), shown from 1."""
 
     def cell(run: RunData) -> str:
         by_round = run.metrics.get(metric)
@@ -157,13 +156,31 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "candidates": ("Candidate tasks", _field("candidates")),
     "kept": ("Kept tasks", _field("kept")),
     "keep_rate": ("Keep rate", _field("keep_rate", fmt="{:.1f}%", scale=100)),
-    "calls_per_kept": ("Calls per kept task (lower is better)", _field("calls_per_kept", fmt="{:.2f}")),
-    "heldout_loss": ("Held-out loss (last round)", _last("heldout_loss")),
-    "diversity_cosine": ("Diversity: mean cosine distance (last round)", _last("diversity_mean_cosine_distance")),
-    "diversity_vendi": ("Diversity: Vendi score (last round)", _last("diversity_vendi")),
+    "calls_per_kept": ("Calls per kept task", _field("calls_per_kept", fmt="{:.3f}")),
+    "heldout_loss": ("Held-out loss, last round", _last("heldout_loss")),
+    "heldout_rouge_l": ("Held-out ROUGE-L of greedy answers, last round", _last("heldout_rouge_l")),
+    "diversity_cosine": ("Diversity: mean cosine distance, last round", _last("diversity_mean_cosine_distance")),
+    "diversity_vendi": ("Diversity: Vendi score, last round", _last("diversity_vendi")),
     "promotions": ("Seed promotions", lambda r: _num(r.promotions)),
     "demotions": ("Seed demotions", lambda r: _num(r.demotions)),
 }  # fmt: skip
+
+# Rows where one direction is better: their heading says which, and in a comparison the best cell is marked.
+_BETTER = {"keep_rate": "higher", "calls_per_kept": "lower", "heldout_loss": "lower", "heldout_rouge_l": "higher",
+           "diversity_cosine": "higher", "diversity_vendi": "higher"}  # fmt: skip
+
+
+def _best(key: str, cells: list[str]) -> set[int]:
+    """Which of a row's cells hold its better value, compared as shown (so two cells that read the same tie), and
+    only when every run has the number at the same round ("2.200 (round 2)"): none outside a comparison."""
+    if key not in _BETTER or len(cells) < 2 or "n/a" in cells:
+        return set()
+    shown = [cell.split(" ", 1) for cell in cells]
+    if len({tuple(rest) for _, *rest in shown}) > 1:
+        return set()
+    values = [float(number.strip("$%").replace(",", "")) for number, *_ in shown]
+    best = min(values) if _BETTER[key] == "lower" else max(values)
+    return set() if len(set(values)) == 1 else {i for i, v in enumerate(values) if v == best}
 
 
 @dataclass(frozen=True)
@@ -192,15 +209,17 @@ def _metric(name: str) -> Callable[[RunData], dict[int, float]]:
 
 
 PLOTS: list[_Plot] = [
-    _Plot("calls_vs_kept", "Each line climbs by one for every kept task: the steeper and higher it is, the fewer "
-          "teacher calls each kept task cost.", _each(lambda r: r.kept_curve), _plots.calls_vs_kept),
+    _Plot("calls_vs_kept", "Each line steps up by the tasks kept from each teacher call, and ends at the run's "
+          "total: the steeper and higher it is, the fewer teacher calls each kept task cost.",
+          _each(lambda r: r.kept_curve), _plots.calls_vs_kept),
     _Plot("keep_rate", "The share of each round's candidate tasks that passed every filter; higher bars mean less "
           "of the teacher's output was thrown away.", _each(lambda r: r.round_keep_rate), _plots.keep_rate),
     _Plot("grad_norms", "The student's gradient norm at each optimizer step; stars mark the attractive batches "
           "whose tasks were promoted into the seed pool, and dashed vertical lines separate rounds.",
           _each(lambda r: r.steps), _plots.grad_norms),
-    _Plot("seed_pool", "Bars: human and machine seeds in the pool at the end of each round (left axis); "
-          "triangles: tasks promoted (up) and demoted (down) in that round (right axis).",
+    _Plot("seed_pool", "Top: the seed pool at the end of each round, human seeds (light grey) under the machine "
+          "seeds promoted from training (dark grey), with the total written on each bar. Bottom: the tasks promoted "
+          "into the pool (green) and demoted out of it (red) in that round.",
           _each(lambda r: r.pool), _plots.seed_pool),
     _Plot("heldout_loss", "The student's loss on held-out user tasks after each round; a line going down means "
           "the student is learning to follow unseen instructions.", _each(_metric("heldout_loss")),
@@ -209,73 +228,58 @@ PLOTS: list[_Plot] = [
           "of their embeddings; right, the Vendi score (an effective number of distinct tasks). Higher is more "
           "diverse.", _each(_metric("diversity_mean_cosine_distance"), _metric("diversity_vendi")),
           _plots.diversity),
-    _Plot("rejects_by_rule", "How many candidates each filter rule rejected (the ten most frequent); the longest "
-          "bar is where most teacher output was lost.",
+    _Plot("rejects_by_rule", "How many candidates each filter rule rejected (at most the ten most frequent rules; "
+          "no bar: none); the longest bar is where most teacher output was lost.",
           _each(lambda r: {rule or "(no rule)": n for rule, n in r.summary["rejected_by_rule"].items()}),
           _plots.rejects_by_rule),
 ]  # fmt: skip
 
 
+def _name(runs: list[RunData], i: int) -> str:
+    """A run's name on the page, after a square of its colour in the plots."""
+    return _report_html.swatch(_plots.colour(i)) + f"<b>{html.escape(runs[i].label)}</b>"
+
+
 def _paragraph(runs: list[RunData]) -> str:
     """The plain-language summary: what ran, how far it got, and what each kept task cost (as in the table)."""
-    parts = []
-    for run in runs:
+    items = []
+    for i, run in enumerate(runs):
         cell = {key: html.escape(get(run)) for key, (_, get) in _ROWS.items()}
         cost = f"keep rate {cell['keep_rate']}, {cell['calls_per_kept']} teacher calls per kept task"
-        parts.append(
-            f"Run <b>{html.escape(run.label)}</b> (method {html.escape(run.method)}, state {cell['state']})"
-            f" made {cell['calls']} teacher calls; {cell['kept']} of {cell['candidates']} candidate tasks were kept"
+        items.append(
+            f"{_name(runs, i)} (method {html.escape(run.method)}, state {cell['state']}) made {cell['calls']} teacher"
+            f" calls; {cell['kept']} of {cell['candidates']} candidate tasks were kept"
             f" ({cost if run.summary['calls_per_kept'] is not None else 'no task has been kept yet'})."
         )
-    if len(runs) == 2:
-        first, second = (r.summary["calls_per_kept"] for r in runs)
-        parts.append(
-            f"The second run needed {second / first:.2f}× the calls per kept task of the first (below 1: the second "
-            "run got each kept task for fewer calls)."
-            if first and second
-            else "Calls per kept task cannot be compared yet: a run has kept no task."
-        )
-    return " ".join(parts)
+    if len(runs) != 2:
+        return _report_html.lead(items, None)
+    first, second = (r.summary["calls_per_kept"] for r in runs)
+    if not (first and second):
+        return _report_html.lead(items, "Calls per kept task cannot be compared yet: a run has kept no task.")
+    ratio = second / first
+    verdict = "fewer" if round(ratio, 2) < 1 else "more" if round(ratio, 2) > 1 else "as many"
+    return _report_html.lead(
+        items, f"{_name(runs, 1)} needed {ratio:.2f}× the calls per kept task of {_name(runs, 0)}: {verdict} teacher "
+        "calls for each kept task.",
+    )  # fmt: skip
 
 
 def _table(runs: list[RunData]) -> str:
-    head = "".join(f"<th>{html.escape(r.label)}<br><small>{html.escape(str(r.run_dir))}</small></th>" for r in runs)
-    body = "".join(
-        f'<tr data-metric="{key}"><th scope="row">{name}</th>'
-        + "".join(f"<td>{html.escape(cell(r))}</td>" for r in runs)
-        + "</tr>"
-        for key, (name, cell) in _ROWS.items()
-    )
-    return f'<table class="summary"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.45}
-p.lead{font-size:1.05rem;background:#f4f6f8;padding:.8rem 1rem;border-radius:6px}small{color:#666;font-weight:normal}
-table{border-collapse:collapse;margin:1rem 0 2rem}th,td{border-bottom:1px solid #ddd;padding:.35rem .8rem;
-text-align:right}th[scope=row]{text-align:left;font-weight:normal}thead th{text-align:center;vertical-align:bottom}
-figure{margin:0 0 2.2rem}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#444;font-size:.95rem}
-.nodata{color:#a33;font-weight:bold}"""
+    heads = [f"{_name(runs, i)}<br><small>{html.escape(str(r.run_dir))}</small>" for i, r in enumerate(runs)]
+    rows = []
+    for key, (name, cell) in _ROWS.items():
+        cells = [cell(run) for run in runs]
+        heading = name + (f" <small>({_BETTER[key]} is better)</small>" if key in _BETTER else "")
+        rows.append((key, heading, cells, _best(key, cells)))
+    return _report_html.table(heads, rows, compared=len(runs) > 1)
 
 
 def render_html(runs: list[RunData], images: dict[str, bytes]) -> str:
     """The page itself; ``images`` maps each plot's name to its PNG bytes."""
     title = "sedi report: " + " vs ".join(r.label for r in runs)
-    figures = []
-    for plot in PLOTS:
-        data = base64.b64encode(images[plot.name]).decode("ascii")
-        note = ' <span class="nodata">No data yet.</span>' if plot.empty(runs) else ""
-        figures.append(
-            f'<figure id="{plot.name}"><img src="data:image/png;base64,{data}" alt="{plot.name}">'
-            f"<figcaption>{html.escape(plot.caption)}{note}</figcaption></figure>"
-        )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f'<p class="lead">{_paragraph(runs)}</p><h2>Summary</h2>{_table(runs)}<h2>Plots</h2>'
-        + "\n".join(figures)
-        + "</body></html>\n"
-    )
+    subtitle = " vs ".join(_name(runs, i) for i in range(len(runs)))
+    figures = [_report_html.figure(p.name, images[p.name], p.caption, p.empty(runs)) for p in PLOTS]
+    return _report_html.page(title, subtitle, _paragraph(runs), _table(runs), figures)
 
 
 def write_report(run_dirs: list[Path], out_dir: Path) -> Path:

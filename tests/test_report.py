@@ -6,6 +6,7 @@ ten calls, thirty candidates, twelve training steps of which two are attractive.
 
 from __future__ import annotations
 
+import base64
 import io
 import random
 import re
@@ -16,7 +17,7 @@ import pytest
 
 from sedi import _plots
 from sedi.exceptions import RunDirError
-from sedi.report import PLOTS, load_run, write_report
+from sedi.report import PLOTS, _best, load_run, write_report
 from sedi.store import RunStore, read_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -92,7 +93,14 @@ def _make_run(run_dir: Path, method: str, *, training: bool = True, seed: int = 
 def _cells(page: str, metric: str) -> list[str]:
     row = re.search(rf'<tr data-metric="{metric}">(.*?)</tr>', page)
     assert row, metric
-    return re.findall(r"<td>(.*?)</td>", row.group(1))
+    return re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+
+
+def _best_cells(page: str, metric: str) -> list[int]:
+    """Which cells of a row are marked as the better value."""
+    row = re.search(rf'<tr data-metric="{metric}">(.*?)</tr>', page)
+    assert row, metric
+    return [i for i, attrs in enumerate(re.findall(r"<td([^>]*)>", row.group(1))) if "best" in attrs]
 
 
 def _number(cell: str) -> float:
@@ -108,18 +116,34 @@ def _assert_png(data: bytes) -> None:
     assert len(np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)) > 1
 
 
+def _assert_every_plot(page: str, out: Path) -> dict[str, tuple[int, int]]:
+    """Every plot is on the page, in order, as a real non-empty PNG identical to the file written beside it;
+    returns each plot's (height, width) in pixels."""
+    embedded = dict(re.findall(r'<figure id="(\w+)"><img src="data:image/png;base64,([^"]+)"', page))
+    assert list(embedded) == [plot.name for plot in PLOTS]
+    assert page.count('<img src="data:image/png;base64,') == len(PLOTS) == 7
+    import matplotlib.image
+
+    sizes = {}
+    for plot in PLOTS:
+        png = base64.b64decode(embedded[plot.name])
+        assert png == (out / "report" / f"{plot.name}.png").read_bytes()
+        _assert_png(png)
+        sizes[plot.name] = matplotlib.image.imread(io.BytesIO(png), format="png").shape[:2]
+    return sizes
+
+
 def test_single_run_report(tmp_path: Path) -> None:
     run = _make_run(tmp_path / "run-a", "sedi")
     page_path = write_report([run], tmp_path / "out")
     assert page_path == tmp_path / "out" / "report.html"
     page = page_path.read_text(encoding="utf-8")
 
-    for plot in PLOTS:
-        png = tmp_path / "out" / "report" / f"{plot.name}.png"
-        _assert_png(png.read_bytes())
-    assert page.count('<img src="data:image/png;base64,') == len(PLOTS) == 7
+    _assert_every_plot(page, tmp_path / "out")
     assert "http://" not in page and "https://" not in page
     assert "No data yet" not in page
+    assert 'class="best"' not in page  # nothing to compare with: no cell is marked better
+    assert "(lower is better)" in page and "(higher is better)" in page
 
     summary = read_summary(run)
     for key in ("calls", "candidates", "kept"):
@@ -132,6 +156,7 @@ def test_single_run_report(tmp_path: Path) -> None:
     assert _cells(page, "diversity_vendi") == ["12.250 (round 2)"]
     assert _cells(page, "promotions") == ["5"] and _cells(page, "demotions") == ["1"]
     assert "sedi (run-a)" in page and "state finished" in page
+    assert f"background:{_plots.colour(0)}" in page  # the run's swatch has its plot colour
 
 
 def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
@@ -147,12 +172,14 @@ def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
 def test_run_without_training_data_still_renders(tmp_path: Path) -> None:
     run = _make_run(tmp_path / "calls-only", "self-instruct", training=False)
     page = write_report([run], tmp_path / "out").read_text(encoding="utf-8")
-    assert page.count('<img src="data:image/png;base64,') == len(PLOTS)
+    sizes = _assert_every_plot(page, tmp_path / "out")
     # Only the calls-vs-kept curve has data (flat at zero); every other plot says it has none yet.
     assert page.count("No data yet") == len(PLOTS) - 1
     assert "no task has been kept yet" in page
-    for plot in PLOTS:
-        _assert_png((tmp_path / "out" / "report" / f"{plot.name}.png").read_bytes())
+    # Placeholders are short strips, as wide as the plots, so an unfinished run's page is not mostly blank boxes.
+    for plot in PLOTS[1:]:
+        assert sizes[plot.name][1] == sizes["calls_vs_kept"][1]
+        assert sizes[plot.name][0] < sizes["calls_vs_kept"][0] / 2
 
 
 def test_comparison_labels_both_methods(tmp_path: Path) -> None:
@@ -160,12 +187,46 @@ def test_comparison_labels_both_methods(tmp_path: Path) -> None:
     sedi = _make_run(tmp_path / "sedi-run", "sedi", seed=2)
     page = write_report([baseline, sedi], tmp_path / "cmp").read_text(encoding="utf-8")
     assert "self-instruct (baseline)" in page and "sedi (sedi-run)" in page
-    assert page.count('<img src="data:image/png;base64,') == len(PLOTS)
+    _assert_every_plot(page, tmp_path / "cmp")
     assert len(_cells(page, "calls")) == 2
     first, second = (read_summary(d)["calls_per_kept"] for d in (baseline, sedi))
     assert f"{second / first:.2f}× the calls per kept task" in page
-    for plot in PLOTS:
-        _assert_png((tmp_path / "cmp" / "report" / f"{plot.name}.png").read_bytes())
+    assert ("fewer" if second < first else "more") + " teacher calls for each kept task" in page
+    # The table says which run is better where a direction is meaningful (seed 2 is the better synthetic run).
+    assert _cells(page, "heldout_loss") == ["2.300 (round 2)", "2.200 (round 2)"]
+    for metric in ("heldout_loss", "diversity_cosine", "diversity_vendi"):
+        assert _best_cells(page, metric) == [1], metric
+    assert _best_cells(page, "calls_per_kept") == [0 if first < second else 1]
+    assert _best_cells(page, "kept") == [] and _best_cells(page, "promotions") == []  # no "better" direction
+    for i in range(2):  # each run's name carries its colour in the plots
+        assert f"background:{_plots.colour(i)}" in page
+
+
+def test_plots_draw_three_runs_one_of_them_without_data() -> None:
+    """Comparisons are not only pairs, and a run that has just started sits beside finished ones."""
+    point = _plots.StepPoint(0, 1, 1.5, True)
+    pool = {0: _plots.PoolRound(human=175.0, machine=0.0, promoted=1, demoted=0)}
+    pngs = [
+        _plots.calls_vs_kept({"a": [1, 2], "b": [0, 0, 1], "c": []}),
+        _plots.keep_rate({"a": {0: 0.5}, "b": {0: 1.0, 1: 0.25}, "c": {}}),
+        _plots.grad_norms({"a": [point], "b": [point._replace(step=2, round=1)], "c": []}),
+        _plots.seed_pool({"a": pool, "b": {}, "c": pool}),
+        _plots.heldout_loss({"a": {0: 2.5}, "b": {0: 2.5}, "c": {}}),
+        _plots.diversity({"a": {0: 0.7}, "b": {}, "c": {1: 0.8}}, {"a": {}, "b": {0: 9.0}, "c": {}}),
+        _plots.rejects_by_rule({"a": {f"rule_{i}": i for i in range(14)}, "b": {"rule_3": 2}, "c": {}}),
+    ]
+    for png in pngs:
+        _assert_png(png)
+
+
+def test_better_cells_compare_what_is_shown() -> None:
+    assert _best("heldout_loss", ["2.300 (round 2)", "2.200 (round 2)"]) == {1}
+    assert _best("diversity_vendi", ["2.300 (round 2)", "2.200 (round 2)"]) == {0}
+    assert _best("heldout_loss", ["2.300 (round 2)", "2.200 (round 1)"]) == set()  # runs stopped at different rounds
+    assert _best("heldout_loss", ["2.200 (round 2)", "2.200 (round 2)"]) == set()  # a tie as shown
+    assert _best("calls_per_kept", ["n/a", "0.714"]) == set()
+    assert _best("keep_rate", ["43.3%", "46.7%"]) == {1} and _best("keep_rate", ["43.3%"]) == set()
+    assert _best("kept", ["13", "14"]) == set()
 
 
 def test_same_directory_names_get_distinct_labels(tmp_path: Path) -> None:
