@@ -4,6 +4,7 @@ Never imports ``sedi`` or ``diversity``. Importing the package is light: torch, 
 datasets are imported inside the functions that need them (``train_round``, ``per_example_loss``).
 """
 
+from feedback.answers import greedy_answers
 from feedback.records import RoundResult, StepRecord, TrainExample, read_steps_jsonl, write_steps_jsonl
 from feedback.selection import (
     Attractive,
@@ -30,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "TrainExample",
     "demotions",
+    "greedy_answers",
     "loss_drop",
     "per_example_loss",
     "promotions",

@@ -93,10 +93,11 @@ def run(
         + (f" (keep rate {rate:.0%}, {per_kept:.2f} calls per kept task)" if rate is not None and per_kept else "")
     )
     if summary["train_steps"]:
-        loss = summary["heldout_loss"]
+        loss, rouge = summary["heldout_loss"], summary["heldout_rouge_l"]
         console.print(
             f"student: {summary['train_steps']} steps"
             + (f", held-out loss {loss:.3f}" if loss is not None else "")
+            + (f", held-out ROUGE-L {rouge:.3f}" if rouge is not None else "")
             + f"; seed pool {summary['seed_pool_size']} ({summary['promotions']} promoted, "
             f"{summary['demotions']} demoted)"
         )
@@ -116,6 +117,14 @@ def compare(
         str, typer.Option("--stop-at", help="'kept': both stop at generation.target_kept; 'budget': at the budget.")
     ] = "kept",
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Seeds to run (mean and spread).")] = 1,
+    published: Annotated[
+        bool,
+        typer.Option(
+            "--published-baseline",
+            help="Also run Self-Instruct as published (instruction-only prompts, then classification and "
+            "instance calls per task) as a third column.",
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
     """Run the Self-Instruct baseline and SeDi with the same teacher, seeds, student and budget; write a table."""
@@ -129,7 +138,7 @@ def compare(
     cfg = load_config(config, set_ or [])
     source = str(config) if config is not None else "defaults"
     with _progress() as hook:
-        table = run_compare(
+        run_compare(
             cfg,
             run_dir,
             source,
@@ -137,11 +146,9 @@ def compare(
             repeat,
             hook,
             on_run=lambda method, path: console.print(f"[bold]{method}[/bold] in {path}"),
+            published=published,
         )
     console.print((run_dir / "comparison.md").read_text())
-    ratio = table["calls_per_kept_ratio"]
-    if ratio is not None:
-        console.print(f"calls per kept task, sedi / self-instruct: {ratio:.3f}")
     console.print(f"table: {run_dir / 'comparison.md'} and {run_dir / 'comparison.json'}")
 
 
@@ -156,7 +163,7 @@ def report(
     dirs = list(run_dirs)
     if len(dirs) == 1 and (dirs[0] / "comparison.json").is_file():
         table = json.loads((dirs[0] / "comparison.json").read_text())
-        dirs = [Path(r["run_dir"]) for method in ("self-instruct", "sedi") for r in table["runs"][method][:1]]
+        dirs = [Path(rows[0]["run_dir"]) for rows in table["runs"].values() if rows]
         out = out or run_dirs[0]
     path = write_report(dirs, out or dirs[0])
     typer.echo(f"report: {path}")

@@ -3,7 +3,13 @@ seed value and budget, each in its own run directory (so each has its own cache 
 
 Both runs stop the same way: at the same number of kept tasks (``--stop-at kept``: generation.target_kept,
 rounds unbounded) or at the same budget (``--stop-at budget``: budget caps only). Every number in the
-table is read back from the two runs' databases, so the table and the runs cannot disagree.
+table is read back from the runs' databases, so the table and the runs cannot disagree.
+
+Arms: ``self-instruct`` and ``sedi`` share every generation setting (prompt style included), so their
+difference is the method alone (similarity filter, batches, feedback). ``published=True`` adds
+``self-instruct-published``: the baseline as Wang et al. ran it, instruction-only prompts followed by a
+classification call and an instance call per kept instruction, which is what a team moving from the
+original Self-Instruct pipeline would compare against.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sedi.loop import run
 from sedi.store import fsync_write, read_summary
 
 METHODS = ("self-instruct", "sedi")
+PUBLISHED = "self-instruct-published"
 StopAt = Literal["kept", "budget"]
 # Rounds are not the stopping rule in a comparison; this only bounds a run whose filters keep nothing.
 UNBOUNDED_ROUNDS = 1000
@@ -37,15 +44,18 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("diversity_vendi", "diversity: Vendi score"),
     ("topics_covered", "seed topics covered (of 32)"),
     ("heldout_loss", "held-out loss (student)"),
+    ("heldout_rouge_l", "held-out ROUGE-L of greedy answers"),
     ("promotions", "promotions"),
     ("demotions", "demotions"),
     ("wall_seconds", "wall time (s)"),
 )
 
 
-def method_config(config: SediConfig, method: str, stop_at: StopAt, seed: int) -> SediConfig:
+def method_config(config: SediConfig, arm: str, stop_at: StopAt, seed: int) -> SediConfig:
     data = config.model_dump(mode="json")
-    data["method"] = method
+    data["method"] = "self-instruct" if arm == PUBLISHED else arm
+    if arm == PUBLISHED:
+        data["generation"]["prompt_style"] = "self-instruct"
     data["run"]["seed"] = seed
     data["run"]["max_rounds"] = UNBOUNDED_ROUNDS
     if stop_at == "budget":
@@ -82,10 +92,11 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _markdown(table: dict[str, Any]) -> str:
     per = table["methods"]
     repeat = table["repeat"]
-    lines = [f"| | {' | '.join(METHODS)} |", "|---|" + "---|" * len(METHODS)]
+    arms = list(per)
+    lines = [f"| | {' | '.join(arms)} |", "|---|" + "---|" * len(arms)]
     for key, label in COLUMNS:
         cells = []
-        for method in METHODS:
+        for method in arms:
             value = per[method].get(key)
             if value is None:
                 cells.append("–")
@@ -94,14 +105,19 @@ def _markdown(table: dict[str, Any]) -> str:
             text = f"{value:,.4g}"
             cells.append(f"{text} ± {spread:.2g}" if repeat > 1 and spread else text)
         lines.append(f"| {label} | {' | '.join(cells)} |")
-    rules = sorted({r for m in METHODS for r in per[m]["rejected_by_rule"]})
+    rules = sorted({r for m in arms for r in per[m]["rejected_by_rule"]})
     for rule in rules:
-        lines.append(
-            f"| rejected: {rule} | {' | '.join(str(per[m]['rejected_by_rule'].get(rule, 0)) for m in METHODS)} |"
-        )
-    ratio = table.get("calls_per_kept_ratio")
-    footer = f"\nCalls per kept task, sedi over self-instruct: {ratio:.3f}\n" if ratio is not None else "\n"
-    return "\n".join(lines) + "\n" + footer
+        lines.append(f"| rejected: {rule} | {' | '.join(str(per[m]['rejected_by_rule'].get(rule, 0)) for m in arms)} |")
+    footer = ""
+    for key, baseline in (("calls_per_kept_ratio", "self-instruct"), ("calls_per_kept_ratio_published", PUBLISHED)):
+        if table.get(key) is not None:
+            footer += f"\nCalls per kept task, sedi over {baseline}: {table[key]:.3f}\n"
+    return "\n".join(lines) + "\n" + (footer or "\n")
+
+
+def _ratio(per: dict[str, Any], baseline: str) -> float | None:
+    a, b = per.get(baseline, {}).get("calls_per_kept"), per["sedi"].get("calls_per_kept")
+    return b / a if a and b else None
 
 
 def compare(
@@ -112,27 +128,30 @@ def compare(
     repeat: int = 1,
     progress: ProgressHook | None = None,
     on_run: Callable[[str, Path], None] | None = None,
+    published: bool = False,
 ) -> dict[str, Any]:
-    """Run both methods ``repeat`` times (seeds run.seed, run.seed + 1, ...) and write
-    ``comparison.json`` and ``comparison.md`` into ``out_dir``."""
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+    """Run every arm ``repeat`` times (seeds run.seed, run.seed + 1, ...) and write ``comparison.json`` and
+    ``comparison.md`` into ``out_dir``; ``published`` adds the ``self-instruct-published`` arm."""
+    arms = (*METHODS, PUBLISHED) if published else METHODS
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in arms}
     for k in range(repeat):
         seed = config.run.seed + k
-        for method in METHODS:
+        for method in arms:
             run_dir = out_dir / (method if repeat == 1 else f"seed-{seed}/{method}")
             if on_run is not None:
                 on_run(method, run_dir)
             run(method_config(config, method, stop_at, seed), run_dir, source, progress)
             runs[method].append(run_row(run_dir))
     per = {m: _aggregate(rows) for m, rows in runs.items()}
-    a, b = per["self-instruct"].get("calls_per_kept"), per["sedi"].get("calls_per_kept")
     table: dict[str, Any] = {
         "stop_at": stop_at,
         "repeat": repeat,
         "methods": per,
         "runs": runs,
-        "calls_per_kept_ratio": b / a if a and b else None,
+        "calls_per_kept_ratio": _ratio(per, "self-instruct"),
     }
+    if published:
+        table["calls_per_kept_ratio_published"] = _ratio(per, PUBLISHED)
     out_dir.mkdir(parents=True, exist_ok=True)
     fsync_write(out_dir / "comparison.json", json.dumps(table, indent=2, sort_keys=True))
     fsync_write(out_dir / "comparison.md", _markdown(table))

@@ -469,7 +469,10 @@ def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
             for name in ("diversity_mean_cosine_distance", "diversity_vendi", "topics_covered")
             if metrics.get(name) is not None
         },
-        "heldout_loss": None if metrics.get("heldout_loss") is None else round(float(metrics["heldout_loss"]), 4),
+        **{
+            name: None if metrics.get(name) is None else round(float(metrics[name]), 4)
+            for name in ("heldout_loss", "heldout_rouge_l")
+        },
     }
 
 

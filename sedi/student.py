@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from statistics import fmean
 
-from feedback import StepRecord, TrainConfig, TrainExample, per_example_loss, train_round
+from diversity import rouge_l_f1
+from feedback import StepRecord, TrainConfig, TrainExample, greedy_answers, per_example_loss, train_round
 from sedi.config import SediConfig
 from sedi.export import user_turn
 from sedi.store import RunStore
@@ -112,7 +113,8 @@ def recorded_steps(store: RunStore, round_index: int) -> list[StepRecord]:
 
 
 def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: list[Task]) -> float | None:
-    """Mean per-example loss of the current student on the held-out tasks (None when nothing is trained)."""
+    """Mean per-example loss of the current student on the held-out tasks (None when nothing is trained),
+    and the mean ROUGE-L F1 of its greedy answers on the first ``student.heldout_generate`` of them."""
     tasks = heldout[: config.student.heldout_size]
     adapter = latest_adapter(store.run_dir, round_index + 1)
     if not tasks or adapter is None:
@@ -122,9 +124,19 @@ def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: lis
     ]
     losses = per_example_loss(student_path(config), adapter, examples, train_config(config))
     value = fmean(losses.values()) if losses else None
-    if value is not None:
-        store.db.execute(
-            "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, 'heldout_loss', ?)",
-            (round_index, value),
+    metrics = {"heldout_loss": value}
+    answered = examples[: config.student.heldout_generate]
+    if answered:
+        answers = greedy_answers(
+            student_path(config),
+            adapter,
+            {ex.id: ex.prompt for ex in answered},
+            train_config(config),
+            config.student.heldout_max_new_tokens,
         )
+        metrics["heldout_rouge_l"] = fmean(rouge_l_f1(answers[ex.id], ex.completion) for ex in answered)
+    store.db.executemany(
+        "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, ?, ?)",
+        [(round_index, name, v) for name, v in metrics.items() if v is not None],
+    )
     return value

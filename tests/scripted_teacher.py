@@ -66,15 +66,7 @@ class ScriptedEngine:
         self.calls += 1
         text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
         rng = random.Random(seed)
-        chosen = rng.sample(TASKS, self.tasks_per_call)
-        in_context = re.findall(r"^Instruction: (.*)$", text, flags=re.MULTILINE)
-        if in_context:  # small teachers copy their examples: the filters must catch it
-            copied = in_context[rng.randrange(len(in_context))]
-            chosen[-1] = (copied, "", "A copied answer.")
-        blocks = [f"{ins}\nInput: {inp or '<noinput>'}\nOutput: {out}\n" for ins, inp, out in chosen]
-        number = len(in_context) + 2
-        body = blocks[0] + "".join(f"\nTask {number + i}\nInstruction: {b}" for i, b in enumerate(blocks[1:]))
-        body = " " + body
+        body = self._answer(text, rng)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         cut = min([body.find(s) for s in stops if s and s in body] or [len(body)])
         body = body[:cut]
@@ -83,3 +75,24 @@ class ScriptedEngine:
         if len(words) > max_tokens:
             body, finish = " ".join(words[:max_tokens]), "length"
         return GenerationResult(body, finish, len(text.split()), min(len(words), max_tokens))  # type: ignore[arg-type]
+
+    def _answer(self, text: str, rng: random.Random) -> str:
+        """What a tidy teacher writes for each of sedi's prompt kinds (see sedi.prompts)."""
+        if text.endswith("Classification:"):
+            return " Yes" if "whether" in text.rsplit("Task:", 1)[-1] else " No"
+        if text.endswith(("Example 1\nInput:", "Example 1\nOutput:")):
+            second = "Output" if text.endswith("Input:") else "Input"
+            return f" case {rng.randrange(100)}\n{second}: answer {rng.randrange(100)}\n\nTask: next"
+        chosen = rng.sample(TASKS, self.tasks_per_call)
+        if re.search(r"Task \d+:$", text):  # an instruction-only list: continue it
+            number = int(re.findall(r"Task (\d+):$", text)[0])
+            lines = [chosen[0][0]] + [f"Task {number + i}: {t[0]}" for i, t in enumerate(chosen[1:], start=1)]
+            return " " + "\n".join(lines)
+        in_context = re.findall(r"^Instruction: (.*)$", text, flags=re.MULTILINE)
+        if in_context:  # small teachers copy their examples: the filters must catch it
+            copied = in_context[rng.randrange(len(in_context))]
+            chosen[-1] = (copied, "", "A copied answer.")
+        blocks = [f"{ins}\nInput: {inp or '<noinput>'}\nOutput: {out}\n" for ins, inp, out in chosen]
+        number = len(in_context) + 2
+        body = blocks[0] + "".join(f"\nTask {number + i}\nInstruction: {b}" for i, b in enumerate(blocks[1:]))
+        return " " + body

@@ -1,5 +1,5 @@
 """`sedi compare` end to end (scripted teacher behind the real server, tiny student): the table's numbers agree
-exactly with the two runs' ledgers and data files, and the report renders from the comparison."""
+exactly with the three runs' ledgers and data files, and the report renders from the comparison."""
 
 from __future__ import annotations
 
@@ -29,13 +29,15 @@ def test_compare_table_matches_both_runs(
         "student.heldout_size": "4",
         "feedback.interval": "2",
     }
-    args = ["compare", "--run-dir", str(out)] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    args = ["compare", "--run-dir", str(out), "--published-baseline"]
+    args += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     result = sedi(*args)
     assert result.returncode == 0, result.stderr
     table = json.loads((out / "comparison.json").read_text())
-    for method in ("self-instruct", "sedi"):
-        row = table["methods"][method]
-        run_dir = out / method
+    arms = {"self-instruct": "self-instruct", "sedi": "sedi", "self-instruct-published": "self-instruct"}
+    for arm, method in arms.items():
+        row = table["methods"][arm]
+        run_dir = out / arm
         db = sqlite3.connect(run_dir / "sedi.db")
         calls = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
         tokens = db.execute("SELECT SUM(prompt_tokens), SUM(completion_tokens) FROM calls").fetchone()
@@ -47,18 +49,27 @@ def test_compare_table_matches_both_runs(
         kept = (run_dir / "data" / "kept.jsonl").read_text().count("\n")
         candidates = (run_dir / "data" / "candidates.jsonl").read_text().count("\n")
         assert f"method: {method}" in method_in_config
+        style = "self-instruct" if arm == "self-instruct-published" else "alpaca"
+        assert f"prompt_style: {style}" in method_in_config
         assert row["calls"] == calls and (row["prompt_tokens"], row["completion_tokens"]) == tuple(tokens)
         assert row["kept"] == kept >= 20 and row["candidates"] == candidates  # both stop at the same target
         assert row["calls_per_kept"] == round(calls / kept, 4)
         assert row["rejected_by_rule"] == rules
         assert row["heldout_loss"] is not None and row["diversity_mean_cosine_distance"] > 0
-    a, b = table["methods"]["self-instruct"], table["methods"]["sedi"]
+        assert 0 <= row["heldout_rouge_l"] <= 1
+    a, b, c = (table["methods"][arm] for arm in arms)
     assert table["calls_per_kept_ratio"] == b["calls_per_kept"] / a["calls_per_kept"]
+    assert table["calls_per_kept_ratio_published"] == b["calls_per_kept"] / c["calls_per_kept"]
+    # The published pipeline pays a classification and an instance call per instruction that passes.
+    published_db = sqlite3.connect(out / "self-instruct-published" / "sedi.db")
+    kinds = dict(published_db.execute("SELECT kind, COUNT(*) FROM requests GROUP BY kind").fetchall())
+    published_db.close()
+    assert kinds.get("tasks", 0) > 0 and kinds.get("instances", 0) > 0, kinds
     markdown = (out / "comparison.md").read_text()
-    assert f"| API calls | {a['calls']:,.4g} | {b['calls']:,.4g} |" in markdown
+    assert f"| API calls | {a['calls']:,.4g} | {b['calls']:,.4g} | {c['calls']:,.4g} |" in markdown
 
     report = sedi("report", str(out))
     assert report.returncode == 0, report.stderr
     html = (out / "report.html").read_text()
-    assert "self-instruct" in html and "sedi" in html and html.count("data:image/png;base64,") >= 7
+    assert "self-instruct-published" in html and "sedi" in html and html.count("data:image/png;base64,") >= 7
     assert sorted(p.name for p in (out / "report").glob("*.png"))
