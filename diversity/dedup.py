@@ -91,10 +91,13 @@ class DiversityFilter:
         encoder: EncodeFn | None = None,
         index_kind: IndexKind = "exact",
         workers: int = 1,
+        pool_index: VectorIndex | None = None,
     ) -> None:
         """``pool_ids`` defaults to 0..n-1 and ids of later candidates to one past the largest id seen.
         ``encoder`` (e.g. an :class:`~diversity.embeddings.Encoder`) embeds whatever arrives without vectors.
-        ``workers``: rapidfuzz threads for ROUGE-L."""
+        ``workers``: rapidfuzz threads for ROUGE-L. ``pool_index``: the pool's vectors already indexed (as
+        :attr:`index` saved by an earlier filter over the same pool), so that nothing is embedded or re-indexed;
+        it must hold exactly the pool's ids in order."""
         if embedding_threshold is not None and not -1.0 <= embedding_threshold <= 1.0:
             raise ValueError(f"embedding_threshold must lie in [-1, 1], got {embedding_threshold}")
         self.embedding_threshold = embedding_threshold
@@ -105,7 +108,21 @@ class DiversityFilter:
         self._ids: list[int] = []  # pool position -> id; RougeFilter's pool indices are these positions
         self._index: VectorIndex | None = None  # created on the first vectors, when their dimension is known
         self._next_id = 0
-        self.add(list(pool_texts), pool_vectors, list(pool_ids) or None)
+        if pool_index is None:
+            self.add(list(pool_texts), pool_vectors, list(pool_ids) or None)
+        else:
+            self._adopt(pool_index, list(pool_texts), list(pool_ids) or None)
+
+    def _adopt(self, index: VectorIndex, texts: list[str], ids: list[int] | None) -> None:
+        if not self.uses_embeddings:
+            raise ValueError("pool_index given but the embedding rule is off (embedding_threshold is None)")
+        chosen = self._take_ids(len(texts), ids)
+        if index.ids.tolist() != chosen:
+            raise ValueError(f"pool_index holds {len(index)} vectors whose ids are not the pool's {len(chosen)} ids")
+        self._index = index
+        self.index_kind = index.kind
+        self._rouge.add(texts)
+        self._ids.extend(chosen)
 
     @property
     def rouge_threshold(self) -> float:
@@ -122,6 +139,11 @@ class DiversityFilter:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def index(self) -> VectorIndex | None:
+        """The pool's vector index (``None`` until the first vectors arrive); save it with :meth:`VectorIndex.save`."""
+        return self._index
 
     @property
     def ids(self) -> tuple[int, ...]:

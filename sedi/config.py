@@ -224,6 +224,12 @@ class FilterConfig(_Strict):
         None,
         description="sentence-transformers model directory for embeddings. Unset: the bundled all-MiniLM-L6-v2.",
     )
+    # Exact search scans every vector (milliseconds per query at 10^5); approximate ones pay off past ~10^6.
+    embedding_index: Literal["exact", "hnsw", "ivf"] = Field(
+        "exact",
+        description="FAISS index of the embedding pool: 'exact' (flat inner product, never misses a neighbour), "
+        "'hnsw' (graph, for pools beyond about a million) or 'ivf' (k-means buckets; exact until trained).",
+    )
     embedding_precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Arithmetic of the encoder: 'auto' runs it under bf16 autocast where the device has native "

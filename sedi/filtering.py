@@ -9,18 +9,28 @@ passes.
 - ``method: sedi``: ROUGE-L above 0.85, then an embedding near-duplicate rule (cosine above
   ``filter.embedding_threshold``, via FAISS); a candidate the embedding rule rejects never joins the
   pool. Rule ``embedding`` counts what the embedding rule removed beyond ROUGE-L.
+
+The pool's FAISS index is saved with the run after every filter stage (``RUN_DIR/index/pool.npz``, with
+``pool.json`` saying what it was built from). A resumed run loads it when it was built from exactly the
+pool being rebuilt (same texts in the same order, same embedding model, precision and index kind), so no
+pool vector is embedded or indexed again, which matters for approximate indexes over large pools; in any
+other case the index is rebuilt from the embedding cache.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
-from diversity import ALPACA_RULES, SELF_INSTRUCT_RULES, DiversityFilter, RougeFilter, first_failed_rule
+from diversity import ALPACA_RULES, SELF_INSTRUCT_RULES, DiversityFilter, RougeFilter, VectorIndex, first_failed_rule
 from diversity.instance_filters import filter_instances
 from sedi.candidates import Candidate, Verdict
 from sedi.config import SediConfig
+from sedi.store import fsync_write
 
 TRUNCATED_RESPONSE = "truncated_response"
 SIMILAR = "rouge"
@@ -34,6 +44,8 @@ class _Similarity(Protocol):
         """(the rule that rejects ``text`` or None, details); a passing text joins the pool."""
         ...
 
+    def save(self) -> None: ...
+
 
 class _RougeOnly:
     def __init__(self, threshold: float, pool: Sequence[str]) -> None:
@@ -44,14 +56,60 @@ class _RougeOnly:
         detail: Detail = {"rouge": round(verdict.max_score, 6), "nearest": verdict.nearest_text}
         return (None if verdict.kept else SIMILAR), detail
 
+    def save(self) -> None:
+        """ROUGE-L keeps no index worth saving."""
+
+
+def _built_from(config: SediConfig, pool: Sequence[str]) -> dict[str, object]:
+    """What a saved pool index must have been built from to be reused."""
+    digest = hashlib.sha256("\x00".join(pool).encode()).hexdigest()
+    settings = config.filter
+    return {
+        "count": len(pool),
+        "texts_sha256": digest,
+        "embedding_model": settings.embedding_model,
+        "embedding_precision": settings.embedding_precision,
+        "index": settings.embedding_index,
+    }
+
 
 class _RougeAndEmbedding:
-    def __init__(self, threshold: float, embedding_threshold: float | None, pool: Sequence[str], encode: EncodeFn):
-        self.filter = DiversityFilter(threshold, embedding_threshold, list(pool), encoder=encode)
+    def __init__(self, config: SediConfig, pool: Sequence[str], encode: EncodeFn, index_dir: Path | None) -> None:
+        self.config, self.index_dir = config, index_dir
+        settings = config.filter
+        self.filter = DiversityFilter(
+            config.filter.threshold_for(config.method),
+            settings.embedding_threshold,
+            list(pool),
+            encoder=encode,
+            index_kind=settings.embedding_index,
+            pool_index=self._saved_index(pool),
+        )
         self.text_of = dict(zip(self.filter.ids, self.filter.texts, strict=True))
 
+    def _saved_index(self, pool: Sequence[str]) -> VectorIndex | None:
+        if self.index_dir is None or not (self.index_dir / "pool.json").is_file():
+            return None
+        try:
+            recorded = json.loads((self.index_dir / "pool.json").read_text(encoding="utf-8"))
+            if recorded != _built_from(self.config, pool):
+                return None  # another pool (e.g. killed between saving and marking the round) or other settings
+            index = VectorIndex.load(self.index_dir / "pool.npz")
+        except (OSError, ValueError, KeyError):  # unreadable or torn: rebuild, which is always correct
+            return None
+        return index if index.ids.tolist() == list(range(len(pool))) else None
+
+    def save(self) -> None:
+        """Write the pool's index, then the record of what it holds (a torn pair never matches on resume)."""
+        index = self.filter.index
+        if self.index_dir is None or index is None:
+            return
+        index.save(self.index_dir / "pool.npz")
+        fsync_write(self.index_dir / "pool.json", json.dumps(_built_from(self.config, self.filter.texts)))
+
     def check(self, text: str) -> tuple[str | None, Detail]:
-        verdict = self.filter.check(text)
+        # Pool ids are join positions, so a filter rebuilt on resume numbers the pool the same way.
+        verdict = self.filter.check(text, id=len(self.filter))
         if verdict.kept:
             self.text_of[verdict.id] = text
         nearest = None if verdict.rouge_nearest_id is None else self.text_of.get(verdict.rouge_nearest_id)
@@ -63,9 +121,12 @@ class _RougeAndEmbedding:
 
 
 class TaskFilter:
-    """Heuristics + similarity against a growing pool; one instance per run, rebuilt on resume."""
+    """Heuristics + similarity against a growing pool; one instance per run, rebuilt on resume.
+    ``index_dir``: where the embedding pool's index is saved (:meth:`save`) and looked for on resume."""
 
-    def __init__(self, config: SediConfig, pool: Sequence[str], encode: EncodeFn | None = None) -> None:
+    def __init__(
+        self, config: SediConfig, pool: Sequence[str], encode: EncodeFn | None = None, index_dir: Path | None = None
+    ) -> None:
         base = ALPACA_RULES if config.filter.heuristics == "alpaca" else SELF_INSTRUCT_RULES
         extra = tuple(config.filter.extra_keywords)
         self.rules = replace(base, keywords=base.keywords + extra) if extra else base
@@ -77,9 +138,13 @@ class TaskFilter:
         if config.method == "sedi" and embedding is not None:
             if encode is None:
                 raise ValueError("method 'sedi' with filter.embedding_threshold needs an encoder")
-            self.similarity = _RougeAndEmbedding(self.threshold, embedding, pool, encode)
+            self.similarity = _RougeAndEmbedding(config, pool, encode, index_dir)
         else:
             self.similarity = _RougeOnly(self.threshold, pool)
+
+    def save(self) -> None:
+        """Save what the similarity rule can reuse on resume (the embedding pool's index)."""
+        self.similarity.save()
 
     def judge(self, candidates: Sequence[Candidate]) -> list[tuple[int, Verdict]]:
         """Verdicts for one round's candidates, in the given (plan) order; passing ones join the pool."""

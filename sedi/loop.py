@@ -73,6 +73,7 @@ async def _collect(run: _Run, round_index: int) -> BudgetExceeded | None:
     candidates = round_candidates(store, round_index)
     verdicts = run.task_filter.judge(candidates)
     set_verdicts(store, verdicts)
+    run.task_filter.save()
     pending = [c for c, (_, v) in zip(candidates, verdicts, strict=True) if v.verdict == "pending"]
     stop = result.budget_stop
     if pending and stop is None:
@@ -131,7 +132,8 @@ async def _rounds(
         config.filter.embedding_model, store.run_dir / "embeddings.sqlite", config.filter.embedding_precision
     )
     pool = [t.instruction for t in seeds] + pooled_instructions(store, unfiltered)
-    run = _Run(config, store, client, seeds, heldout, TaskFilter(config, pool, encode), encode, progress)
+    task_filter = TaskFilter(config, pool, encode, store.run_dir / "index")
+    run = _Run(config, store, client, seeds, heldout, task_filter, encode, progress)
     try:
         for round_index in rounds:
             if run.reached(round_index, "done"):

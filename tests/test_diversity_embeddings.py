@@ -185,3 +185,21 @@ def test_large_batches_are_decided_in_order_across_chunks() -> None:
     verdicts = dedup.check_batch(texts, ids=list(range(1000, 1300)))
     assert verdicts[280].rule == "rouge" and verdicts[280].rouge_nearest_id == 1003
     assert dedup.pool_size == sum(v.kept for v in verdicts)
+
+
+def test_filter_adopts_a_saved_pool_index_and_refuses_one_for_another_pool(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((12, 16)).astype(np.float32)
+    texts = [f"task number {i} about topic {i * 7}" for i in range(12)]
+    built = DiversityFilter(0.85, 0.9, pool_texts=texts[:10], pool_vectors=vectors[:10])
+    assert built.index is not None
+    built.index.save(tmp_path / "pool.npz")
+    adopted = DiversityFilter(0.85, 0.9, pool_texts=texts[:10], pool_index=VectorIndex.load(tmp_path / "pool.npz"))
+    assert adopted.pool_size == 10 and adopted.ids == built.ids
+    queries = np.vstack([vectors[10:], vectors[3:4] + 0.01])  # two new tasks and a near-copy of task 3
+    batch = ["a new task", "another new task", "near copy"]
+    assert adopted.check_batch(batch, queries) == built.check_batch(batch, queries)
+    with pytest.raises(ValueError, match="ids"):
+        DiversityFilter(0.85, 0.9, pool_texts=texts[:9], pool_index=VectorIndex.load(tmp_path / "pool.npz"))
+    with pytest.raises(ValueError, match="embedding rule is off"):
+        DiversityFilter(0.85, None, pool_texts=texts[:10], pool_index=VectorIndex.load(tmp_path / "pool.npz"))

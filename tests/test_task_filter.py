@@ -3,6 +3,13 @@ and Self-Instruct's instance post-filters."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from diversity import VectorIndex
 from diversity.instance_filters import (
     CONFLICTING_OUTPUTS,
     COPIES_EXAMPLE,
@@ -89,3 +96,49 @@ def test_drop_whole_truncated_responses_when_configured() -> None:
     task_filter = TaskFilter(config, [])
     cut = Candidate(1, "k", 0, 0, "Name the largest planet in the solar system.", "", "Jupiter.", None, True)
     assert task_filter.judge([cut])[0][1].rule == "truncated_response"
+
+
+class CountingEncoder:
+    """Deterministic vectors from a word hash (no model needed); counts the texts it was asked to embed.
+    Texts that share most words get close vectors, so the embedding rule has something to catch."""
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.embedded.extend(texts)
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, int(hashlib.sha256(word.encode()).hexdigest(), 16) % 64] += 1.0
+        return out
+
+
+def test_a_saved_pool_index_is_reused_only_for_the_same_pool(tmp_path: Path) -> None:
+    config = load_config(None, ["method=sedi", "filter.embedding_threshold=0.9", "filter.embedding_index=hnsw"])
+    seeds = [t.instruction for t in load_seed_tasks(None)][:30]
+    first_round = [candidate(i, f"Describe the history of {topic} in a few sentences.") for i, topic in
+                   enumerate(["jazz", "chess", "tea", "paper", "the bicycle"])]  # fmt: skip
+    first = TaskFilter(config, seeds, CountingEncoder(), index_dir=tmp_path)
+    verdicts = first.judge(first_round)
+    first.save()
+    pooled = [c.instruction for c, (_, v) in zip(first_round, verdicts, strict=True) if v.pooled]
+    assert 0 < len(pooled) < len(first_round)  # the ROUGE-L rule caught some, so the pool is a true subset
+    saved = VectorIndex.load(tmp_path / "pool.npz")
+    assert saved.kind == "hnsw" and saved.ids.tolist() == list(range(len(seeds) + len(pooled)))
+
+    resumed_encoder, rebuilt_encoder = CountingEncoder(), CountingEncoder()
+    resumed = TaskFilter(config, seeds + pooled, resumed_encoder, index_dir=tmp_path)
+    rebuilt = TaskFilter(config, seeds + pooled, rebuilt_encoder)  # no saved index: embeds the whole pool
+    assert resumed_encoder.embedded == [] and len(rebuilt_encoder.embedded) == len(seeds) + len(pooled)
+    texts = ["Describe the history of jazz in a few short sentences.", "Name three rivers in Africa.", seeds[3] + "!"]
+    second_round = [candidate(10 + i, text) for i, text in enumerate(texts)]
+    assert resumed.judge(second_round) == rebuilt.judge(second_round)
+
+    other = CountingEncoder()  # a different pool (one text short): the saved index must not be used
+    TaskFilter(config, seeds + pooled[:-1], other, index_dir=tmp_path)
+    assert len(other.embedded) == len(seeds) + len(pooled) - 1
+    (tmp_path / "pool.npz").write_bytes(b"torn")  # an unreadable index is rebuilt, never trusted
+    torn = CountingEncoder()
+    TaskFilter(config, seeds + pooled, torn, index_dir=tmp_path)
+    assert len(torn.embedded) == len(seeds) + len(pooled)
