@@ -88,8 +88,10 @@ def reference_pairs(seeds: list[str], candidates: list[str], threshold: float, w
     rouge = RougeFilter(threshold, seeds, workers=workers)
     pairs = 0
     for start in range(0, len(candidates), batch):
+        pool = len(rouge)  # kept candidates join after the batch; earlier kept batch members count for later ones
         for verdict in rouge.check_batch(candidates[start : start + batch]):
-            pairs += len(rouge) - verdict.kept  # the pool before this candidate joined it
+            pairs += pool
+            pool += verdict.kept
     return pairs
 
 
