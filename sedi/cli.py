@@ -211,12 +211,16 @@ def serve_teacher(
     parent_pid: Annotated[int | None, typer.Option(help="Exit when this process ends.")] = None,
 ) -> None:
     """Serve a local model over the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions)."""
+    from typing import cast, get_args
+
     from sedi.serve import serve
+    from sedi.serve._engine import TeacherDtype  # torch is loaded by serve() right after anyway
 
     _offline_defaults()
-    if dtype not in ("auto", "float32", "bfloat16"):
+    if dtype not in get_args(TeacherDtype):
         raise typer.BadParameter(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
-    serve(model, host=host, port=port, model_id=model_id, device=device, dtype=dtype, parent_pid=parent_pid)  # type: ignore[arg-type]
+    weights = cast(TeacherDtype, dtype)
+    serve(model, host=host, port=port, model_id=model_id, device=device, dtype=weights, parent_pid=parent_pid)
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ class _RougeAndEmbedding:
         self.config, self.index_dir = config, index_dir
         settings = config.filter
         self.filter = DiversityFilter(
-            config.filter.threshold_for(config.method),
+            settings.threshold_for(config.method),
             settings.embedding_threshold,
             list(pool),
             encoder=encode,
