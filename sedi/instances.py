@@ -5,6 +5,12 @@ instances, output-first for classification tasks (so the labels vary) and input-
 and apply the instance post-filters. A task with no valid instance is rejected, but its instruction
 stays in the similarity pool. Requests are content-addressed like every other, so a resumed run
 answers them from the cache.
+
+Tasks go through both calls a chunk at a time (``teacher.concurrency`` tasks: classify the chunk, then
+write its instances), not stage by stage as the original did. Each request is the same either way, so
+with budget to spare the result is identical; when the budget runs out, the tasks paid for so far are
+finished instead of every task holding a paid classification and no instances (measured: 20 calls left
+the stage-by-stage pipeline with 0 kept tasks, all 15 calls after generation spent on classification).
 """
 
 from __future__ import annotations
@@ -47,6 +53,18 @@ def instances_request(config: SediConfig, instruction: str, output_first: bool) 
     return _request(config, instance_prompt(instruction, output_first), config.instances.max_tokens, stop, "instances")
 
 
+class _Counter:
+    """Progress of one stage across chunks: (label, done, total) for the progress hook."""
+
+    def __init__(self, progress: ProgressHook, label: str, total: int) -> None:
+        self.progress, self.label, self.total, self.done = progress, label, total, 0
+        progress(label, 0, total)
+
+    def tick(self, _: int = 0, __: TeacherResponse | None = None) -> None:
+        self.done += 1
+        self.progress(self.label, self.done, self.total)
+
+
 async def _send(
     client: TeacherClient,
     store: RunStore,
@@ -55,7 +73,7 @@ async def _send(
     kind: str,
     pending: Sequence[Candidate],
     requests: Sequence[TeacherRequest],
-    progress: ProgressHook,
+    counter: _Counter,
 ) -> BatchResult:
     model, mode = config.teacher.model, config.teacher.mode
     record_requests(
@@ -65,15 +83,7 @@ async def _send(
             for c, r in zip(pending, requests, strict=True)
         ],
     )
-    stage, done = f"round {round_index + 1}: {kind}", 0
-
-    def on_done(_: int, __: TeacherResponse) -> None:
-        nonlocal done
-        done += 1
-        progress(stage, done, len(requests))
-
-    progress(stage, 0, len(requests))
-    return await client.complete_all(requests, on_done)
+    return await client.complete_all(requests, counter.tick)
 
 
 async def write_instances(
@@ -84,20 +94,44 @@ async def write_instances(
     pending: Sequence[Candidate],
     progress: ProgressHook,
 ) -> BatchResult | None:
-    """Classify and write instances for ``pending`` candidates; returns the batch that hit the budget,
-    if any (its unanswered candidates stay 'pending' with rule ``budget_stop``)."""
+    """Classify and write instances for ``pending`` candidates, a chunk at a time; returns the batch that hit
+    the budget, if any (its unanswered candidates, and every later one, stay 'pending' with rule
+    ``budget_stop``)."""
     if not pending:
         return None
+    label = f"round {round_index + 1}: "
+    counters = (
+        _Counter(progress, label + "classify", len(pending)) if config.instances.classify else None,
+        _Counter(progress, label + "instances", len(pending)),
+    )
+    step = config.teacher.concurrency
+    for start in range(0, len(pending), step):
+        stopped = await _chunk(client, store, config, round_index, pending[start : start + step], counters)
+        if stopped is not None:
+            mark_budget_stop(store, pending[start + step :])
+            return stopped
+    return None
+
+
+async def _chunk(
+    client: TeacherClient,
+    store: RunStore,
+    config: SediConfig,
+    round_index: int,
+    pending: Sequence[Candidate],
+    counters: tuple[_Counter | None, _Counter],
+) -> BatchResult | None:
     labels: list[bool | None] = [None] * len(pending)
-    if config.instances.classify:
+    classify, write = counters
+    if classify is not None:
         asked = [classify_request(config, c.instruction) for c in pending]
-        result = await _send(client, store, config, round_index, "classify", pending, asked, progress)
+        result = await _send(client, store, config, round_index, "classify", pending, asked, classify)
         if result.budget_stop is not None:
             mark_budget_stop(store, pending)
             return result
         labels = [None if r is None else parse_classification(r.text) for r in result.responses]
     requests = [instances_request(config, c.instruction, bool(label)) for c, label in zip(pending, labels, strict=True)]
-    result = await _send(client, store, config, round_index, "instances", pending, requests, progress)
+    result = await _send(client, store, config, round_index, "instances", pending, requests, write)
     verdicts: list[tuple[int, Verdict]] = []
     unanswered: list[Candidate] = []
     for candidate, label, response in zip(pending, labels, result.responses, strict=True):

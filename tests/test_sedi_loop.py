@@ -88,3 +88,36 @@ def test_batches_take_every_kept_task_once_and_one_per_cluster(
     metrics = dict(rows(run_dir, "SELECT name, value FROM round_metrics WHERE round = 1"))
     assert metrics["kept"] == status(run_dir)["kept"] and 0 < metrics["diversity_mean_cosine_distance"] <= 2
     assert metrics["batch_clusters_mean"] >= 1 and (run_dir / "embeddings.sqlite").is_file()
+
+
+def _answered(run_dir: Path) -> dict[str, int]:
+    sql = (
+        "SELECT q.kind, COUNT(DISTINCT c.request_key) FROM calls c JOIN requests q ON q.request_key = c.request_key "
+        "WHERE c.status = 'ok' GROUP BY q.kind"
+    )
+    return dict(rows(run_dir, sql))
+
+
+def test_a_budget_that_ends_among_the_instance_calls_leaves_finished_tasks(
+    tmp_path: Path, scripted: Served, tiny_model_dir: Path
+) -> None:
+    run_dir = tmp_path / "published"
+    published = ["--set", "method=self-instruct", "--set", "generation.prompt_style=self-instruct"]
+    small = [*published, "--set", "generation.calls_per_round=2", "--set", "run.max_rounds=1"]
+    small += ["--set", "teacher.concurrency=2", "--set", "budget.max_calls=9"]
+    assert sedi(*scripted_args(run_dir, scripted, tiny_model_dir, *small)).returncode == 0
+    first, answered = status(run_dir), _answered(run_dir)
+    assert first["state"] == "budget_exhausted" and first["calls"] == 9
+    # 2 generation calls, then chunks of 2 tasks (2 classify + 2 instance calls): the 7 calls left finish 2 tasks
+    # (3 calls are left over for the next chunk, whose instance calls do not both fit).
+    assert answered == {"tasks": 2, "classify": 4, "instances": 3}
+    assert first["kept"] >= 2
+    pending = rows(run_dir, "SELECT COUNT(*) FROM candidates WHERE verdict = 'pending'")[0][0]
+    assert pending > 0
+
+    more = [*small[:-1], "budget.max_calls=100"]
+    assert sedi(*scripted_args(run_dir, scripted, tiny_model_dir, *more)).returncode == 0
+    assert status(run_dir)["state"] == "finished"
+    assert rows(run_dir, "SELECT COUNT(*) FROM candidates WHERE verdict = 'pending'")[0][0] == 0
+    keys = [row["request_key"] for row in ledger(run_dir) if row["status"] == "ok"]
+    assert len(keys) == len(set(keys))  # nothing answered was asked again
