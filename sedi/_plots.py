@@ -239,10 +239,12 @@ def seed_pool(runs: Mapping[str, Mapping[int, PoolRound]]) -> bytes:
         machine = [by_round[r].machine or 0.0 for r in xs]
         top.bar(xs, human, 0.6, color=HUMAN, label="human seeds (in the pool)")
         bars = top.bar(xs, machine, 0.6, bottom=human, color=MACHINE, label="machine seeds (in the pool)")
-        # Machine seeds are a thin slice on top of ~175 human ones: write their number on it (two lines if narrow).
-        sep = " " if len(runs) < 3 else "\n"
-        top.bar_label(bars, [f"{h + m:.0f}{sep}({m:.0f} machine)" for h, m in zip(human, machine, strict=True)],
-                      fontsize=9, padding=2)  # fmt: skip
+        # Machine seeds are a thin slice on top of ~175 human ones: write their number on it; narrow panels (several
+        # runs or many rounds) get a shorter two-line label in a smaller font, so neighbouring labels never touch.
+        narrow = len(runs) * max(len(xs), 1) > 8
+        texts = [f"{h + m:.0f}\n({m:.0f})" if narrow else f"{h + m:.0f} ({m:.0f} machine)"
+                 for h, m in zip(human, machine, strict=True)]  # fmt: skip
+        top.bar_label(bars, texts, fontsize=8 if narrow else 9, padding=2)
         for shift, attr, tint in [(-0.15, "promoted", PROMOTED), (0.15, "demoted", DEMOTED)]:
             flow = bottom.bar([x + shift for x in xs], [getattr(by_round[r], attr) for r in xs], 0.3, color=tint,
                               label=f"{attr} this round")  # fmt: skip
@@ -252,7 +254,7 @@ def seed_pool(runs: Mapping[str, Mapping[int, PoolRound]]) -> bytes:
             top.set_title(textwrap.fill(label, 66 // len(runs)), fontsize=10, color=colour(col))
         if not xs:
             top.text(0.5, 0.5, NO_DATA, transform=top.transAxes, ha="center", color="0.4", style="italic")
-    axes[0].set_ylim(0, size * (1.18 if len(runs) < 3 else 1.3))
+    axes[0].set_ylim(0, size * (1.18 if len(runs) * max(len(p) for p in runs.values()) <= 8 else 1.4))
     axes[0].set_ylabel("seeds in pool (count)")
     axes[len(runs)].set_ylim(0, moved * 1.35)
     axes[len(runs)].set_ylabel("tasks moved (count)")

@@ -28,10 +28,11 @@ def swatch(colour: str) -> str:
     return f'<span class="swatch" style="background:{colour}"></span>'
 
 
-def lead(runs: list[str], comparison: str | None) -> str:
-    """The box at the top: one line per run, then the comparison sentence (all HTML)."""
+def lead(runs: list[str], comparison: str | None, note: str | None = None) -> str:
+    """The box at the top: one line per run, the comparison sentence, then a note (all HTML)."""
     items = "".join(f"<li>{run}</li>" for run in runs)
-    return f'<div class="lead"><ul>{items}</ul>' + (f"<p>{comparison}</p>" if comparison else "") + "</div>"
+    paragraphs = "".join(f"<p>{text}</p>" for text in (comparison, note) if text)
+    return f'<div class="lead"><ul>{items}</ul>{paragraphs}</div>'
 
 
 def table(heads: list[str], rows: list[tuple[str, str, list[str], set[int]]], compared: bool) -> str:

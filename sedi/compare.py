@@ -27,6 +27,7 @@ from sedi.store import fsync_write, read_summary
 
 METHODS = ("self-instruct", "sedi")
 PUBLISHED = "self-instruct-published"
+ARMS = (*METHODS, PUBLISHED)  # the order of a comparison's columns: baseline first
 StopAt = Literal["kept", "budget"]
 # Rounds are not the stopping rule in a comparison; this only bounds a run whose filters keep nothing.
 UNBOUNDED_ROUNDS = 1000
@@ -132,7 +133,7 @@ def compare(
 ) -> dict[str, Any]:
     """Run every arm ``repeat`` times (seeds run.seed, run.seed + 1, ...) and write ``comparison.json`` and
     ``comparison.md`` into ``out_dir``; ``published`` adds the ``self-instruct-published`` arm."""
-    arms = (*METHODS, PUBLISHED) if published else METHODS
+    arms = ARMS if published else METHODS
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in arms}
     for k in range(repeat):
         seed = config.run.seed + k

@@ -218,7 +218,8 @@ PLOTS: list[_Plot] = [
           "whose tasks were promoted into the seed pool, and dashed vertical lines separate rounds.",
           _each(lambda r: r.steps), _plots.grad_norms),
     _Plot("seed_pool", "Top: the seed pool at the end of each round, human seeds (light grey) under the machine "
-          "seeds promoted from training (dark grey), with the total written on each bar. Bottom: the tasks promoted "
+          "seeds promoted from training (dark grey), with the total and, in brackets, the machine seeds written on "
+          "each bar. Bottom: the tasks promoted "
           "into the pool (green) and demoted out of it (red) in that round.",
           _each(lambda r: r.pool), _plots.seed_pool),
     _Plot("heldout_loss", "The student's loss on held-out user tasks after each round; a line going down means "
@@ -240,7 +241,7 @@ def _name(runs: list[RunData], i: int) -> str:
     return _report_html.swatch(_plots.colour(i)) + f"<b>{html.escape(runs[i].label)}</b>"
 
 
-def _paragraph(runs: list[RunData]) -> str:
+def _paragraph(runs: list[RunData], note: str | None = None) -> str:
     """The plain-language summary: what ran, how far it got, and what each kept task cost (as in the table)."""
     items = []
     for i, run in enumerate(runs):
@@ -251,16 +252,17 @@ def _paragraph(runs: list[RunData]) -> str:
             f" calls; {cell['kept']} of {cell['candidates']} candidate tasks were kept"
             f" ({cost if run.summary['calls_per_kept'] is not None else 'no task has been kept yet'})."
         )
+    note = None if note is None else html.escape(note)
     if len(runs) != 2:
-        return _report_html.lead(items, None)
+        return _report_html.lead(items, None, note)
     first, second = (r.summary["calls_per_kept"] for r in runs)
     if not (first and second):
-        return _report_html.lead(items, "Calls per kept task cannot be compared yet: a run has kept no task.")
+        return _report_html.lead(items, "Calls per kept task cannot be compared yet: a run has kept no task.", note)
     ratio = second / first
     verdict = "fewer" if round(ratio, 2) < 1 else "more" if round(ratio, 2) > 1 else "as many"
     return _report_html.lead(
         items, f"{_name(runs, 1)} needed {ratio:.2f}× the calls per kept task of {_name(runs, 0)}: {verdict} teacher "
-        "calls for each kept task.",
+        "calls for each kept task.", note,
     )  # fmt: skip
 
 
@@ -274,19 +276,22 @@ def _table(runs: list[RunData]) -> str:
     return _report_html.table(heads, rows, compared=len(runs) > 1)
 
 
-def render_html(runs: list[RunData], images: dict[str, bytes]) -> str:
-    """The page itself; ``images`` maps each plot's name to its PNG bytes."""
+def render_html(runs: list[RunData], images: dict[str, bytes], note: str | None = None) -> str:
+    """The page itself; ``images`` maps each plot's name to its PNG bytes; ``note`` (plain text) ends the lead."""
     title = "sedi report: " + " vs ".join(r.label for r in runs)
     subtitle = " vs ".join(_name(runs, i) for i in range(len(runs)))
     figures = [_report_html.figure(p.name, images[p.name], p.caption, p.empty(runs)) for p in PLOTS]
-    return _report_html.page(title, subtitle, _paragraph(runs), _table(runs), figures)
+    return _report_html.page(title, subtitle, _paragraph(runs, note), _table(runs), figures)
 
 
-def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Write ``out_dir/report.html`` and each plot as ``out_dir/report/<name>.png``; return the HTML path."""
+def write_report(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None, note: str | None = None) -> Path:
+    """Write ``out_dir/report.html`` and each plot as ``out_dir/report/<name>.png``; return the HTML path.
+    ``labels`` name the runs (default "<method> (<directory name>)"); ``note`` is a sentence for the lead."""
     if not run_dirs:
         raise ValueError("write_report needs at least one run directory")
     runs = [load_run(d) for d in run_dirs]
+    for run, label in zip(runs, labels or [], strict=False):
+        run.label = label
     labels = [r.label for r in runs]
     if len(set(labels)) < len(labels):  # same method and directory name: name runs by their full path
         for run in runs:
@@ -297,5 +302,5 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     for name, png in images.items():
         (png_dir / f"{name}.png").write_bytes(png)
     page = out_dir / "report.html"
-    page.write_text(render_html(runs, images), encoding="utf-8")
+    page.write_text(render_html(runs, images, note), encoding="utf-8")
     return page
