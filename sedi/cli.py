@@ -158,13 +158,12 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", help="Output directory; default: the first directory.")] = None,
 ) -> None:
     """Write DIR/report.html (self-contained, plots embedded) and a PNG of each plot under DIR/report/."""
-    from sedi.compare import ARMS
     from sedi.report import write_report
 
     dirs, labels, note = list(run_dirs), None, None
     if len(dirs) == 1 and (dirs[0] / "comparison.json").is_file():
         table = json.loads((dirs[0] / "comparison.json").read_text())
-        arms = [arm for arm in ARMS if table["runs"].get(arm)]
+        arms = [arm for arm in table.get("arms", table["runs"]) if table["runs"].get(arm)]
         repeat = int(table.get("repeat", 1))
         dirs = [Path(table["runs"][arm][0]["run_dir"]) for arm in arms]
         labels = arms if repeat == 1 else [f"{arm}, first seed" for arm in arms]

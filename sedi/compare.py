@@ -145,6 +145,7 @@ def compare(
             runs[method].append(run_row(run_dir))
     per = {m: _aggregate(rows) for m, rows in runs.items()}
     table: dict[str, Any] = {
+        "arms": list(arms),  # column order (the JSON's keys are sorted)
         "stop_at": stop_at,
         "repeat": repeat,
         "methods": per,

@@ -57,6 +57,7 @@ def test_compare_table_matches_both_runs(
         assert row["rejected_by_rule"] == rules
         assert row["heldout_loss"] is not None and row["diversity_mean_cosine_distance"] > 0
         assert 0 <= row["heldout_rouge_l"] <= 1
+    assert table["arms"] == list(arms)  # the columns' order, baseline first
     a, b, c = (table["methods"][arm] for arm in arms)
     assert table["calls_per_kept_ratio"] == b["calls_per_kept"] / a["calls_per_kept"]
     assert table["calls_per_kept_ratio_published"] == b["calls_per_kept"] / c["calls_per_kept"]
