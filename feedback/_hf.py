@@ -111,6 +111,17 @@ def load_student(
     return get_peft_model(base, lora)
 
 
+def load_frozen(student: str, config: TrainConfig, runtime: Runtime, adapter_path: str | Path | None) -> Any:
+    """The model to score or answer with: the student with a saved round's adapter (or saved full model), or the
+    bare student when ``adapter_path`` is None, whatever ``config.lora`` says (there is no adapter to load)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if adapter_path is not None:
+        return load_student(student, config, runtime, Path(adapter_path), trainable=False)
+    return AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+
+
 # A student without a chat template sees the task in a fixed plain-text frame. Joining prompt and completion
 # bare ("...sentence.Here is") would glue them together and let tokens merge across the boundary, so the
 # frame ends on a newline after a label: the completion always starts on a token boundary.

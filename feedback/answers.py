@@ -37,13 +37,7 @@ def greedy_answers(
     tokenizer = _hf.load_tokenizer(student)
     tokenizer.padding_side = "left"  # generation continues every row from its last real token
     chat = _hf.uses_chat(config, tokenizer)
-    adapter = Path(adapter_path) if adapter_path is not None else None
-    if adapter is not None:
-        model = _hf.load_student(student, config, runtime, adapter, trainable=False)
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+    model = _hf.load_frozen(student, config, runtime, adapter_path)
     device = torch.device(runtime.device)
     model.to(device)
     model.eval()

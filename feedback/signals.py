@@ -38,13 +38,7 @@ def per_example_loss(
     runtime = _hf.resolve_runtime(config)
     tokenizer = _hf.load_tokenizer(student)
     chat = _hf.uses_chat(config, tokenizer)
-    adapter = Path(adapter_path) if adapter_path is not None else None
-    if adapter is not None:
-        model = _hf.load_student(student, config, runtime, adapter, trainable=False)
-    else:  # the bare student, whatever config.lora says: there is no adapter to load
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+    model = _hf.load_frozen(student, config, runtime, adapter_path)
     with tempfile.TemporaryDirectory(prefix="feedback-score-") as scratch:
         trainer = _hf.build_trainer(
             model, tokenizer, _hf.sft_args(config, runtime, Path(scratch)), _hf.raw_dataset(examples, chat)
