@@ -5,23 +5,18 @@ datasets are imported inside the functions that need them (``train_round``, ``pe
 """
 
 from feedback.answers import greedy_answers
+from feedback.bandit import Arm, BanditConfig, draw_thompson, draw_uniform, posterior_mean, top_share
+from feedback.pool import Demotion, PoolEntry, demotions, weak_seeds
 from feedback.records import RoundResult, StepRecord, TrainExample, read_steps_jsonl, write_steps_jsonl
-from feedback.selection import (
-    Attractive,
-    Demotion,
-    FeedbackConfig,
-    PoolEntry,
-    Promotion,
-    demotions,
-    promotions,
-    select_attractive,
-)
+from feedback.selection import Attractive, FeedbackConfig, Promotion, decided_through, promotions, select_attractive
 from feedback.signals import loss_drop, per_example_loss
 from feedback.training import STEPS_FILE, TrainConfig, train_round
 
 __all__ = [
     "STEPS_FILE",
+    "Arm",
     "Attractive",
+    "BanditConfig",
     "Demotion",
     "FeedbackConfig",
     "PoolEntry",
@@ -30,13 +25,19 @@ __all__ = [
     "StepRecord",
     "TrainConfig",
     "TrainExample",
+    "decided_through",
     "demotions",
+    "draw_thompson",
+    "draw_uniform",
     "greedy_answers",
     "loss_drop",
     "per_example_loss",
+    "posterior_mean",
     "promotions",
     "read_steps_jsonl",
     "select_attractive",
+    "top_share",
     "train_round",
+    "weak_seeds",
     "write_steps_jsonl",
 ]

@@ -1,11 +1,13 @@
-"""Which tasks join the seed pool and which leave it, from recorded training signals. Pure Python.
+"""Which tasks join the seed pool, from recorded training signals. Pure Python.
 
-- :func:`select_attractive`: every window of ``interval`` consecutive optimizer steps yields its step with the
-  highest signal (the "attractive" batch).
+- :func:`select_attractive`: every complete window of ``interval`` optimizer steps, counted over the whole run
+  (steps 1-10, 11-20, ... however rounds cut them), yields its step with the highest signal (the "attractive"
+  batch). A window still open at the end of a round waits for the next round's steps; the run's last partial
+  window is settled only when the run ends (``final=True``).
 - :func:`promotions`: the machine-generated tasks of attractive steps become seeds.
-- :func:`demotions`: when the pool exceeds its cap, the seeds with the weakest record leave.
 
-Every decision carries the signal value and a reason string, so the pool's history can be audited.
+Which seeds leave is :mod:`feedback.pool`; how prompts pick among seeds is :mod:`feedback.bandit`. Every decision
+carries the signal value and a reason string, so the pool's history can be audited.
 """
 
 from __future__ import annotations
@@ -13,21 +15,28 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from feedback.bandit import BanditConfig
 from feedback.records import StepRecord
 from feedback.signals import loss_drop
 
 Selector = Literal["grad_norm", "loss", "loss_drop"]
+DemoteRule = Literal["offspring_signal", "none"]
 
 
 class FeedbackConfig(BaseModel):
-    """How training signals feed back into the seed pool."""
+    """How training signals feed back into the seed pool and the prompts."""
 
     model_config = ConfigDict(extra="forbid")
 
     # SeDi-Instruct picks the highest-gradient-norm batch among every 10 optimizer steps.
-    interval: int = Field(10, ge=1, description="Optimizer steps per selection window.")
+    interval: int = Field(
+        10,
+        ge=1,
+        description="Optimizer steps per selection window, counted over the whole run (windows do not restart at "
+        "round boundaries; a partial window carries into the next round and is settled when the run ends).",
+    )
     selector: Selector = Field(
         "grad_norm",
         description="Step signal that makes a batch attractive: pre-clipping gradient norm (the paper's), "
@@ -39,10 +48,40 @@ class FeedbackConfig(BaseModel):
         "only the top_k of each batch by per-example loss ('top_k', needs per-example losses).",
     )
     top_k: int = Field(2, ge=1, description="Tasks promoted per attractive batch when promote='top_k'.")
+    demote: DemoteRule = Field(
+        "offspring_signal",
+        description="Which seeds leave at every feedback cycle (each decided window). 'offspring_signal': the "
+        "weakest seeds by the training signal of their offspring (mean over the candidates their prompts produced "
+        "of the step gradient norm that trained each, relative to the run's mean step norm; a rejected candidate "
+        "counts 0), if below the pool's mean; 'none': only the max_pool_size cap removes seeds.",
+    )
+    demote_per_cycle: int = Field(1, ge=0, description="Most seeds demoted per feedback cycle by the demote rule.")
+    # One prompt yields about 5 candidates on the bundled teacher: 8 offspring are about two prompts' worth.
+    min_evidence: int = Field(
+        8, ge=1, description="Offspring a seed must have (candidates of prompts that showed it) before it can leave."
+    )
     # 175 human seeds (Self-Instruct) plus room for about as many promoted ones; a larger pool dilutes the
     # human seeds that every generation prompt samples from.
     max_pool_size: int = Field(350, ge=1, description="Most seeds in the pool; beyond it the weakest are demoted.")
-    protect_human: bool = Field(True, description="Never demote human-written seeds.")
+    protect_human: bool = Field(True, description="Never demote human-written seeds (machine seeds always go first).")
+    in_context: Literal["pool", "split"] = Field(
+        "pool",
+        description="How a prompt's in-context tasks are drawn: 'pool' from the whole active seed pool (human and "
+        "promoted, as the method states), 'split' as Self-Instruct (generation.human_in_context human seeds and "
+        "generation.machine_in_context promoted ones).",
+    )
+    steer: bool = Field(
+        False,
+        description="Beyond the paper: draw in-context tasks by a bandit over what each seed's prompts yielded "
+        "(kept against rejected offspring) instead of uniformly (feedback.bandit). Needs in_context 'pool'.",
+    )
+    bandit: BanditConfig = Field(default_factory=BanditConfig, description="The prompt bandit (feedback.steer).")
+
+    @model_validator(mode="after")
+    def _steer_needs_the_pool(self) -> FeedbackConfig:
+        if self.steer and self.in_context != "pool":
+            raise ValueError("feedback.steer draws from the whole pool: set feedback.in_context to 'pool'")
+        return self
 
 
 class _Decision(BaseModel):
@@ -68,41 +107,27 @@ class Promotion(_Decision):
     reason: str = Field(description="Why, in words, with the numbers.")
 
 
-class PoolEntry(_Decision):
-    """What is known about one seed in the pool."""
-
-    id: int = Field(description="Task id.")
-    origin: Literal["human", "machine"] = Field(description="Written by people or generated (and promoted).")
-    added_round: int = Field(0, ge=0, description="Round in which the seed entered the pool (0: initial seeds).")
-    offspring_total: int = Field(0, ge=0, description="Candidates generated from prompts that showed this seed.")
-    offspring_rejected: int = Field(0, ge=0, description="Of those, how many the filters discarded.")
-    batch_grad_norms: list[float] = Field(
-        default_factory=list, description="Gradient norms of the optimizer steps whose batches held this seed."
-    )
-
-
-class Demotion(_Decision):
-    """A seed removed from the pool."""
-
-    id: int = Field(description="Task id.")
-    reason: str = Field(description="Why, in words, with the numbers.")
-    value: float = Field(description="The seed's offspring rejection rate, the first criterion.")
-    mean_grad_norm: float | None = Field(None, description="Mean gradient norm of its batches (None: no batch).")
-
-
 def _signals(steps: list[StepRecord], selector: Selector) -> dict[int, float]:
     if selector == "loss_drop":
         return loss_drop(steps)
     return {s.step: s.grad_norm if selector == "grad_norm" else s.loss for s in steps}
 
 
-def select_attractive(steps: list[StepRecord], interval: int, selector: Selector = "grad_norm") -> list[Attractive]:
-    """One attractive step per window of ``interval`` consecutive recorded steps, in step order.
+def select_attractive(
+    steps: list[StepRecord],
+    interval: int,
+    selector: Selector = "grad_norm",
+    *,
+    after: int = 0,
+    final: bool = False,
+) -> list[Attractive]:
+    """One attractive step per window of ``interval`` steps, windows ``after + 1 .. after + interval``, ...
 
-    Windows are taken over the steps sorted by step number: steps 1-10, 11-20, ... for interval 10. A final
-    partial window counts as soon as it holds one step, so the last steps of a round are not ignored (with
-    ``loss_drop`` the very last step has no value, so a window of only that step yields nothing). Steps whose
-    signal is missing or not finite are never chosen. Ties go to the earlier step.
+    ``steps`` are all steps recorded so far (any order, numbered over the whole run); ``after`` is the last
+    step whose window was already decided. A window is decided only once a step at or beyond its end is
+    recorded; with ``final`` the last, partial window is decided too (the run is over). Steps whose signal is
+    missing or not finite are never chosen (with ``loss_drop`` the very last step has no value); a window with
+    no usable signal yields nothing. Ties go to the earlier step.
     """
     if interval < 1:
         raise ValueError(f"interval must be at least 1, got {interval}: set FeedbackConfig.interval >= 1.")
@@ -111,23 +136,32 @@ def select_attractive(steps: list[StepRecord], interval: int, selector: Selector
     if len(set(numbers)) != len(numbers):
         raise ValueError("step numbers repeat: number the steps of several rounds consecutively before selecting.")
     values = _signals(ordered, selector)
+    last = numbers[-1] if numbers else after
     chosen: list[Attractive] = []
-    for start in range(0, len(ordered), interval):
-        window = ordered[start : start + interval]
+    start = after + 1
+    while start <= last:
+        end = start + interval - 1
+        if end > last and not final:
+            break
+        window = [s for s in ordered if start <= s.step <= end]
         scored = [(values[s.step], s) for s in window if s.step in values and math.isfinite(values[s.step])]
-        if not scored:
-            continue
-        best_value, best = max(scored, key=lambda pair: (pair[0], -pair[1].step))
-        chosen.append(
-            Attractive(
-                window_start=window[0].step,
-                window_end=window[-1].step,
-                step=best.step,
-                value=best_value,
-                ids=list(best.ids),
+        if scored:
+            best_value, best = max(scored, key=lambda pair: (pair[0], -pair[1].step))
+            window_end = min(end, last)
+            chosen.append(
+                Attractive(window_start=start, window_end=window_end, step=best.step, value=best_value, ids=best.ids)
             )
-        )
+        start = end + 1
     return chosen
+
+
+def decided_through(steps: list[StepRecord], interval: int, *, after: int = 0, final: bool = False) -> int:
+    """The last step whose window :func:`select_attractive` decides with the same arguments (``after`` if none)."""
+    last = max((s.step for s in steps), default=after)
+    if last <= after:
+        return after
+    complete = after + (last - after) // interval * interval
+    return last if final else complete
 
 
 def promotions(
@@ -169,53 +203,4 @@ def promotions(
             )
             out.append(Promotion(id=task, step=pick.step, value=loss, reason=reason))
             done.add(task)
-    return out
-
-
-def _rejection_rate(entry: PoolEntry) -> float:
-    # No offspring yet is no evidence against a seed: it ranks like a seed whose offspring were all kept.
-    return entry.offspring_rejected / entry.offspring_total if entry.offspring_total else 0.0
-
-
-def _mean_grad_norm(entry: PoolEntry) -> float | None:
-    finite = [g for g in entry.batch_grad_norms if math.isfinite(g)]
-    return sum(finite) / len(finite) if finite else None
-
-
-def demotions(pool: list[PoolEntry], max_pool_size: int, protect_human: bool = True) -> list[Demotion]:
-    """Seeds to remove so that the pool holds at most ``max_pool_size``, weakest first.
-
-    Order: machine-added seeds before human ones (human ones only when ``protect_human`` is False); within each,
-    highest offspring rejection rate first, then lowest mean gradient norm of their batches (a seed never seen
-    in a batch counts as highest, i.e. is kept longest), then lowest id. When protected human seeds alone exceed
-    the cap, every machine seed goes and the pool stays above the cap.
-    """
-    if max_pool_size < 0:
-        raise ValueError(f"max_pool_size must be >= 0, got {max_pool_size}.")
-    ids = [entry.id for entry in pool]
-    if len(set(ids)) != len(ids):
-        raise ValueError("pool ids repeat: each seed must appear once in the pool.")
-    excess = len(pool) - max_pool_size
-    if excess <= 0:
-        return []
-
-    def weakness(entry: PoolEntry) -> tuple[int, float, float, int]:
-        mean = _mean_grad_norm(entry)
-        return (
-            0 if entry.origin == "machine" else 1,
-            -_rejection_rate(entry),
-            math.inf if mean is None else mean,
-            entry.id,
-        )
-
-    eligible = [e for e in pool if e.origin == "machine" or not protect_human]
-    out = []
-    for entry in sorted(eligible, key=weakness)[:excess]:
-        rate, mean = _rejection_rate(entry), _mean_grad_norm(entry)
-        mean_text = "no batch yet" if mean is None else f"mean batch grad norm {mean:.4g}"
-        reason = (
-            f"pool of {len(pool)} over cap {max_pool_size}: {entry.origin} seed with offspring rejection rate "
-            f"{rate:.2f} ({entry.offspring_rejected}/{entry.offspring_total}), {mean_text}"
-        )
-        out.append(Demotion(id=entry.id, reason=reason, value=rate, mean_grad_norm=mean))
     return out

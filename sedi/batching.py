@@ -22,11 +22,10 @@ from diversity import (
     vendi_score,
 )
 from sedi.config import SediConfig
+from sedi.steering import seed_topic_labels
 from sedi.store import RunStore
 
 EncodeFn = Callable[[Sequence[str]], Any]
-# Seed topics for 'topics_covered': the seeds clustered once, the same reference for every method and round.
-SEED_TOPICS = 32
 BatchRow = tuple[int, int, str, int | None, float | None]  # round, index, task ids (JSON), clusters, distance
 
 
@@ -115,7 +114,7 @@ def record_round_metrics(
     if kept_texts:
         vectors = np.asarray(encode(kept_texts), dtype=np.float32)
         seed_vectors = np.asarray(encode(list(seeds)), dtype=np.float32)
-        seed_labels = cluster(seed_vectors, SEED_TOPICS, seed=config.run.seed)
+        seed_labels = seed_topic_labels(encode, seeds, config.run.seed)
         metrics["diversity_mean_cosine_distance"] = mean_pairwise_cosine_distance(vectors)
         metrics["diversity_vendi"] = vendi_score(vectors)
         metrics["topics_covered"] = float(topics_covered(vectors, seed_labels, seed_vectors))

@@ -91,6 +91,14 @@ class Budget:
         self.in_flight -= 1
         self._settled.set()
 
+    def account_for(self, spent: Usage) -> None:
+        """Raise what counts as spent to at least ``spent`` (each of calls, tokens, cost); never lowers it."""
+        self.spent = Usage(
+            max(self.spent.calls, spent.calls),
+            max(self.spent.tokens, spent.tokens),
+            max(self.spent.cost_usd, spent.cost_usd),
+        )
+
     def exhausted_by(self, worst: Usage) -> BudgetExceeded | None:
         """The refusal a request of this worst case would get now, without reserving."""
         return self._refusal(worst)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from sedi.exceptions import RunDirError
 from sedi.store import RunStore
 
 
@@ -76,17 +77,42 @@ def add_candidates(
     round_index: int,
     items: Sequence[tuple[int, str, str, str, str | None]],
 ) -> None:
-    """Store the items parsed from one response: (position, instruction, input, output, problem)."""
+    """Store the items parsed from one response: (position, instruction, input, output, problem).
+
+    Storing the same items again (a resumed round re-parsing its cached responses) changes nothing. An id or
+    a (request, position) already taken by *other* content means two plans met in one run (a paid response
+    would silently lose its tasks), so that raises RunDirError and the transaction stores nothing."""
+    rows = [
+        (candidate_id(sample_index, pos), request_key, pos, round_index, ins, inp, out, problem)
+        for pos, ins, inp, out, problem in items
+        if pos < MAX_ITEMS_PER_RESPONSE
+    ]
     with store.transaction() as db:
-        db.executemany(
-            "INSERT OR IGNORE INTO candidates (id, request_key, position, round, instruction, input, output, problem, "
-            "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'new')",
-            [
-                (candidate_id(sample_index, pos), request_key, pos, round_index, ins, inp, out, problem)
-                for pos, ins, inp, out, problem in items
-                if pos < MAX_ITEMS_PER_RESPONSE
-            ],
-        )
+        for row in rows:
+            cid, key, pos, round_, ins, inp, out = row[:7]
+            taken = db.execute(
+                "SELECT id, request_key, position, round, instruction, input, output FROM candidates "
+                "WHERE id = ? OR (request_key = ? AND position = ?)",
+                (cid, key, pos),
+            ).fetchall()
+            if not taken:
+                db.execute(
+                    "INSERT INTO candidates (id, request_key, position, round, instruction, input, output, problem, "
+                    "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'new')",
+                    row,
+                )
+            elif any(tuple(t) != (cid, key, pos, round_, ins, inp, out) for t in taken):
+                raise _conflict(store, cid, key, pos, [dict(t) for t in taken])
+
+
+def _conflict(store: RunStore, cid: int, key: str, position: int, taken: list[dict[str, object]]) -> RunDirError:
+    other = taken[0]
+    return RunDirError(
+        f"{store.run_dir}: candidate {cid} (request {key[:12]}, item {position}) is already stored with different "
+        f"content (request {str(other['request_key'])[:12]}, item {other['position']}, round {other['round']}): "
+        "the run's plan changed since those rounds started; resume with the settings they were started with "
+        "(config.yaml of the run directory) or use a new --run-dir"
+    )
 
 
 def round_candidates(store: RunStore, round_index: int) -> list[Candidate]:

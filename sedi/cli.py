@@ -50,15 +50,21 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bars:
-        tasks: dict[str, int] = {}
+    bars = Progress(*columns, console=console, transient=False)
+    tasks: dict[str, int] = {}
 
-        def hook(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = int(bars.add_task(stage, total=total))
-            bars.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+    def hook(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bars.start()  # only once there is a bar: an empty display ends with a blank line before any error
+        if stage not in tasks:
+            tasks[stage] = int(bars.add_task(stage, total=total))
+        bars.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
 
+    try:
         yield hook
+    finally:
+        if tasks:
+            bars.stop()
 
 
 @app.command()
@@ -82,9 +88,10 @@ def run(
         outcome = run_loop(cfg, run_dir, source, hook, on_start=lambda: console.print(header))
     summary = read_summary(run_dir)
     console.print(f"[bold]{outcome.state}[/bold]: {outcome.message}")
+    cost = "unknown (no teacher.prices)" if summary["cost_usd"] is None else f"${summary['cost_usd']:.4f}"
     console.print(
         f"calls {summary['calls']} (cache hits {summary['cache_hits']}), tokens {summary['prompt_tokens']} prompt + "
-        f"{summary['completion_tokens']} completion, cost ${summary['cost_usd']:.4f}"
+        f"{summary['completion_tokens']} completion, cost {cost}"
     )
     rate = summary["keep_rate"]
     per_kept = summary["calls_per_kept"]
@@ -110,24 +117,28 @@ def run(
 @app.command()
 def compare(
     config: Annotated[Path | None, typer.Argument(help="YAML config file; omitted: the embedded defaults.")] = None,
-    run_dir: Annotated[Path, typer.Option("--run-dir", help="Directory for both runs and the table.")] = Path(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Directory for every arm's runs and the table.")] = Path(
         "runs/compare"
     ),
     stop_at: Annotated[
-        str, typer.Option("--stop-at", help="'kept': both stop at generation.target_kept; 'budget': at the budget.")
+        str,
+        typer.Option("--stop-at", help="'kept': each arm stops at generation.target_kept; 'budget': at the budget."),
     ] = "kept",
-    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Seeds to run (mean and spread).")] = 1,
+    repeat: Annotated[
+        int, typer.Option("--repeat", min=1, help="Seeds to run (mean, spread and bootstrap intervals).")
+    ] = 1,
     published: Annotated[
         bool,
         typer.Option(
             "--published-baseline",
             help="Also run Self-Instruct as published (instruction-only prompts, then classification and "
-            "instance calls per task) as a third column.",
+            "instance calls per task) as a fourth column.",
         ),
     ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Run the Self-Instruct baseline and SeDi with the same teacher, seeds, student and budget; write a table."""
+    """Run Self-Instruct, SeDi as the paper states it and SeDi with steered prompts on the same teacher, seeds,
+    student and budget; write a table with intervals."""
     _offline_defaults()
     from sedi.compare import compare as run_compare
     from sedi.config import load_config
@@ -215,6 +226,11 @@ def serve_teacher(
         str, typer.Option(help="auto (bf16 where the device computes it natively, else float32), float32, bfloat16.")
     ] = "auto",
     parent_pid: Annotated[int | None, typer.Option(help="Exit when this process ends.")] = None,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, help="Refuse requests asking for more completion tokens (HTTP 400).")
+    ] = 4096,
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together (continuous batching).")] = 8,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body (HTTP 413 beyond).")] = 1 << 20,
 ) -> None:
     """Serve a local model over the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions)."""
     from typing import cast, get_args
@@ -226,7 +242,18 @@ def serve_teacher(
     if dtype not in get_args(TeacherDtype):
         raise typer.BadParameter(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
     weights = cast(TeacherDtype, dtype)
-    serve(model, host=host, port=port, model_id=model_id, device=device, dtype=weights, parent_pid=parent_pid)
+    serve(
+        model,
+        host=host,
+        port=port,
+        model_id=model_id,
+        device=device,
+        dtype=weights,
+        parent_pid=parent_pid,
+        max_tokens=max_tokens,
+        max_batch=max_batch,
+        max_body_bytes=max_body_bytes,
+    )
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ Both runs stop the same way: at the same number of kept tasks (``--stop-at kept`
 rounds unbounded) or at the same budget (``--stop-at budget``: budget caps only). Every number in the
 table is read back from the runs' databases, so the table and the runs cannot disagree.
 
-Arms: ``self-instruct`` and ``sedi`` share every generation setting (prompt style included), so their
-difference is the method alone (similarity filter, batches, feedback). ``published=True`` adds
+Arms: ``self-instruct``, ``sedi-paper`` (the method as the paper states it: uniform prompts from the pool) and
+``sedi`` (prompts steered by yield, ``feedback.steer``) share every generation setting (prompt style included),
+so their differences are the method alone (similarity filter, batches, feedback, steering). ``published=True`` adds
 ``self-instruct-published``: the baseline as Wang et al. ran it, instruction-only prompts followed by a
 classification call and an instance call per kept instruction, which is what a team moving from the
 original Self-Instruct pipeline would compare against.
@@ -20,17 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from sedi import stats
 from sedi.config import SediConfig
 from sedi.generation import ProgressHook
 from sedi.loop import run
-from sedi.store import fsync_write, read_summary
+from sedi.rundir import connect_readonly
+from sedi.store import RunStore, fsync_write, read_summary
 
-METHODS = ("self-instruct", "sedi")
+METHODS = ("self-instruct", "sedi-paper", "sedi")  # the order of a comparison's columns: baseline first
 PUBLISHED = "self-instruct-published"
-ARMS = (*METHODS, PUBLISHED)  # the order of a comparison's columns: baseline first
+ARMS = (*METHODS, PUBLISHED)
 StopAt = Literal["kept", "budget"]
 # Rounds are not the stopping rule in a comparison; this only bounds a run whose filters keep nothing.
 UNBOUNDED_ROUNDS = 1000
+# (arm, baseline) pairs whose calls per kept task the table compares.
+_PAIRS = (("sedi", "self-instruct"), ("sedi-paper", "self-instruct"), ("sedi", "sedi-paper"), ("sedi", PUBLISHED))
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("calls", "API calls"),
@@ -54,7 +59,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 def method_config(config: SediConfig, arm: str, stop_at: StopAt, seed: int) -> SediConfig:
     data = config.model_dump(mode="json")
-    data["method"] = "self-instruct" if arm == PUBLISHED else arm
+    data["method"] = "sedi" if arm.startswith("sedi") else "self-instruct"
+    if arm.startswith("sedi"):
+        data["feedback"]["steer"] = arm == "sedi"
+        data["feedback"]["in_context"] = "pool"
     if arm == PUBLISHED:
         data["generation"]["prompt_style"] = "self-instruct"
     data["run"]["seed"] = seed
@@ -72,7 +80,28 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     row["rejected_by_rule"] = summary["rejected_by_rule"]
     row["run_dir"] = str(run_dir)
     row["state"] = summary["state"]
+    row["rounds"] = round_counts(run_dir)
     return row
+
+
+def round_counts(run_dir: Path) -> list[tuple[float, float]]:
+    """(calls, kept) of each round, from the cumulative counts each round records (a budget-stopped round too)."""
+    db = connect_readonly(run_dir / RunStore.DB_NAME)
+    try:
+        rows = db.execute(
+            "SELECT round, name, value FROM round_metrics WHERE name IN ('calls', 'kept') ORDER BY round"
+        ).fetchall()
+    finally:
+        db.close()
+    cumulative: dict[int, dict[str, float]] = {}
+    for r, name, value in rows:
+        cumulative.setdefault(int(r), {})[str(name)] = float(value)
+    out, last = [], {"calls": 0.0, "kept": 0.0}
+    for r in sorted(cumulative):
+        now = {k: cumulative[r].get(k, last[k]) for k in last}
+        out.append((now["calls"] - last["calls"], now["kept"] - last["kept"]))
+        last = now
+    return out
 
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,15 +139,41 @@ def _markdown(table: dict[str, Any]) -> str:
     for rule in rules:
         lines.append(f"| rejected: {rule} | {' | '.join(str(per[m]['rejected_by_rule'].get(rule, 0)) for m in arms)} |")
     footer = ""
-    for key, baseline in (("calls_per_kept_ratio", "self-instruct"), ("calls_per_kept_ratio_published", PUBLISHED)):
-        if table.get(key) is not None:
-            footer += f"\nCalls per kept task, sedi over {baseline}: {table[key]:.3f}\n"
+    for name, r in table["ratios"].items():
+        if r["ratio"] is None:
+            continue
+        arm, baseline = name.split(" over ")
+        ci = f"95% interval {r['ci95'][0]:.3f} to {r['ci95'][1]:.3f}" if r["ci95"] else "no interval"
+        footer += f"\nCalls per kept task, {arm} over {baseline}: {r['ratio']:.3f} ({ci}): {r['verdict']} calls.\n"
+    seeds = table["seeds"]
+    if len(seeds) > 1:
+        footer += "\nPer seed, calls per kept task:\n\n| seed | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms)
+        for i, seed in enumerate(seeds):
+            cells = [table["runs"][m][i].get("calls_per_kept") for m in arms]
+            footer += f"\n| {seed} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |"
+        footer += "\n"
     return "\n".join(lines) + "\n" + (footer or "\n")
 
 
-def _ratio(per: dict[str, Any], baseline: str) -> float | None:
-    a, b = per.get(baseline, {}).get("calls_per_kept"), per["sedi"].get("calls_per_kept")
-    return b / a if a and b else None
+def _ratios(runs: dict[str, list[dict[str, Any]]], arm: str, baseline: str) -> dict[str, Any]:
+    """``arm``'s calls per kept task over ``baseline``'s: pooled over seeds (sum of calls over sum of kept), its
+    95% interval (the Poisson interval for one seed, the paired two-level bootstrap for several), the verdict
+    and each seed's own ratio."""
+    a, b = runs[baseline], runs[arm]
+    calls_a, kept_a = sum(float(r["calls"] or 0) for r in a), sum(float(r["kept"] or 0) for r in a)
+    calls_b, kept_b = sum(float(r["calls"] or 0) for r in b), sum(float(r["kept"] or 0) for r in b)
+    point = stats.ratio(calls_a, kept_a, calls_b, kept_b)
+    if len(a) > 1:
+        interval = stats.bootstrap_ratio_ci([r["rounds"] for r in a], [r["rounds"] for r in b])
+    else:
+        interval = stats.poisson_ratio_ci(calls_a, kept_a, calls_b, kept_b)
+    per_seed = [stats.ratio(x["calls"], x["kept"], y["calls"], y["kept"]) for x, y in zip(a, b, strict=True)]
+    return {
+        "ratio": point,
+        "ci95": list(interval) if interval else None,
+        "verdict": stats.verdict(point, interval),
+        "per_seed": per_seed,
+    }
 
 
 def compare(
@@ -144,16 +199,22 @@ def compare(
             run(method_config(config, method, stop_at, seed), run_dir, source, progress)
             runs[method].append(run_row(run_dir))
     per = {m: _aggregate(rows) for m, rows in runs.items()}
+    ratios = {f"{arm} over {base}": _ratios(runs, arm, base) for arm, base in _PAIRS if arm in runs and base in runs}
     table: dict[str, Any] = {
         "arms": list(arms),  # column order (the JSON's keys are sorted)
         "stop_at": stop_at,
         "repeat": repeat,
+        "seeds": [config.run.seed + k for k in range(repeat)],
         "methods": per,
         "runs": runs,
-        "calls_per_kept_ratio": _ratio(per, "self-instruct"),
+        "ratios": ratios,
+        "calls_per_kept_ratio": ratios["sedi over self-instruct"]["ratio"],
+        "calls_per_kept_ratio_ci95": ratios["sedi over self-instruct"]["ci95"],
+        "calls_per_kept_ratio_paper": ratios["sedi-paper over self-instruct"]["ratio"],
+        "calls_per_kept_ratio_paper_ci95": ratios["sedi-paper over self-instruct"]["ci95"],
     }
     if published:
-        table["calls_per_kept_ratio_published"] = _ratio(per, PUBLISHED)
+        table["calls_per_kept_ratio_published"] = ratios[f"sedi over {PUBLISHED}"]["ratio"]
     out_dir.mkdir(parents=True, exist_ok=True)
     fsync_write(out_dir / "comparison.json", json.dumps(table, indent=2, sort_keys=True))
     fsync_write(out_dir / "comparison.md", _markdown(table))

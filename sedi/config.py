@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from feedback import FeedbackConfig, TrainConfig
 from sedi.exceptions import ConfigError
 
+# What a shell accepts as an environment variable name (POSIX), so no API key can pass for one.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -26,8 +30,13 @@ class _Strict(BaseModel):
 class Prices(_Strict):
     """Teacher prices in USD per million tokens, used for cost accounting and ``budget.max_cost_usd``."""
 
-    prompt: float = Field(0.0, ge=0, description="USD per million prompt (input) tokens.")
-    completion: float = Field(0.0, ge=0, description="USD per million completion (output) tokens.")
+    # Finite and bounded: an infinite or NaN price would make every cost comparison meaningless.
+    prompt: float = Field(
+        0.0, ge=0, le=1_000_000, allow_inf_nan=False, description="USD per million prompt (input) tokens."
+    )
+    completion: float = Field(
+        0.0, ge=0, le=1_000_000, allow_inf_nan=False, description="USD per million completion (output) tokens."
+    )
 
 
 class LocalTeacherConfig(_Strict):
@@ -84,7 +93,14 @@ class TeacherConfig(_Strict):
         "written anywhere by sedi. Not needed for a loopback base_url or provider 'local'.",
     )
     concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
-    timeout_s: float = Field(300.0, gt=0, description="Seconds before one HTTP attempt times out (then retried).")
+    # Waits are finite and bounded so that a typo (or .inf) cannot park a run forever while it holds budget.
+    timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds before one HTTP attempt times out (then retried); at most 3600.",
+    )
     max_retries: int = Field(
         4,
         ge=0,
@@ -93,16 +109,53 @@ class TeacherConfig(_Strict):
         "Every attempt is a ledger row and counts against budget.max_calls.",
     )
     backoff_base_s: float = Field(
-        0.5, ge=0, description="First retry waits up to this long; doubles per retry (full jitter)."
+        0.5,
+        ge=0,
+        le=600,
+        allow_inf_nan=False,
+        description="First retry waits up to this long; doubles per retry (full jitter); at most 600.",
     )
-    backoff_max_s: float = Field(30.0, ge=0, description="Upper bound of one backoff wait.")
+    backoff_max_s: float = Field(
+        30.0, ge=0, le=3600, allow_inf_nan=False, description="Upper bound of one backoff wait; at most 3600."
+    )
     prices: Prices | None = Field(
         None,
-        description="Per-million-token prices for cost accounting. Required when budget.max_cost_usd is set.",
+        description="Per-million-token prices for cost accounting. Required when budget.max_cost_usd is set, and "
+        "for provider 'openai' at a non-loopback base_url unless teacher.free is true. Without prices the "
+        "cost is reported as unknown, never as $0.",
+    )
+    free: bool = Field(
+        False,
+        description="State that the teacher costs nothing (e.g. a self-hosted server on another machine): then "
+        "provider 'openai' at a non-loopback base_url runs without teacher.prices and reports $0. Not "
+        "needed for provider 'local' or a loopback base_url; cannot be combined with teacher.prices.",
     )
     local: LocalTeacherConfig = Field(
         default_factory=LocalTeacherConfig, description="Settings of the embedded local teacher server."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_env_is_a_name(cls, data: Any) -> Any:
+        # Checked on the whole section, not the field: a field error would echo the value, and the value
+        # is often an API key pasted by mistake. The message never includes it.
+        name = data.get("api_key_env") if isinstance(data, dict) else None
+        if isinstance(name, str) and not _ENV_NAME.fullmatch(name):
+            raise ValueError(
+                "teacher.api_key_env must be the NAME of an environment variable (letters, digits, underscores), "
+                "not the key itself: export the key, e.g. OPENAI_API_KEY=..., and set teacher.api_key_env to "
+                "that name"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _free_or_priced(self) -> TeacherConfig:
+        if self.free and self.prices is not None:
+            raise ValueError(
+                "teacher.free is true but teacher.prices is set: keep teacher.prices for a paid teacher, or "
+                "remove it for a free one"
+            )
+        return self
 
 
 class SamplingConfig(_Strict):
@@ -258,7 +311,9 @@ class BudgetConfig(_Strict):
         description="Most prompt + completion tokens. Before sending, a request reserves an upper bound of "
         "its prompt tokens (UTF-8 bytes plus overhead) plus sampling.max_tokens.",
     )
-    max_cost_usd: float | None = Field(None, ge=0, description="Most spend in USD, computed from teacher.prices.")
+    max_cost_usd: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Most spend in USD, computed from teacher.prices."
+    )
 
 
 class BatchConfig(_Strict):
@@ -311,6 +366,14 @@ class StudentConfig(_Strict):
     )
     heldout_max_new_tokens: int = Field(
         64, ge=1, description="Token limit of each greedy held-out answer (the reference is not truncated)."
+    )
+    # Held-out evaluation of the bundled 270M student costs about 55 s per round on 2 CPU cores (32 losses and
+    # 16 greedy answers), as much as a round's generation: long experiments evaluate every few rounds.
+    eval_every: int = Field(
+        1,
+        ge=1,
+        description="Evaluate the student on the held-out tasks after every N-th round, after the last round and "
+        "whenever the run ends (the same for every method).",
     )
 
 

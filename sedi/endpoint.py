@@ -33,7 +33,8 @@ def _is_loopback(url: str) -> bool:
 
 
 def openai_endpoint(config: TeacherConfig, source: str) -> Endpoint:
-    """Base URL and key for ``provider: openai``; a missing key is an error unless the URL is loopback."""
+    """Base URL and key for ``provider: openai``. A missing key, or missing prices (unless ``teacher.free``),
+    is a :class:`ConfigError` unless the URL is loopback; the key's value never appears in a message."""
     base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     if urlparse(base_url).scheme not in {"http", "https"}:
         raise ConfigError(f"{source}: field 'teacher.base_url' is {base_url!r}: give an http(s) URL ending in /v1")
@@ -45,6 +46,14 @@ def openai_endpoint(config: TeacherConfig, source: str) -> Endpoint:
                 "export your API key in it, or set teacher.api_key_env to the variable that holds it"
             )
         key = _PLACEHOLDER_KEY
+    if config.prices is None and not config.free and not _is_loopback(base_url):
+        # Without prices every cost would read $0 and budget.max_cost_usd could never fire: refuse before
+        # the first (paid) request rather than report a wrong cost afterwards.
+        raise ConfigError(
+            f"{source}: field 'teacher.prices' is not set for the teacher at {base_url}: set "
+            "teacher.prices.prompt and teacher.prices.completion (USD per million tokens), or teacher.free: true "
+            "if it costs nothing"
+        )
     return Endpoint(base_url.rstrip("/"), key)
 
 

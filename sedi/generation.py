@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from sedi._faults import crash_point
 from sedi.candidates import PlannedRequest, add_candidates, record_parse_error, record_requests
 from sedi.config import SediConfig
 from sedi.parsing import parse_generated
-from sedi.prompts import chat_messages, completion_prompt, sample_in_context
+from sedi.prompts import chat_messages, completion_prompt
 from sedi.store import RunStore
 from sedi.tasks import Task
 from sedi.teacher import BatchResult, TeacherClient, TeacherRequest, TeacherResponse
@@ -28,17 +28,17 @@ def request_seed(run_seed: int, sample_index: int) -> int:
 
 
 def plan_round(
-    config: SediConfig, human: Sequence[Task], machine: Sequence[Task], round_index: int
+    config: SediConfig, pick: Callable[[int, random.Random], list[Task]], round_index: int
 ) -> list[tuple[TeacherRequest, list[Task]]]:
-    """The round's requests with their in-context tasks: a pure function of the config, the pools
-    and the round number."""
+    """The round's requests with their in-context tasks: a pure function of the config, the in-context
+    picker (see sedi.steering) and the round number."""
     gen, sampling = config.generation, config.generation.sampling
     chat = config.teacher.mode == "chat"
     planned = []
     for slot in range(gen.calls_per_round):
         sample_index = round_index * gen.calls_per_round + slot
         rng = random.Random(f"{config.run.seed}:{sample_index}")
-        examples = sample_in_context(human, machine, gen.human_in_context, gen.machine_in_context, rng)
+        examples = pick(sample_index, rng)
         request = TeacherRequest(
             prompt=None if chat else completion_prompt(examples, gen.prompt_style),
             messages=chat_messages(examples, gen.tasks_per_call, gen.prompt_style) if chat else None,

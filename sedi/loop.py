@@ -22,17 +22,21 @@ from sedi._faults import crash_point
 from sedi.batching import compose_round_batches, record_round_metrics, sequential_batches
 from sedi.budget import Budget
 from sedi.candidates import kept_count, pooled_instructions, round_candidates, set_verdicts
+from sedi.checks import check_models
 from sedi.config import SediConfig, dump_config
 from sedi.embeddings import LazyEncoder
 from sedi.endpoint import LocalTeacher, openai_endpoint
 from sedi.exceptions import BudgetExceeded
-from sedi.export import kept_tasks, write_datasets
+from sedi.export import write_datasets
 from sedi.filtering import TaskFilter
 from sedi.generation import ProgressHook, generate, plan_round
 from sedi.instances import mark_budget_stop, write_instances
-from sedi.seedpool import active_pool, apply_feedback, init_pool, record_pool_metrics
+from sedi.resume import check_resume
+from sedi.rundir import check_run_dir, run_dir_errors
+from sedi.seedpool import apply_feedback, init_pool, record_pool_metrics, settle
+from sedi.steering import round_picker
 from sedi.store import RunStore, fsync_write
-from sedi.student import evaluate, example_losses, recorded_steps, train
+from sedi.student import evaluate, example_losses, train
 from sedi.tasks import Task, load_heldout_tasks, load_seed_tasks
 from sedi.teacher import Endpoint, TeacherClient
 
@@ -64,11 +68,7 @@ class _Run:
 async def _collect(run: _Run, round_index: int) -> BudgetExceeded | None:
     """Generate, filter, write instances and compose batches; returns the budget refusal that cut it short."""
     config, store = run.config, run.store
-    if config.method == "sedi":
-        human, machine = active_pool(store)  # the feedback-steered pool
-    else:
-        human, machine = run.seeds, kept_tasks(store, before_round=round_index)  # Self-Instruct's pools
-    planned = plan_round(config, human, machine, round_index)
+    planned = plan_round(config, round_picker(store, config, run.encode, run.seeds, round_index), round_index)
     result = await generate(run.client, store, config, round_index, planned, run.progress)
     candidates = round_candidates(store, round_index)
     verdicts = run.task_filter.judge(candidates)
@@ -104,16 +104,53 @@ async def _round(run: _Run, round_index: int) -> BudgetExceeded | None:
         store.mark_round(round_index, "trained")
         run.progress(f"{label}: train", 1, 1)
     if config.method == "sedi" and not run.reached(round_index, "fed"):
-        losses = example_losses(store, round_index)
-        apply_feedback(store, config, round_index, recorded_steps(store, round_index), losses)
-    run.progress(f"{label}: evaluate", 0, 1)
-    evaluate(store, config, round_index, run.heldout)
+        apply_feedback(store, config, round_index, example_losses(store, through_round=round_index))
+    if (round_index + 1) % config.student.eval_every == 0 or round_index + 1 == config.run.max_rounds:
+        _evaluate(run, round_index)
     record_round_metrics(store, config, run.encode, round_index, [t.instruction for t in run.seeds])
     record_pool_metrics(store, round_index)
     write_datasets(store, store.run_dir)
     store.mark_round(round_index, "done")
-    run.progress(f"{label}: evaluate", 1, 1)
     return None
+
+
+def _evaluate(run: _Run, round_index: int) -> None:
+    label = f"round {round_index + 1}: evaluate"
+    run.progress(label, 0, 1)
+    evaluate(run.store, run.config, round_index, run.heldout)
+    run.progress(label, 1, 1)
+
+
+def _finish(run: _Run) -> None:
+    """When the run ends (finished or out of budget): settle the last, partial feedback window and evaluate the
+    latest trained student if its round skipped evaluation (student.eval_every)."""
+    store = run.store
+    row = store.db.execute("SELECT MAX(round) FROM rounds WHERE stage IN ('trained', 'fed', 'done')").fetchone()
+    if row[0] is None:
+        return
+    last = int(row[0])
+    if run.config.method == "sedi" and settle(store, run.config, last):
+        record_pool_metrics(store, last)
+        write_datasets(store, store.run_dir)
+    evaluated = store.db.execute(
+        "SELECT 1 FROM round_metrics WHERE round = ? AND name = 'heldout_loss'", (last,)
+    ).fetchone()
+    if evaluated is None and run.config.student.heldout_size:
+        _evaluate(run, last)
+
+
+async def _until_stop(run: _Run) -> RunOutcome:
+    config, store = run.config, run.store
+    for round_index in range(config.run.max_rounds):
+        if run.reached(round_index, "done"):
+            continue
+        kept = kept_count(store)
+        if kept >= config.generation.target_kept and not run.reached(round_index, "filtered"):
+            return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
+        stop = await _round(run, round_index)
+        if stop is not None:
+            return RunOutcome("budget_exhausted", str(stop))
+    return RunOutcome("finished", f"finished {config.run.max_rounds} rounds")
 
 
 async def _rounds(
@@ -135,28 +172,30 @@ async def _rounds(
     task_filter = TaskFilter(config, pool, encode, store.run_dir / "index")
     run = _Run(config, store, client, seeds, heldout, task_filter, encode, progress)
     try:
-        for round_index in rounds:
-            if run.reached(round_index, "done"):
-                continue
-            kept = kept_count(store)
-            if kept >= config.generation.target_kept and not run.reached(round_index, "filtered"):
-                return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
-            stop = await _round(run, round_index)
-            if stop is not None:
-                return RunOutcome("budget_exhausted", str(stop))
-        return RunOutcome("finished", f"finished {config.run.max_rounds} rounds")
+        outcome = await _until_stop(run)
+        _finish(run)
+        return outcome
     finally:
         await client.aclose()
         encode.close()
 
 
-def check_inputs(config: SediConfig, source: str) -> tuple[tuple[list[Task], list[Task]], Endpoint | None]:
-    """Fail on bad seeds, bad held-out tasks or a missing key before the run directory is touched.
+def check_inputs(
+    config: SediConfig, source: str, run_dir: Path | None = None
+) -> tuple[tuple[list[Task], list[Task]], Endpoint | None]:
+    """Fail on bad seeds, bad held-out tasks, missing models, a missing key, a broken run directory or a
+    resume that would change the plan of started rounds, before anything is paid or the run directory is
+    touched: every later failure of these would come after money was spent.
 
     Returns (human seed tasks, held-out tasks) and, for ``provider: openai``, the remote endpoint."""
     seeds = load_seed_tasks(config.seeds.path)
     heldout = load_heldout_tasks(config.seeds.heldout_path) if config.student.heldout_size else []
+    check_models(config, source)
     remote = None if config.teacher.provider == "local" else openai_endpoint(config.teacher, source)
+    if run_dir is not None:
+        recorded = check_run_dir(run_dir)
+        if recorded is not None:
+            check_resume(run_dir, config, recorded)
     return (seeds, heldout), remote
 
 
@@ -174,11 +213,11 @@ def run(
 ) -> RunOutcome:
     """Run (or resume) the job configured by ``config`` in ``run_dir``; ``on_start`` runs once the
     inputs are valid, before the run directory is touched."""
-    inputs, remote = check_inputs(config, source)
+    inputs, remote = check_inputs(config, source, run_dir)
     if on_start is not None:
         on_start()
     local = remote is None
-    with RunStore(run_dir) as store:
+    with run_dir_errors(run_dir), RunStore(run_dir) as store:
         body = dump_config(config)
         store.record_config(config.digest(), body)
         fsync_write(run_dir / "config.yaml", body)

@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from sedi import _plots, _report_html
+from sedi import _plots, _report_feedback, _report_html, stats
 from sedi._plots import PoolRound, StepPoint
 from sedi.exceptions import RunDirError
+from sedi.rundir import connect_readonly
 from sedi.store import RunStore, read_summary
 
 
@@ -41,6 +42,8 @@ class RunData:
     pool: dict[int, PoolRound] = field(default_factory=dict)
     promotions: int = 0
     demotions: int = 0
+    rounds: dict[int, dict[str, float]] = field(default_factory=dict)  # per-round feedback numbers
+    choices: str | None = None  # the method's choices in force, in words
     label: str = ""  # how series are named; default "<method> (<directory name>)"
 
     def __post_init__(self) -> None:
@@ -111,7 +114,7 @@ def load_run(run_dir: Path) -> RunData:
             f"{run_dir}: no sedi run here (missing {RunStore.DB_NAME}): pass a directory made by 'sedi run --run-dir'"
         )
     summary = read_summary(run_dir)
-    db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    db = connect_readonly(db_path)
     try:
         metrics: dict[str, dict[int, float]] = {}
         for r, name, value in _rows(db, "metrics"):
@@ -120,9 +123,12 @@ def load_run(run_dir: Path) -> RunData:
         keep = metrics.get("keep_rate") or {int(r): float(rate) for r, rate in _rows(db, "keep")}
         steps = [StepPoint(int(r), int(s), float(g), bool(a)) for r, s, g, a in _rows(db, "steps")]
         moves = dict(_rows(db, "move_totals"))
+        config = _rows(db, "config")
         return RunData(
             run_dir, _method(db), summary, _kept_curve(db), metrics, keep, steps, _pool(db, metrics),
             promotions=int(moves.get("promote", 0)), demotions=int(moves.get("demote", 0)),
+            choices=_report_feedback.choices(config[0][0] if config else None),
+            rounds=_report_feedback.per_round(db),
         )  # fmt: skip
     finally:
         db.close()
@@ -152,7 +158,8 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "state": ("State", lambda r: str(r.summary["state"])),
     "calls": ("Teacher calls", _field("calls")),
     "tokens": ("Tokens (prompt + completion)", _field("prompt_tokens", "completion_tokens")),
-    "cost_usd": ("Cost (USD)", _field("cost_usd", fmt="${:,.4f}")),
+    "cost_usd": ("Cost (USD)", lambda r: _field("cost_usd", fmt="${:,.4f}")(r) if r.summary.get("cost_known", True)
+                 else "unknown (no teacher.prices)"),
     "candidates": ("Candidate tasks", _field("candidates")),
     "kept": ("Kept tasks", _field("kept")),
     "keep_rate": ("Keep rate", _field("keep_rate", fmt="{:.1f}%", scale=100)),
@@ -255,14 +262,21 @@ def _paragraph(runs: list[RunData], note: str | None = None) -> str:
     note = None if note is None else html.escape(note)
     if len(runs) != 2:
         return _report_html.lead(items, None, note)
-    first, second = (r.summary["calls_per_kept"] for r in runs)
-    if not (first and second):
+    (calls_a, kept_a), (calls_b, kept_b) = ((r.summary["calls"], r.summary["kept"]) for r in runs)
+    point, interval = (
+        stats.ratio(calls_a, kept_a, calls_b, kept_b),
+        stats.poisson_ratio_ci(calls_a, kept_a, calls_b, kept_b),
+    )
+    if point is None or interval is None:
         return _report_html.lead(items, "Calls per kept task cannot be compared yet: a run has kept no task.", note)
-    ratio = second / first
-    verdict = "fewer" if round(ratio, 2) < 1 else "more" if round(ratio, 2) > 1 else "as many"
+    words = stats.verdict(point, interval)
+    meaning = (
+        "within the noise of these counts" if words.startswith("no clear") else "outside the noise of these counts"
+    )
     return _report_html.lead(
-        items, f"{_name(runs, 1)} needed {ratio:.2f}× the calls per kept task of {_name(runs, 0)}: {verdict} teacher "
-        "calls for each kept task.", note,
+        items, f"{_name(runs, 1)} needed {point:.2f}× the calls per kept task of {_name(runs, 0)} (95% interval "
+        f"{interval[0]:.2f}× to {interval[1]:.2f}× for {kept_b} against {kept_a} kept tasks): {words} teacher calls "
+        f"for each kept task, {meaning}.", note,
     )  # fmt: skip
 
 
@@ -281,7 +295,9 @@ def render_html(runs: list[RunData], images: dict[str, bytes], note: str | None 
     title = "sedi report: " + " vs ".join(r.label for r in runs)
     subtitle = " vs ".join(_name(runs, i) for i in range(len(runs)))
     figures = [_report_html.figure(p.name, images[p.name], p.caption, p.empty(runs)) for p in PLOTS]
-    return _report_html.page(title, subtitle, _paragraph(runs, note), _table(runs), figures)
+    feedback = "".join(_report_feedback.section(_name(runs, i), r.choices, r.rounds) for i, r in enumerate(runs))
+    table = _table(runs) + (f"<h2>Feedback per round</h2>{feedback}" if feedback else "")
+    return _report_html.page(title, subtitle, _paragraph(runs, note), table, figures)
 
 
 def write_report(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None, note: str | None = None) -> Path:

@@ -9,7 +9,6 @@ with its history, training steps. The run directory is locked while a process ow
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -18,9 +17,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sedi import ledger
 from sedi.exceptions import RunDirError
+from sedi.rundir import (
+    connect_readonly,
+    lock_held,
+    refuse_lost_record,
+    run_dir_errors,
+    take_lock,
+    unreadable,
+)
+
+if TYPE_CHECKING:
+    from sedi.config import Prices
 
 SCHEMA_VERSION = 2
 
@@ -220,14 +231,18 @@ class RunStore:
             raise RunDirError(
                 f"{run_dir}: cannot create the run directory ({exc.strerror}): pick another --run-dir"
             ) from None
-        self._lock_file = open(run_dir / ".lock", "a")  # noqa: SIM115 - held for the store's lifetime
+        self._lock_file = take_lock(run_dir)  # held for the store's lifetime
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise RunDirError(
-                f"{run_dir}: another sedi process is using this run directory: wait for it or pick another --run-dir"
-            ) from None
+            # A broken database (not SQLite, truncated, read-only, on a full disk) is one RunDirError, not a
+            # traceback; an empty one beside run files is refused rather than silently started afresh.
+            with run_dir_errors(run_dir):
+                refuse_lost_record(run_dir)
+                self._open(run_dir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, run_dir: Path) -> None:
         self.db = sqlite3.connect(run_dir / self.DB_NAME, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -235,7 +250,6 @@ class RunStore:
         self.db.execute("PRAGMA synchronous=FULL")
         found = self._stored_schema_version()
         if found is not None and found != str(SCHEMA_VERSION):
-            self.close()
             raise RunDirError(
                 f"{run_dir}: run directory written by another sedi version (schema {found}, this one reads "
                 f"{SCHEMA_VERSION}): use a new --run-dir, or the sedi version that created it"
@@ -254,7 +268,8 @@ class RunStore:
         return None if row is None else str(row[0])
 
     def close(self) -> None:
-        self.db.close()
+        if hasattr(self, "db"):  # absent when opening failed
+            self.db.close()
         self._lock_file.close()
 
     def __enter__(self) -> RunStore:
@@ -325,55 +340,21 @@ class RunStore:
         return int(row["n"])
 
     def begin_attempt(self, request_key: str, attempt: int, model: str, endpoint: str, reserved: Usage) -> int:
-        """Write the ledger row before the request leaves, so a crash cannot hide a sent request."""
-        cur = self.db.execute(
-            "INSERT INTO calls (request_key, attempt, model, endpoint, status, reserved_tokens, "
-            "reserved_cost_usd, started_at) VALUES (?, ?, ?, ?, 'sent', ?, ?, ?)",
-            (request_key, attempt, model, endpoint, reserved.tokens, reserved.cost_usd, time.time()),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        """Write the ledger row before the request leaves, so a crash cannot hide a sent request.
+
+        The attempt number is assigned at insert (one more than the key's highest, at least ``attempt``),
+        so concurrent attempts of one key never collide. A failed write raises :class:`RunDirError`."""
+        with ledger.ledger_writes(self.run_dir / self.DB_NAME):
+            return ledger.insert_attempt(
+                self.db, request_key, attempt, model, endpoint, reserved.tokens, reserved.cost_usd
+            )
 
     def finish_attempt(
         self, call_id: int, outcome: AttemptOutcome, response: tuple[str, CachedResponse] | None = None
     ) -> None:
         """Complete the ledger row and, in the same transaction, cache the response it paid for."""
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE calls SET status = ?, http_status = ?, finish_reason = ?, prompt_tokens = ?, "
-                "completion_tokens = ?, cost_usd = ?, charged_tokens = ?, charged_cost_usd = ?, latency_s = ?, "
-                "error_class = ?, error = ? WHERE id = ?",
-                (
-                    outcome.status,
-                    outcome.http_status,
-                    outcome.finish_reason,
-                    outcome.prompt_tokens,
-                    outcome.completion_tokens,
-                    outcome.cost_usd,
-                    outcome.charged.tokens,
-                    outcome.charged.cost_usd,
-                    outcome.latency_s,
-                    outcome.error_class,
-                    outcome.error,
-                    call_id,
-                ),
-            )
-            if response is not None:
-                request_json, resp = response
-                db.execute(
-                    "INSERT OR REPLACE INTO responses (request_key, call_id, request, text, finish_reason, "
-                    "prompt_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        resp.request_key,
-                        call_id,
-                        request_json,
-                        resp.text,
-                        resp.finish_reason,
-                        resp.prompt_tokens,
-                        resp.completion_tokens,
-                        time.time(),
-                    ),
-                )
+        with ledger.ledger_writes(self.run_dir / self.DB_NAME):
+            ledger.complete_attempt(self.db, call_id, outcome, response)
 
     # -- later stages -----------------------------------------------------------------------
     def mark_round(self, round_index: int, stage: str) -> None:
@@ -387,13 +368,10 @@ class RunStore:
         row = self.db.execute("SELECT stage FROM rounds WHERE round = ?", (round_index,)).fetchone()
         return None if row is None else str(row[0])
 
-    def spent(self) -> Usage:
-        """What the budget has used: every attempt is a call; tokens and cost as charged."""
-        row = self.db.execute(
-            "SELECT COUNT(*) AS calls, COALESCE(SUM(charged_tokens), 0) AS tokens, "
-            "COALESCE(SUM(charged_cost_usd), 0) AS cost FROM calls"
-        ).fetchone()
-        return Usage(int(row["calls"]), int(row["tokens"]), float(row["cost"]))
+    def spent(self, prices: Prices | None = None) -> Usage:
+        """What the budget has used: every attempt is a call; tokens as charged; the cost as charged or, if
+        higher, the ledger's tokens at ``prices`` (a run started without prices does not restart at $0)."""
+        return Usage(*ledger.spent(self.db, prices))
 
     def ledger(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM calls ORDER BY id")]
@@ -408,9 +386,9 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
     db.row_factory = sqlite3.Row
     calls = db.execute(
         "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c, "
-        "COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(status IN ('error', 'interrupted')), 0) AS failed, "
-        "COALESCE(SUM(status = 'length'), 0) AS truncated, COALESCE(SUM(charged_tokens), 0) AS charged_tokens, "
-        "COALESCE(SUM(charged_cost_usd), 0) AS charged_cost FROM calls"
+        "COALESCE(SUM(status IN ('error', 'interrupted')), 0) AS failed, "
+        "COALESCE(SUM(status = 'length'), 0) AS truncated, COALESCE(SUM(charged_tokens), 0) AS charged_tokens "
+        "FROM calls"
     ).fetchone()
     verdicts = {row[0]: int(row[1]) for row in db.execute("SELECT verdict, COUNT(*) FROM candidates GROUP BY verdict")}
     rejected = {
@@ -433,9 +411,9 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "responses": int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]),
         "prompt_tokens": int(calls["p"]),
         "completion_tokens": int(calls["c"]),
-        "cost_usd": round(float(calls["cost"]), 6),
         "budget_charged_tokens": int(calls["charged_tokens"]),
-        "budget_charged_cost_usd": round(float(calls["charged_cost"]), 6),
+        # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given
+        **ledger.cost_summary(db, meta),
         "candidates": candidates,
         "kept": kept,
         "keep_rate": round(kept / candidates, 4) if candidates else None,
@@ -479,13 +457,21 @@ def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """Summary of a run directory without taking its lock (works while a run is going on)."""
     db_path = run_dir / RunStore.DB_NAME
-    if not db_path.is_file():
-        raise RunDirError(f"{run_dir}: no sedi run here (missing {RunStore.DB_NAME}): pass the --run-dir of a run")
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        what = "missing" if not db_path.is_file() else "empty"
+        raise RunDirError(f"{run_dir}: no sedi run here ({RunStore.DB_NAME} {what}): pass the --run-dir of a run")
     try:
-        return summarize(db, run_dir)
-    finally:
-        db.close()
+        # Changes nothing in the directory and works on a read-only copy (see sedi.rundir).
+        db = connect_readonly(db_path)
+        try:
+            summary = summarize(db, run_dir)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise unreadable(db_path, exc) from None
+    if summary["state"] == "running" and not lock_held(run_dir):
+        summary["state"] = "interrupted"  # killed (SIGKILL, power cut): nobody owns the directory any more
+    return summary
 
 
 def dumps(obj: Any) -> str:

@@ -99,17 +99,13 @@ def train(store: RunStore, config: SediConfig, round_index: int) -> list[StepRec
     return steps
 
 
-def example_losses(store: RunStore, round_index: int) -> dict[int, float]:
-    rows = store.db.execute("SELECT task_id, loss FROM example_losses WHERE round = ?", (round_index,))
-    return {int(r[0]): float(r[1]) for r in rows}
-
-
-def recorded_steps(store: RunStore, round_index: int) -> list[StepRecord]:
+def example_losses(store: RunStore, through_round: int) -> dict[int, float]:
+    """Each trained task's per-example loss after the latest round (up to ``through_round``) that measured it:
+    a feedback window can span rounds, so its attractive batch may hold an earlier round's tasks."""
     rows = store.db.execute(
-        "SELECT step, grad_norm, loss, learning_rate, task_ids FROM train_steps WHERE round = ? ORDER BY step",
-        (round_index,),
+        "SELECT task_id, loss FROM example_losses WHERE round <= ? ORDER BY round", (through_round,)
     )
-    return [StepRecord(step=r[0], grad_norm=r[1], loss=r[2], learning_rate=r[3], ids=json.loads(r[4])) for r in rows]
+    return {int(r[0]): float(r[1]) for r in rows}
 
 
 def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: list[Task]) -> float | None:

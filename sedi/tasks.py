@@ -69,7 +69,8 @@ def load_tasks(path: Path, *, origin: str = "human", config_field: str = "seeds.
     tasks: list[Task] = []
     seen: set[str] = set()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: editors on Windows save JSONL with a byte-order mark, which is not part of the JSON.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text ({config_field}): save it as UTF-8 JSONL") from None
     for number, line in enumerate(lines, start=1):

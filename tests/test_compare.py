@@ -34,7 +34,12 @@ def test_compare_table_matches_both_runs(
     result = sedi(*args)
     assert result.returncode == 0, result.stderr
     table = json.loads((out / "comparison.json").read_text())
-    arms = {"self-instruct": "self-instruct", "sedi": "sedi", "self-instruct-published": "self-instruct"}
+    arms = {
+        "self-instruct": "self-instruct",
+        "sedi-paper": "sedi",
+        "sedi": "sedi",
+        "self-instruct-published": "self-instruct",
+    }
     for arm, method in arms.items():
         row = table["methods"][arm]
         run_dir = out / arm
@@ -49,6 +54,7 @@ def test_compare_table_matches_both_runs(
         kept = (run_dir / "data" / "kept.jsonl").read_text().count("\n")
         candidates = (run_dir / "data" / "candidates.jsonl").read_text().count("\n")
         assert f"method: {method}" in method_in_config
+        assert (f"steer: {str(arm == 'sedi').lower()}" in method_in_config) or method == "self-instruct"
         style = "self-instruct" if arm == "self-instruct-published" else "alpaca"
         assert f"prompt_style: {style}" in method_in_config
         assert row["calls"] == calls and (row["prompt_tokens"], row["completion_tokens"]) == tuple(tokens)
@@ -58,16 +64,25 @@ def test_compare_table_matches_both_runs(
         assert row["heldout_loss"] is not None and row["diversity_mean_cosine_distance"] > 0
         assert 0 <= row["heldout_rouge_l"] <= 1
     assert table["arms"] == list(arms)  # the columns' order, baseline first
-    a, b, c = (table["methods"][arm] for arm in arms)
-    assert table["calls_per_kept_ratio"] == b["calls_per_kept"] / a["calls_per_kept"]
-    assert table["calls_per_kept_ratio_published"] == b["calls_per_kept"] / c["calls_per_kept"]
+    a, p, b, c = (table["methods"][arm] for arm in arms)
+    cpk = {arm: table["methods"][arm]["calls"] / table["methods"][arm]["kept"] for arm in arms}
+    assert table["calls_per_kept_ratio"] == cpk["sedi"] / cpk["self-instruct"]
+    assert table["calls_per_kept_ratio_paper"] == cpk["sedi-paper"] / cpk["self-instruct"]
+    assert table["calls_per_kept_ratio_published"] == cpk["sedi"] / cpk["self-instruct-published"]
+    low, high = table["calls_per_kept_ratio_ci95"]  # one seed: the Poisson interval around the ratio
+    assert low < table["calls_per_kept_ratio"] < high
+    # every run's per-round (calls, kept) add up to its totals, for the bootstrap over rounds
+    for arm in arms:
+        (run,) = table["runs"][arm]
+        assert [sum(x) for x in zip(*run["rounds"], strict=True)] == [run["calls"], run["kept"]]
     # The published pipeline pays a classification and an instance call per instruction that passes.
     published_db = sqlite3.connect(out / "self-instruct-published" / "sedi.db")
     kinds = dict(published_db.execute("SELECT kind, COUNT(*) FROM requests GROUP BY kind").fetchall())
     published_db.close()
     assert kinds.get("tasks", 0) > 0 and kinds.get("instances", 0) > 0, kinds
     markdown = (out / "comparison.md").read_text()
-    assert f"| API calls | {a['calls']:,.4g} | {b['calls']:,.4g} | {c['calls']:,.4g} |" in markdown
+    assert f"| API calls | {a['calls']:,.4g} | {p['calls']:,.4g} | {b['calls']:,.4g} | {c['calls']:,.4g} |" in markdown
+    assert "Calls per kept task, sedi over self-instruct:" in markdown and "95% interval" in markdown
 
     report = sedi("report", str(out))
     assert report.returncode == 0, report.stderr

@@ -38,28 +38,45 @@ def test_attractive_tasks_join_the_pool_and_steer_the_next_prompts(
 ) -> None:
     server = serve_engine(ScriptedEngine())
     run_dir = tmp_path / "run"
-    result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP))
+    result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP, "--set", "student.eval_every=2"))
     assert result.returncode == 0, result.stderr
     summary = status(run_dir)
     assert summary["train_steps"] > 0 and summary["promotions"] > 0 and summary["rounds"] == 3
+    # held-out evaluation every 2nd round and after the last one
+    assert rows(run_dir, "SELECT round FROM round_metrics WHERE name = 'heldout_loss' ORDER BY round") == [(1,), (2,)]
     steps = rows(run_dir, "SELECT round, step, grad_norm, task_ids, attractive FROM train_steps ORDER BY step")
     assert [s[1] for s in steps] == list(range(1, len(steps) + 1))  # one step count across rounds
     promoted = {f"machine-{i}" for _, _, _, ids, attractive in steps if attractive for i in json.loads(ids)}
     history = {t for (t,) in rows(run_dir, "SELECT task_id FROM seed_history WHERE action = 'promote'")}
     assert history == promoted
+    demoted = {t for (t,) in rows(run_dir, "SELECT task_id FROM seed_history WHERE action = 'demote'")}
     active_machine = {t for t, origin, active in pool(run_dir) if origin == "machine" and active}
-    assert active_machine == promoted  # nothing demoted: the pool is under its cap
-    # every window of 3 steps in round 1 promoted its highest-gradient-norm batch
-    first = [s for s in steps if s[0] == 0]
-    for start in range(0, len(first), 3):
-        window = first[start : start + 3]
+    assert active_machine == promoted - demoted and demoted <= promoted  # human seeds are protected
+    # windows of 3 steps over the whole run (not per round); the last, partial one settled when the run ended
+    for start in range(0, len(steps), 3):
+        window = steps[start : start + 3]
         best = max(window, key=lambda s: s[2])
         assert [s[4] for s in window] == [int(s is best) for s in window]
-    # round 2's prompts show machine tasks promoted in round 1, and only those
-    round1 = {f"machine-{i}" for _, _, _, ids, a in first if a for i in json.loads(ids)}
+    assert rows(run_dir, "SELECT value FROM meta WHERE key = 'feedback_through'") == [(str(len(steps)),)]
+    # weak seeds leave by the documented rule: offspring signal below the pool's mean, at most one per window
+    reasons = rows(run_dir, "SELECT reason FROM seed_history WHERE action = 'demote'")
+    assert all("offspring carried training signal" in r and "pool mean" in r for (r,) in reasons)
+    assert len(reasons) <= -(-len(steps) // 3)
+    # round 2's prompts show machine tasks promoted by round 1's feedback, and only those
+    first = [s for s in steps if s[0] == 0]
+    round1 = {t for (t,) in rows(run_dir, "SELECT task_id FROM seed_history WHERE action = 'promote' AND round = 0")}
+    assert round1 <= {f"machine-{i}" for _, _, _, ids, a in first if a for i in json.loads(ids)}
     contexts = [json.loads(c) for (c,) in rows(run_dir, "SELECT context FROM requests WHERE round = 1")]
     shown = {t for ctx in contexts for t in ctx if t.startswith("machine-")}
     assert shown and shown <= round1
+    # the report shows, per round, the windows, promotions and demotions, and the choices in force
+    from sedi.report import write_report
+
+    page = write_report([run_dir], tmp_path / "report").read_text(encoding="utf-8")
+    assert "Feedback per round" in page and "windows of 3 optimizer steps over the whole run" in page
+    assert page.count("<th scope='row'>round ") == 3 and "prompt slots to the top 10% of seeds" in page
+    windows = sum(v for (v,) in rows(run_dir, "SELECT value FROM round_metrics WHERE name = 'attractive_windows'"))
+    assert windows == sum(a for *_, a in steps)  # every attractive step was counted in one round's windows
 
 
 def test_demotion_keeps_the_cap_and_protects_human_seeds(
@@ -67,7 +84,7 @@ def test_demotion_keeps_the_cap_and_protects_human_seeds(
 ) -> None:
     server = serve_engine(ScriptedEngine())
     run_dir = tmp_path / "run"
-    capped = (*LOOP, "--set", "feedback.max_pool_size=178")
+    capped = (*LOOP, "--set", "feedback.max_pool_size=178", "--set", "feedback.demote=none")
     result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *capped))
     assert result.returncode == 0, result.stderr
     members = pool(run_dir)

@@ -15,10 +15,12 @@ from feedback import (
     FeedbackConfig,
     PoolEntry,
     StepRecord,
+    decided_through,
     demotions,
     loss_drop,
     promotions,
     select_attractive,
+    weak_seeds,
 )
 from feedback.selection import Selector
 
@@ -62,35 +64,74 @@ def signal(step: StepRecord, selector: Selector, drops: dict[int, float]) -> flo
 
 
 @settings(max_examples=200, deadline=None)
-@given(steps=step_lists(), interval=st.integers(1, 12), selector=st.sampled_from(["grad_norm", "loss", "loss_drop"]))
+@given(
+    steps=step_lists(),
+    interval=st.integers(1, 12),
+    selector=st.sampled_from(["grad_norm", "loss", "loss_drop"]),
+    final=st.booleans(),
+)
 def test_one_attractive_step_per_window_and_it_is_the_windows_max(
-    steps: list[StepRecord], interval: int, selector: Selector
+    steps: list[StepRecord], interval: int, selector: Selector, final: bool
 ) -> None:
-    chosen = select_attractive(list(reversed(steps)), interval, selector)  # input order must not matter
+    chosen = select_attractive(list(reversed(steps)), interval, selector, final=final)  # input order must not matter
     drops = loss_drop(steps)
-    windows = [steps[i : i + interval] for i in range(0, len(steps), interval)]
+    last = max((s.step for s in steps), default=0)
+    # Windows 1..interval, interval+1..2*interval, ... by step number; the open one only when final.
+    ends = range(interval, last + interval, interval)
+    windows = [[s for s in steps if end - interval < s.step <= end] for end in ends if end <= last or final]
     scorable = [w for w in windows if any(signal(s, selector, drops) is not None for s in w)]
     assert len(chosen) == len(scorable)
     for pick, window in zip(chosen, scorable, strict=True):
-        assert (pick.window_start, pick.window_end) == (window[0].step, window[-1].step)
+        assert pick.window_start <= window[0].step and window[-1].step <= pick.window_end
+        assert pick.window_end - pick.window_start < interval
         values = [(signal(s, selector, drops), s) for s in window]
         best = max(v for v, _ in values if v is not None)
         first_best = next(s for v, s in values if v == best)
         assert pick.value == best
         assert pick.step == first_best.step  # ties go to the earlier step
         assert pick.ids == first_best.ids
-    assert chosen == select_attractive(steps, interval, selector)  # deterministic
+    assert chosen == select_attractive(steps, interval, selector, final=final)  # deterministic
+
+
+def _steps(norms: list[float], first: int = 1) -> list[StepRecord]:
+    return [
+        StepRecord(step=first + i, grad_norm=g, loss=1.0, learning_rate=0.1, ids=[first + i])
+        for i, g in enumerate(norms)
+    ]
+
+
+def test_windows_are_counted_over_the_run_not_per_round() -> None:
+    """25 steps trained in rounds of 7, 9 and 9: windows 1-10 and 11-20 are decided as soon as they are complete,
+    21-25 only when the run ends."""
+    norms = [float((7 * i) % 11) for i in range(1, 26)]
+    steps = _steps(norms)
+    after, picks = 0, []
+    for end in (7, 16, 25):  # the steps recorded after each round
+        seen = [s for s in steps if s.step <= end]
+        picks.append(select_attractive(seen, 10, after=after))
+        after = decided_through(seen, 10, after=after)
+    assert [len(p) for p in picks] == [0, 1, 1] and after == 20
+    assert [(p.window_start, p.window_end) for p in picks[1] + picks[2]] == [(1, 10), (11, 20)]
+    for pick in picks[1] + picks[2]:
+        window = norms[pick.window_start - 1 : pick.window_end]
+        assert pick.value == max(window) and pick.step == pick.window_start + window.index(max(window))
+    last = select_attractive(steps, 10, after=after, final=True)
+    assert [(p.window_start, p.window_end) for p in last] == [(21, 25)]
+    assert decided_through(steps, 10, after=after, final=True) == 25
+    assert select_attractive(steps, 10, after=25, final=True) == []  # settled once
+    # the same steps seen all at once decide exactly the same windows
+    assert select_attractive(steps, 10, final=True) == picks[1] + picks[2] + last
 
 
 def test_windows_and_the_partial_last_window() -> None:
-    norms = [1.0, 5.0, 2.0, 7.0, 7.0, 0.5, 3.0]
-    steps = [StepRecord(step=i + 1, grad_norm=g, loss=1.0, learning_rate=0.1, ids=[i]) for i, g in enumerate(norms)]
+    steps = _steps([1.0, 5.0, 2.0, 7.0, 7.0, 0.5, 3.0])
     picks = select_attractive(steps, 3)
     assert [(p.window_start, p.window_end, p.step, p.value, p.ids) for p in picks] == [
-        (1, 3, 2, 5.0, [1]),
-        (4, 6, 4, 7.0, [3]),
-        (7, 7, 7, 3.0, [6]),
+        (1, 3, 2, 5.0, [2]),
+        (4, 6, 4, 7.0, [4]),
     ]
+    final = select_attractive(steps, 3, after=6, final=True)
+    assert [(p.window_start, p.window_end, p.step) for p in final] == [(7, 7, 7)]
     with pytest.raises(ValueError, match="repeat"):
         select_attractive([*steps, steps[0]], 3)
 
@@ -101,7 +142,7 @@ def test_non_finite_signals_are_never_attractive() -> None:
         StepRecord(step=2, grad_norm=math.inf, loss=1.0, learning_rate=0.1, ids=[2]),
         StepRecord(step=3, grad_norm=0.1, loss=1.0, learning_rate=0.1, ids=[3]),
     ]
-    assert [p.step for p in select_attractive(steps, 10)] == [3]
+    assert [p.step for p in select_attractive(steps, 10, final=True)] == [3]
 
 
 def test_loss_drop_definition() -> None:
@@ -188,6 +229,31 @@ def test_demotion_order_rate_then_grad_norm_then_id() -> None:
     unprotected = demotions(pool, 0, protect_human=False)
     assert [d.id for d in unprotected] == [3, 4, 6, 2, 5, 1]
     assert demotions(pool, 6) == []
+
+
+def _judged(i: int, origin: str, signal: float | None, judged: int) -> PoolEntry:
+    return PoolEntry(id=i, origin=origin, offspring_signal=signal, offspring_judged=judged)  # type: ignore[arg-type]
+
+
+def test_weak_seeds_leave_below_the_pools_mean_machine_first() -> None:
+    pool = [
+        _judged(1, "human", 0.0, 20),  # the weakest, but protected
+        _judged(2, "machine", 0.2, 10),
+        _judged(3, "machine", 0.1, 10),
+        _judged(4, "machine", 0.05, 3),  # too little evidence
+        _judged(5, "machine", 1.5, 10),  # above the mean: stays
+        _judged(6, "human", 0.9, 10),
+        _judged(7, "machine", None, 0),
+    ]
+    out = weak_seeds(pool, 2, min_evidence=8)
+    assert [d.id for d in out] == [3, 2]
+    assert out[0].value == 0.1 and "10 offspring" in out[0].reason and "pool mean" in out[0].reason
+    assert [d.id for d in weak_seeds(pool, 1, min_evidence=8)] == [3]
+    # unprotected human seeds go only after every eligible machine seed
+    assert [d.id for d in weak_seeds(pool, 5, min_evidence=8, protect_human=False)] == [3, 2, 1]
+    assert weak_seeds(pool, 0, min_evidence=8) == []
+    alike = [_judged(i, "machine", 0.4, 10) for i in range(4)]
+    assert weak_seeds(alike, 3, min_evidence=8) == []  # nobody is below the mean
 
 
 def test_feedback_config_rejects_unknown_fields() -> None:

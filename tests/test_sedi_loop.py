@@ -50,7 +50,9 @@ def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(
 ) -> None:
     base, sedi_dir = tmp_path / "self-instruct", tmp_path / "sedi"
     assert sedi(*scripted_args(base, scripted, tiny_model_dir, "--set", "method=self-instruct")).returncode == 0
-    result = sedi(*scripted_args(sedi_dir, scripted, tiny_model_dir, "--set", "filter.embedding_threshold=0.9"))
+    # Self-Instruct's 6 human + 2 machine slots over the pool; windows of one step, so round 1 promotes
+    split = ("--set", "feedback.in_context=split", "--set", "feedback.interval=1")
+    result = sedi(*scripted_args(sedi_dir, scripted, tiny_model_dir, "--set", "filter.embedding_threshold=0.9", *split))
     assert result.returncode == 0, result.stderr
     a, b = status(base), status(sedi_dir)
     assert a["calls"] == b["calls"] == 8 == len(ledger(base))
@@ -66,7 +68,7 @@ def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(
     # every copied in-context instruction is rejected by ROUGE-L (score 1.0 against a seed)
     copies = rows(sedi_dir, "SELECT detail FROM candidates WHERE output = 'A copied answer.'")
     assert copies and all(json.loads(d)["rouge"] == 1.0 for (d,) in copies)
-    # round 2's prompts show machine tasks kept in round 1
+    # round 2's prompts show machine tasks promoted in round 1, in their machine slots
     contexts = [json.loads(c) for (c,) in rows(sedi_dir, "SELECT context FROM requests WHERE round = 1")]
     assert all(any(t.startswith("machine-") for t in ctx) for ctx in contexts)
 

@@ -210,9 +210,9 @@ def test_generation_runs_off_the_event_loop(tiny_server: Served, tiny_engine: An
             client(tiny_server).completions.create(model="tiny-chat", prompt="Write a", max_tokens=8, temperature=0)
         )
     )
-    # Holding the engine's lock stands in for a long generation in progress, independent of CPU speed.
-    # Had the endpoint called generate() on the event loop, the loop would now be stuck on the lock.
-    with engine._lock:
+    # Holding the scheduler's step lock stands in for a long generation in progress, independent of CPU
+    # speed. Had the endpoint called generate() on the event loop, the loop would now be stuck waiting.
+    with engine.scheduler.step_lock:
         worker.start()
         while tiny_server.request_counts["/v1/completions"] == arrived:
             time.sleep(0.01)
@@ -221,7 +221,7 @@ def test_generation_runs_off_the_event_loop(tiny_server: Served, tiny_engine: An
         quick = openai.OpenAI(base_url=tiny_server.base_url, api_key="x", max_retries=0, timeout=5)
         assert quick.models.list().data[0].id == "tiny-chat"
         assert time.monotonic() - started < 1
-        assert worker.is_alive() and not result  # the completion waits for the lock: one at a time
+        assert worker.is_alive() and not result  # the completion waits for the decoding loop
     worker.join(timeout=60)
     assert result[0].usage.completion_tokens == 8
 

@@ -1,7 +1,8 @@
 """Teacher client faults through the real openai client over a mock transport (no network).
 
 Each fault must be retried or recorded as designed, never crash the process with an unclassified
-error, and leave exactly one ledger row per HTTP attempt.
+error, and leave exactly one ledger row per HTTP attempt. The same faults over real HTTP, at
+concurrency 8, are in tests/test_money_safety.py.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import httpx2
 import pytest
 
 from sedi.budget import Budget
-from sedi.config import SediConfig
-from sedi.exceptions import TeacherError, TeacherUnreachable
-from sedi.store import RunStore
-from sedi.teacher import Endpoint, TeacherClient, TeacherRequest
+from sedi.config import SediConfig, load_config
+from sedi.endpoint import openai_endpoint
+from sedi.exceptions import ConfigError, RunDirError, TeacherError, TeacherUnreachable
+from sedi.store import RunStore, Usage
+from sedi.tasks import load_tasks
+from sedi.teacher import Endpoint, TeacherClient, TeacherRequest, UsageMisreported
+from sedi.teacher_outcomes import retry_after
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
@@ -244,3 +248,187 @@ def test_hard_cap_holds_with_many_requests_in_flight(
         assert budget["max_tokens"] - spent.tokens < worst
         assert len(h.requests) > budget["max_tokens"] // worst  # waiting for settlements freed room
     assert sum(r is not None for r in result.responses) == len(h.requests)
+
+
+# -- money-safety review findings ------------------------------------------------------------------
+
+
+def _usage_body(usage: Any) -> dict[str, Any]:
+    body = completion_body(usage=False)
+    body["usage"] = usage
+    return body
+
+
+def test_over_reported_usage_is_charged_flagged_cached_and_stops(tmp_path: Path) -> None:
+    huge = {"prompt_tokens": 11, "completion_tokens": 100_000, "total_tokens": 100_011}
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=_usage_body(huge)), budget={"max_tokens": 1000})
+    with pytest.raises(UsageMisreported, match=r"reported 11 prompt \+ 100000 completion tokens.*misreports usage"):
+        h.complete()
+    (row,) = h.ledger()
+    assert row["error_class"] == "UsageOverReservation" and row["status"] == "ok"
+    assert row["charged_tokens"] == 100_011 > row["reserved_tokens"]
+    assert h.store.cached(row["request_key"]) is not None  # paid for: kept
+    assert h.client.budget.spent.tokens == 100_011 and h.client.budget.in_flight == 0
+    with pytest.raises(UsageMisreported):  # the client sends nothing more
+        h.complete(TeacherRequest(prompt="another", max_tokens=16))
+    assert len(h.requests) == 1
+
+
+def test_negative_usage_is_clamped_to_zero(tmp_path: Path) -> None:
+    negative = {"prompt_tokens": -500, "completion_tokens": -7, "total_tokens": -507}
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=_usage_body(negative)), prices={"prompt": 1.0})
+    h.complete()
+    (row,) = h.ledger()
+    assert (row["prompt_tokens"], row["completion_tokens"], row["charged_tokens"]) == (0, 0, 0)
+    assert h.store.spent() == Usage(1, 0, 0.0) and h.client.budget.spent == Usage(1, 0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "usage", [{}, {"prompt_tokens": 11}, {"completion_tokens": 7}, {"prompt_tokens": "many", "completion_tokens": 7}]
+)
+def test_empty_or_partial_usage_keeps_the_text_and_charges_the_worst_case(tmp_path: Path, usage: Any) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=_usage_body(usage)))
+    response = h.complete()
+    assert response.text == "Task 2: Say hi."
+    (row,) = h.ledger()
+    assert row["status"] == "ok" and row["error_class"] == "UsageUnknown"
+    assert row["charged_tokens"] == row["reserved_tokens"]
+    assert h.store.cached(row["request_key"]) is not None
+    assert len(h.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("3", 3.0),
+        ("30s", None),
+        ("-5", 0.0),
+        ("1e308", 600.0),
+        ("inf", 600.0),
+        ("nan", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Wed, 99 Foo 2015 07:28:00 GMT", None),
+        ("", None),
+    ],
+)
+def test_retry_after_parsing_never_raises(header: str, expected: float | None) -> None:
+    assert retry_after(httpx2.Response(429, headers={"retry-after": header})) == expected
+
+
+def test_429_with_unparseable_retry_after_is_retried_and_settled(tmp_path: Path) -> None:
+    h = Harness(
+        tmp_path,
+        sequence(
+            lambda: httpx2.Response(429, headers={"retry-after": "30s"}, json={"error": {"message": "slow"}}),
+            lambda: httpx2.Response(200, json=completion_body()),
+        ),
+        backoff_base_s=0,
+    )
+    assert h.complete().text == "Task 2: Say hi."
+    assert [r["status"] for r in h.ledger()] == ["error", "ok"]
+    assert h.client.budget.in_flight == 0 and h.client.budget.reserved.tokens == 0
+    assert h.sleeps == [0.0]  # the client's own backoff (base 0), not an exception
+
+
+def test_identical_requests_in_one_batch_are_sent_once_even_when_retried(tmp_path: Path) -> None:
+    async def flaky(request: httpx2.Request) -> httpx2.Response:
+        await asyncio.sleep(0.01)
+        if len(h.requests) == 1:
+            return httpx2.Response(500, json={"error": {"message": "boom"}})
+        return httpx2.Response(200, json=completion_body())
+
+    h = Harness(tmp_path, flaky, concurrency=8)  # type: ignore[arg-type]
+    request = TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=16)
+    result = asyncio.run(h.client.complete_all([request] * 4))
+    assert len(h.requests) == 2
+    assert [r["attempt"] for r in h.ledger()] == [0, 1]
+    assert [r.from_cache for r in result.responses if r is not None] == [False, True, True, True]
+
+
+def test_attempt_numbers_are_assigned_at_insert(tmp_path: Path) -> None:
+    with RunStore(tmp_path) as store:
+        ids = [store.begin_attempt("k", 0, "m", "completions", Usage(1, 10)) for _ in range(3)]
+        assert [r["attempt"] for r in store.ledger()] == [0, 1, 2] and len(set(ids)) == 3
+
+
+def test_a_failing_ledger_write_settles_the_reservation(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body()))
+    h.store.db.execute("CREATE TEMP TRIGGER full BEFORE UPDATE ON calls BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(RunDirError, match="cannot write the call ledger"):
+        h.complete()
+    assert h.client.budget.in_flight == 0 and h.client.budget.reserved.tokens == 0
+    (row,) = h.ledger()
+    assert row["status"] == "sent"  # becomes 'interrupted' (charged its worst case) when the run reopens
+    assert h.client.budget.spent.tokens == row["reserved_tokens"]
+
+
+def test_cached_answers_are_returned_after_a_budget_stop(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body()), budget={"max_calls": 2})
+    requests = [TeacherRequest(prompt=f"Task 1: {i}\nTask 2:", max_tokens=16) for i in range(6)]
+    asyncio.run(h.client.complete_all([requests[4], requests[5]]))
+    result = asyncio.run(h.client.complete_all(requests))
+    assert result.budget_stop is not None
+    assert [r is not None for r in result.responses] == [False, False, False, False, True, True]
+    assert len(h.requests) == 2
+
+
+def test_a_run_without_prices_is_repriced_when_prices_are_given(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body()))
+    h.complete()
+    summary = h.store.summary()
+    assert summary["cost_known"] is False and summary["cost_usd"] is None  # no prices: unknown, not $0
+    h.store.close()
+    priced = Harness(
+        tmp_path, lambda _: httpx2.Response(200, json=completion_body()), prices={"prompt": 1.0, "completion": 2.0}
+    )
+    # 11 prompt + 7 completion tokens at $1 / $2 per million, not $0
+    assert priced.client.budget.spent.cost_usd == pytest.approx(25e-6)
+    summary = priced.store.summary()
+    assert summary["cost_known"] is True and summary["cost_usd"] == pytest.approx(25e-6)
+
+
+@pytest.mark.parametrize(
+    ("teacher", "error"),
+    [
+        ({"base_url": "https://api.example.invalid/v1"}, r"field 'teacher.prices' is not set.*teacher.free: true"),
+        ({"base_url": "https://api.example.invalid/v1", "free": True}, None),
+        ({"base_url": "https://api.example.invalid/v1", "prices": {"prompt": 1}}, None),
+        ({"base_url": "http://127.0.0.1:9/v1"}, None),
+    ],
+)
+def test_a_remote_teacher_needs_prices_or_free(
+    monkeypatch: pytest.MonkeyPatch, teacher: dict[str, Any], error: str | None
+) -> None:
+    monkeypatch.setenv("SEDI_TEST_KEY", "sk-test")
+    config = SediConfig.model_validate({"teacher": {"provider": "openai", "api_key_env": "SEDI_TEST_KEY", **teacher}})
+    if error is None:
+        openai_endpoint(config.teacher, "c.yaml")
+    else:
+        with pytest.raises(ConfigError, match=error):
+            openai_endpoint(config.teacher, "c.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("teacher.timeout_s=.inf", "teacher.timeout_s"),
+        ("teacher.backoff_base_s=.inf", "teacher.backoff_base_s"),
+        ("teacher.backoff_max_s=.nan", "teacher.backoff_max_s"),
+        ("teacher.timeout_s=1e9", "teacher.timeout_s"),
+        ("budget.max_cost_usd=.nan", "budget.max_cost_usd"),
+        ("teacher.api_key_env=sk-proj-SECRETSECRET", "teacher"),
+        ("teacher.api_key_env=MY KEY", "teacher"),
+    ],
+)
+def test_unbounded_waits_and_pasted_keys_are_rejected(override: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=f"field '{field}'") as err:
+        load_config(None, [override, "teacher.prices.prompt=1"])
+    assert "SECRET" not in str(err.value)
+
+
+def test_seed_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    path = tmp_path / "seeds.jsonl"
+    path.write_text('{"instruction": "Say hello.", "input": "", "output": "Hello."}\n', encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    (task,) = load_tasks(path)
+    assert task.instruction == "Say hello."

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
     from sedi.serve._engine import Engine, GenerationResult, TeacherDtype
 
+DEFAULT_MAX_TOKENS_CAP = 4096
+"""Default ``max_tokens`` cap of :func:`serve`: ten times the run's own 384, and about two minutes of
+decoding on two CPU cores; a bigger ask is a mistake or abuse that would hold a batch row for hours."""
+
 __all__ = [
     "BUNDLED_MODEL_NAME",
     "Engine",
@@ -44,11 +48,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """The FastAPI app serving ``engine``; see :mod:`sedi.serve._app`."""
+def create_app(engine: Engine, **limits: Any) -> FastAPI:
+    """The FastAPI app serving ``engine``; ``limits``: ``max_tokens``, ``max_body_bytes`` (see
+    :func:`sedi.serve._app.create_app`)."""
     from sedi.serve._app import create_app as build
 
-    return build(engine)
+    return build(engine, **limits)
 
 
 def _process_alive(pid: int) -> bool:
@@ -88,6 +93,9 @@ def serve(
     log_level: str = "info",
     device: str = "auto",
     dtype: TeacherDtype = "auto",
+    max_tokens: int | None = DEFAULT_MAX_TOKENS_CAP,
+    max_batch: int = 8,
+    max_body_bytes: int = 1 << 20,
 ) -> None:
     """Load ``model`` (``"gemma-3-270m"`` or a local transformers directory) and serve it until killed.
 
@@ -96,7 +104,9 @@ def serve(
     starts before the model loads, since loading (or the first conversion) can take a minute.
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or a torch device like ``"cuda:1"``;
     ``dtype`` is ``"auto"`` (bf16 where the device computes it natively, else float32), ``"float32"`` or
-    ``"bfloat16"``.
+    ``"bfloat16"``. ``max_tokens`` caps a request's completion tokens (larger asks get 400; None: only
+    the context length caps them); ``max_batch`` bounds how many requests decode together;
+    ``max_body_bytes`` caps request bodies (413).
     """
     # Set before torch loads OpenMP (no effect if it already has): idle OpenMP threads sleep instead of
     # spinning. Spinning threads stall every parallel region as soon as another process is busy, such
@@ -116,5 +126,6 @@ def serve(
     from sedi.serve._app import create_app as build
     from sedi.serve._engine import Engine
 
-    engine = Engine.load(model, model_id=model_id, device=device, dtype=dtype)
-    uvicorn.run(build(engine), host=host, port=port, log_level=log_level)
+    engine = Engine.load(model, model_id=model_id, device=device, dtype=dtype, max_batch=max_batch)
+    app = build(engine, max_tokens=max_tokens, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

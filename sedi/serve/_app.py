@@ -8,10 +8,13 @@ JSON shape with OpenAI's status codes, so that the official ``openai`` client ra
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 import time
 import uuid
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,10 +22,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sedi.serve._engine import Engine, GenerationResult, InvalidRequest
+from sedi.serve._engine import Engine, GenerationCancelled, GenerationResult, InvalidRequest
+from sedi.serve._limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, error_body
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 """Chat requests without a token limit get this one (OpenAI's is the context; too slow on a CPU)."""
+
+logger = logging.getLogger("sedi.serve")
 
 
 class OpenAIError(Exception):
@@ -34,9 +40,7 @@ class OpenAIError(Exception):
 
 
 def _error_response(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_body(status, message, code, param), status_code=status)
 
 
 class _SamplingFields(BaseModel):
@@ -87,10 +91,18 @@ class ChatRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """Build the app; it serves exactly ``engine.model_id`` and runs generation off the event loop."""
+def create_app(
+    engine: Engine, *, max_tokens: int | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
+    """Build the app; it serves exactly ``engine.model_id`` and runs generation off the event loop.
+
+    ``max_tokens`` caps what one request may ask for (400 beyond it; None: only the context length caps
+    it), so that one client cannot hold a batch row for hours; ``max_body_bytes`` caps request bodies (413).
+    """
     app = FastAPI(title="sedi local teacher", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    token_cap = max_tokens  # the endpoints below use max_tokens for the request's own value
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
@@ -113,7 +125,9 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return _error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        # Exception text can hold paths, prompts or library internals: it goes to the log, not the client.
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error_response(500, "internal server error")
 
     def model_card() -> dict[str, Any]:
         return {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "sedi"}
@@ -131,7 +145,16 @@ def create_app(engine: Engine) -> FastAPI:
         if req.n is not None and req.n != 1:
             raise OpenAIError(400, "only n=1 is supported by this server", param="n")
 
-    async def run(prompt: str | list[dict[str, Any]], req: _SamplingFields, max_tokens: int) -> GenerationResult:
+    def check_max_tokens(requested: int | None, param: str) -> None:
+        if token_cap is not None and requested is not None and requested > token_cap:
+            raise OpenAIError(
+                400, f"{param} is {requested}, above this server's limit of {token_cap} tokens", param=param
+            )
+
+    async def run(
+        request: Request, prompt: str | list[dict[str, Any]], req: _SamplingFields, max_tokens: int
+    ) -> GenerationResult:
+        cancel = threading.Event()
         call = functools.partial(
             engine.generate,
             prompt,
@@ -142,12 +165,34 @@ def create_app(engine: Engine) -> FastAPI:
             seed=req.seed,
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
+            cancel=cancel,
         )
-        try:
-            # In a worker thread: a generation takes seconds and must not stall other requests.
-            return await anyio.to_thread.run_sync(call)
-        except InvalidRequest as exc:
-            raise OpenAIError(400, str(exc)) from exc
+
+        async def cancel_on_disconnect() -> None:
+            # The body is read, so the next ASGI message is http.disconnect: when the client gives up
+            # (a timeout, a killed run), its row leaves the batch instead of decoding for nobody. Waiting
+            # for the message is what request.is_disconnected() polls for, without the polling.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            cancel.set()
+
+        failure: Exception | None = None
+        async with anyio.create_task_group() as watch:
+            watch.start_soon(cancel_on_disconnect)
+            try:
+                # In a worker thread: a generation takes seconds and must not stall other requests.
+                result: GenerationResult = await anyio.to_thread.run_sync(call)
+            except Exception as exc:  # raised below, outside the task group (which would wrap it)
+                failure = exc
+            watch.cancel_scope.cancel()
+        if isinstance(failure, InvalidRequest):
+            raise OpenAIError(400, str(failure)) from failure
+        if isinstance(failure, GenerationCancelled):
+            logger.info("%s: the client disconnected; generation stopped", request.url.path)
+            raise OpenAIError(499, "client closed the request") from failure
+        if failure is not None:
+            raise failure
+        return result
 
     def envelope(prefix: str, kind: str, content: dict[str, Any], result: GenerationResult) -> dict[str, Any]:
         """The OpenAI response body around one choice; ``content`` is its text or message."""
@@ -176,17 +221,20 @@ def create_app(engine: Engine) -> FastAPI:
         return model_card()
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> dict[str, Any]:
+    async def completions(req: CompletionRequest, request: Request) -> dict[str, Any]:
         check_common(req)
+        check_max_tokens(req.max_tokens, "max_tokens")
         if isinstance(req.prompt, list) and len(req.prompt) != 1:
             raise OpenAIError(400, "send exactly one prompt per request", param="prompt")
         prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
-        result = await run(prompt, req, 16 if req.max_tokens is None else req.max_tokens)
+        result = await run(request, prompt, req, 16 if req.max_tokens is None else req.max_tokens)
         return envelope("cmpl", "text_completion", {"text": result.text}, result)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest) -> dict[str, Any]:
+    async def chat_completions(req: ChatRequest, request: Request) -> dict[str, Any]:
         check_common(req)
+        check_max_tokens(req.max_tokens, "max_tokens")
+        check_max_tokens(req.max_completion_tokens, "max_completion_tokens")
         if not engine.has_chat_template:
             raise OpenAIError(
                 400,
@@ -197,11 +245,12 @@ def create_app(engine: Engine) -> FastAPI:
         messages = [message.as_template_input() for message in req.messages]
         max_tokens = req.max_completion_tokens or req.max_tokens
         if max_tokens is None:
-            max_tokens = DEFAULT_CHAT_MAX_TOKENS
+            max_tokens = min(DEFAULT_CHAT_MAX_TOKENS, token_cap or DEFAULT_CHAT_MAX_TOKENS)
             if engine.context_length is not None:  # the default must never overflow the context
-                room = engine.context_length - engine.count_tokens(messages)
-                max_tokens = max(1, min(max_tokens, room))
-        result = await run(messages, req, max_tokens)
+                # Tokenizing a long chat takes milliseconds of CPU: off the event loop, like generation.
+                prompt_tokens = await anyio.to_thread.run_sync(engine.count_tokens, messages)
+                max_tokens = max(1, min(max_tokens, engine.context_length - prompt_tokens))
+        result = await run(request, messages, req, max_tokens)
         return envelope(
             "chatcmpl", "chat.completion", {"message": {"role": "assistant", "content": result.text}}, result
         )

@@ -1,4 +1,4 @@
-"""OpenAI sampling semantics as transformers logits processors and stopping criteria.
+"""OpenAI sampling semantics as transformers logits processors (stop strings: ``Engine._is_done``).
 
 Why not transformers' own sampling: on a CPU with Gemma's 262k-token vocabulary, its nucleus filter
 (a full sort) and ``torch.multinomial`` cost about 35 ms per token, half of a 270M model's forward
@@ -8,11 +8,8 @@ generator, so seeds are reproducible without touching torch's global RNG.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch
-from transformers import LogitsProcessor, PreTrainedTokenizerBase, StoppingCriteria
+from transformers import LogitsProcessor
 
 
 class OpenAIPenalties(LogitsProcessor):
@@ -39,7 +36,8 @@ class OpenAIPenalties(LogitsProcessor):
 class CategoricalSampler(LogitsProcessor):
     """Draws the next token (temperature, then nucleus ``top_p``) and leaves only it selectable.
 
-    Used as the last processor of a *greedy* generation: the argmax then picks the drawn token. The
+    Used as the last processor before an argmax (the batching scheduler's, or a greedy ``model.generate``),
+    which then picks the drawn token. The
     nucleus is searched among the ``candidates`` most likely tokens (a cheap top-k), falling back to
     a full sort only when they hold less than ``top_p`` of the mass; the draw is an inverse-CDF
     lookup. Both give exactly the distribution of transformers' ``TopPLogitsWarper`` + multinomial.
@@ -72,21 +70,3 @@ class CategoricalSampler(LogitsProcessor):
         token = picked if ids is None else ids.gather(-1, picked)
         only = torch.full_like(scores, float("-inf"))
         return only.scatter_(-1, token, 0.0)  # type: ignore[return-value]
-
-
-class StopOnStrings(StoppingCriteria):
-    """Stops as soon as the decoded completion contains any stop string, even one spanning tokens.
-
-    Decoding the whole completion each step is quadratic, but a few thousand tokens decode in well
-    under a millisecond, far below one forward pass of any model worth serving.
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int, stops: Sequence[str]) -> None:
-        self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
-        self.stops = stops
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        texts = [self.tokenizer.decode(row[self.prompt_length :], skip_special_tokens=True) for row in input_ids]
-        done = [any(stop in text for stop in self.stops) for text in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]

@@ -1,0 +1,114 @@
+"""Throughput of the embedded teacher (sedi.serve) at 1, 4 and 8 concurrent requests, in one run.
+
+Loads the bundled Gemma-3-270m engine and calls it directly from client threads (the HTTP layer adds
+no decoding work), with the run's own kind of request: a completion prompt of 6 seed tasks, temperature
+1.0, top_p 0.9, stops ["Task 16", "\\n\\n\\n"]. Each level keeps ``concurrency`` requests in flight until
+``requests`` have completed; tokens/s counts completion tokens (usage) over wall-clock seconds.
+Prints one JSON line. The CPU may be shared with other work: compare the speedups, which divide out
+most of that, rather than absolute rates across runs.
+
+    python scripts/bench_teacher.py [--requests 8] [--max-tokens 192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as sedi.serve.serve does
+
+
+def prompts(count: int, seed: int = 0) -> list[str]:
+    from sedi.prompts import completion_prompt
+    from sedi.tasks import load_seed_tasks
+
+    tasks = load_seed_tasks(None)
+    rng = random.Random(seed)
+    return [completion_prompt(rng.sample(tasks, 6)) for _ in range(count)]
+
+
+def level(engine: Any, texts: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
+    """Run ``len(texts)`` requests with ``concurrency`` in flight; completion tokens per second."""
+    todo = list(enumerate(texts))
+    lock = threading.Lock()
+    tokens: list[int] = []
+    finishes: list[str] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                index, prompt = todo.pop(0)
+            result = engine.generate(
+                prompt, max_tokens=max_tokens, temperature=1.0, top_p=0.9, stop=["Task 16", "\n\n\n"], seed=index
+            )
+            with lock:
+                tokens.append(result.completion_tokens)
+                finishes.append(result.finish_reason)
+
+    before = engine.scheduler.stats.steps, engine.scheduler.stats.rows_decoded
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.monotonic() - started
+    steps = engine.scheduler.stats.steps - before[0]
+    rows = engine.scheduler.stats.rows_decoded - before[1]
+    return {
+        "tokens_per_s": round(sum(tokens) / seconds, 2),
+        "seconds": round(seconds, 2),
+        "tokens": sum(tokens),
+        "length_finishes": finishes.count("length"),
+        "mean_batch": round(rows / steps, 2) if steps else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=8, help="Requests per concurrency level.")
+    parser.add_argument("--max-tokens", type=int, default=192)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    import torch
+
+    from sedi.serve import BUNDLED_MODEL_NAME, Engine
+
+    engine = Engine.load(BUNDLED_MODEL_NAME, device=args.device, max_batch=8)
+    texts = prompts(args.requests)
+    engine.generate(texts[0], max_tokens=4, temperature=0)  # warm-up: first-call allocations
+    out: dict[str, Any] = {
+        "model": BUNDLED_MODEL_NAME,
+        "device": str(engine.device),
+        "dtype": str(engine.model.dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(),
+        "requests": args.requests,
+        "max_tokens": args.max_tokens,
+        "prompt_tokens_mean": round(sum(engine.count_tokens(t) for t in texts) / len(texts), 1),
+    }
+    for concurrency in (1, 4, 8):
+        result = level(engine, texts, concurrency, args.max_tokens)
+        for key, value in result.items():
+            out[f"{key}_c{concurrency}"] = value
+    out["speedup_c4"] = round(out["tokens_per_s_c4"] / out["tokens_per_s_c1"], 2)
+    out["speedup_c8"] = round(out["tokens_per_s_c8"] / out["tokens_per_s_c1"], 2)
+    out["load_avg_1m"] = round(os.getloadavg()[0], 2)  # > cores: another process shared the CPU
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The call ledger's SQL: one row per HTTP attempt, and what it cost at the prices in force.
+
+Kept apart from :mod:`sedi.store` (which owns the database file) so that the money rules live in one
+short module: how attempts are numbered, how a database failure is reported, and how a run's cost is
+recomputed from the token counts when the prices change between starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from sedi.exceptions import RunDirError
+
+if TYPE_CHECKING:
+    from sedi.config import TeacherConfig
+    from sedi.store import AttemptOutcome, CachedResponse
+
+# meta key recording the prices of the latest start: a JSON {"prompt", "completion"} (USD per million
+# tokens), "free" (a local teacher, or teacher.free), or "none" (no prices given: the cost is unknown).
+PRICES_META_KEY = "prices"
+PRICES_FREE = "free"
+PRICES_NONE = "none"
+
+
+@contextmanager
+def ledger_writes(db_path: object) -> Iterator[None]:
+    """Turn a failed ledger write (disk full, I/O error, locked) into a one-line :class:`RunDirError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise RunDirError(
+            f"{db_path}: cannot write the call ledger ({exc}): free disk space or fix the run directory, then "
+            "rerun the same command (answers already stored are kept; an unfinished call is charged its worst case)"
+        ) from exc
+
+
+def insert_attempt(
+    db: sqlite3.Connection, request_key: str, floor: int, model: str, endpoint: str, tokens: int, cost: float
+) -> int:
+    """Insert a 'sent' row and return its id. The attempt number is taken in the same statement as one
+    more than the key's highest so far: two tasks sending the same key can never collide on it."""
+    cur = db.execute(
+        "INSERT INTO calls (request_key, attempt, model, endpoint, status, reserved_tokens, reserved_cost_usd, "
+        "started_at) SELECT ?, MAX(COALESCE(MAX(attempt), -1) + 1, ?), ?, ?, 'sent', ?, ?, ? "
+        "FROM calls WHERE request_key = ?",
+        (request_key, floor, model, endpoint, tokens, cost, time.time(), request_key),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def _price_terms(prices: Any) -> tuple[float, float, float]:
+    """(prompt, completion, the higher of the two) in USD per token; zeros without prices."""
+    if prices is None:
+        return 0.0, 0.0, 0.0
+    p, c = float(prices.prompt) / 1_000_000, float(prices.completion) / 1_000_000
+    return p, c, max(p, c)
+
+
+def _charged_cost_sql() -> str:
+    # A row's charge at the prices in force, never less than what it was charged when written (a price cut
+    # cannot free budget already spent): its reported tokens at their own price and, for a row charged
+    # without prices ($0), the tokens charged beyond those reported (the worst case of an unknown outcome,
+    # whose prompt/completion split is not stored) at the higher of the two prices.
+    return (
+        "MAX(charged_cost_usd, prompt_tokens * :p + completion_tokens * :c + CASE WHEN charged_cost_usd = 0 "
+        "THEN MAX(charged_tokens - prompt_tokens - completion_tokens, 0) * :m ELSE 0 END)"
+    )
+
+
+def spent(db: sqlite3.Connection, prices: Any = None) -> tuple[int, int, float]:
+    """(calls, charged tokens, charged cost) of the whole ledger, the cost repriced at ``prices``."""
+    p, c, m = _price_terms(prices)
+    row = db.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(charged_tokens), 0), COALESCE(SUM({_charged_cost_sql()}), 0) FROM calls",
+        {"p": p, "c": c, "m": m},
+    ).fetchone()
+    return int(row[0]), int(row[1]), float(row[2])
+
+
+def pricing_label(config: TeacherConfig) -> str:
+    """What :data:`PRICES_META_KEY` records for a teacher config."""
+    if config.prices is not None:
+        return json.dumps({"prompt": config.prices.prompt, "completion": config.prices.completion}, sort_keys=True)
+    if config.provider == "local" or config.free:
+        return PRICES_FREE
+    return PRICES_NONE
+
+
+def record_pricing(db: sqlite3.Connection, config: TeacherConfig) -> None:
+    """Record the prices this start runs at, so ``sedi status`` (which has no config) knows them."""
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (PRICES_META_KEY, pricing_label(config)))
+
+
+class _Prices:
+    def __init__(self, prompt: float, completion: float) -> None:
+        self.prompt, self.completion = prompt, completion
+
+
+def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]:
+    """The cost fields of ``sedi status``: null with ``cost_known: false`` when no prices were in force."""
+    label = meta.get(PRICES_META_KEY)
+    prices: _Prices | None = None
+    if label not in (None, PRICES_FREE, PRICES_NONE):
+        try:
+            given = json.loads(str(label))
+            prices = _Prices(float(given["prompt"]), float(given["completion"]))
+        except (ValueError, KeyError, TypeError):
+            label = PRICES_NONE  # unreadable: say unknown rather than guess
+    p, c, m = _price_terms(prices)
+    row = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(MAX(cost_usd, prompt_tokens * :p + completion_tokens * :c)), 0), "
+        f"COALESCE(SUM({_charged_cost_sql()}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
+        "COALESCE(SUM(error_class = 'UsageOverReservation'), 0) FROM calls",  # teacher_outcomes.USAGE_OVER_RESERVATION
+        {"p": p, "c": c, "m": m},
+    ).fetchone()
+    calls, cost, charged, tokens, over = int(row[0]), float(row[1]), float(row[2]), int(row[3]), int(row[4])
+    # A run from before prices were recorded (no meta key): its costs were computed with the prices of the
+    # time, so a nonzero cost is known, while tokens at $0 may have come from a teacher without prices.
+    known = (calls == 0 or cost > 0 or tokens == 0) if label is None else label != PRICES_NONE
+    return {
+        "cost_known": known,
+        "cost_usd": round(cost, 6) if known else None,
+        "budget_charged_cost_usd": round(charged, 6) if known else None,
+        "usage_over_reservation_calls": over,
+    }
+
+
+def complete_attempt(
+    db: sqlite3.Connection, call_id: int, outcome: AttemptOutcome, response: tuple[str, CachedResponse] | None
+) -> None:
+    """Complete a ledger row and, in the same transaction, cache the response it paid for."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "UPDATE calls SET status = ?, http_status = ?, finish_reason = ?, prompt_tokens = ?, "
+            "completion_tokens = ?, cost_usd = ?, charged_tokens = ?, charged_cost_usd = ?, latency_s = ?, "
+            "error_class = ?, error = ? WHERE id = ?",
+            (
+                outcome.status,
+                outcome.http_status,
+                outcome.finish_reason,
+                outcome.prompt_tokens,
+                outcome.completion_tokens,
+                outcome.cost_usd,
+                outcome.charged.tokens,
+                outcome.charged.cost_usd,
+                outcome.latency_s,
+                outcome.error_class,
+                outcome.error,
+                call_id,
+            ),
+        )
+        if response is not None:
+            request_json, resp = response
+            db.execute(
+                "INSERT OR REPLACE INTO responses (request_key, call_id, request, text, finish_reason, "
+                "prompt_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    resp.request_key,
+                    call_id,
+                    request_json,
+                    resp.text,
+                    resp.finish_reason,
+                    resp.prompt_tokens,
+                    resp.completion_tokens,
+                    time.time(),
+                ),
+            )
+        db.execute("COMMIT")  # inside the try: a full disk can refuse the commit itself
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

@@ -1,0 +1,89 @@
+"""How sure a comparison of calls per kept task is: intervals for the ratio of two arms, and the words for it.
+
+- One pair of runs: kept tasks are counts, so the log of the ratio of two runs' calls per kept task has a
+  standard error of about sqrt(1/kept_a + 1/kept_b) (the delta method for Poisson counts at fixed calls).
+  6 kept against 5 in 8 calls each gives 0.83x with a 95% interval of 0.25x to 2.7x: no difference shown.
+- Several seeds: a paired, two-level bootstrap. Resample the seeds with replacement, then within each drawn
+  seed resample its rounds (a round of one arm is paired with the same round of the other arm: both saw
+  the same number of calls, and round 1's prompts are the same), and take the ratio of the pooled sums
+  (sum of calls over sum of kept, per arm). Percentile interval. Seeds are the independent unit; the rounds
+  inside a seed add the within-run variation that three seeds alone cannot show.
+
+A difference is only called a difference when its interval excludes 1 (:func:`verdict`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from statistics import NormalDist
+
+Rounds = Sequence[tuple[float, float]]  # per round: (calls, kept)
+
+Z95 = NormalDist().inv_cdf(0.975)
+
+
+def ratio(calls_a: float, kept_a: float, calls_b: float, kept_b: float) -> float | None:
+    """(calls_b / kept_b) / (calls_a / kept_a): arm b's calls per kept task relative to arm a's."""
+    if not (kept_a and kept_b and calls_a):
+        return None
+    return (calls_b / kept_b) / (calls_a / kept_a)
+
+
+def poisson_ratio_ci(calls_a: float, kept_a: float, calls_b: float, kept_b: float) -> tuple[float, float] | None:
+    """95% interval of :func:`ratio` for one pair of runs (None when an arm kept nothing)."""
+    point = ratio(calls_a, kept_a, calls_b, kept_b)
+    if point is None:
+        return None
+    half = Z95 * math.sqrt(1 / kept_a + 1 / kept_b)
+    return point * math.exp(-half), point * math.exp(half)
+
+
+def _pooled(pairs: list[tuple[tuple[float, float], tuple[float, float]]]) -> float | None:
+    calls_a = sum(a[0] for a, _ in pairs)
+    kept_a = sum(a[1] for a, _ in pairs)
+    calls_b = sum(b[0] for _, b in pairs)
+    kept_b = sum(b[1] for _, b in pairs)
+    return ratio(calls_a, kept_a, calls_b, kept_b)
+
+
+def bootstrap_ratio_ci(
+    seeds_a: Sequence[Rounds], seeds_b: Sequence[Rounds], draws: int = 4000, seed: int = 0
+) -> tuple[float, float] | None:
+    """95% interval of the pooled ratio (b over a) by the two-level paired bootstrap; ``seeds_a[i]`` and
+    ``seeds_b[i]`` are the per-round (calls, kept) of the two arms under run seed i, paired round by round
+    (the shorter run's missing rounds count as zero calls and zero kept)."""
+    paired = []
+    for a, b in zip(seeds_a, seeds_b, strict=True):
+        n = max(len(a), len(b))
+        rounds = [(a[r] if r < len(a) else (0.0, 0.0), b[r] if r < len(b) else (0.0, 0.0)) for r in range(n)]
+        if rounds:
+            paired.append(rounds)
+    if not paired:
+        return None
+    rng = random.Random(seed)
+    values = []
+    for _ in range(draws):
+        sample = []
+        for rounds in rng.choices(paired, k=len(paired)):
+            sample += rng.choices(rounds, k=len(rounds))
+        value = _pooled(sample)
+        if value is not None:
+            values.append(value)
+    if len(values) < draws // 2:  # most resamples kept nothing in an arm: no interval to speak of
+        return None
+    values.sort()
+    return values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))]
+
+
+def verdict(point: float | None, interval: tuple[float, float] | None) -> str:
+    """'fewer', 'more' or 'no clear difference in' calls per kept task, as the interval allows."""
+    if point is None or interval is None:
+        return "no clear difference in"
+    low, high = interval
+    if high < 1:
+        return "fewer"
+    if low > 1:
+        return "more"
+    return "no clear difference in"
