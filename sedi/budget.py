@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sedi.config import BudgetConfig, Prices
+from sedi.config_teacher import BudgetConfig, Prices
 from sedi.exceptions import BudgetExceeded
 from sedi.store import Usage
 

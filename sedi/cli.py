@@ -78,7 +78,7 @@ def run(
     """Run (or resume) the loop on a config; a rerun never pays twice for a response."""
     from sedi.config import load_config
     from sedi.loop import run as run_loop
-    from sedi.store import read_summary
+    from sedi.summary import read_summary
 
     _offline_defaults()
     cfg = load_config(config, set_ or [])
@@ -203,7 +203,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Counts of a run: calls, cache hits, tokens, cost, kept tasks, state."""
-    from sedi.store import read_summary
+    from sedi.summary import read_summary
 
     summary = read_summary(run_dir)
     if as_json:

@@ -26,7 +26,8 @@ from sedi.config import SediConfig
 from sedi.generation import ProgressHook
 from sedi.loop import run
 from sedi.rundir import connect_readonly
-from sedi.store import RunStore, fsync_write, read_summary
+from sedi.store import RunStore, fsync_write
+from sedi.summary import read_summary
 
 METHODS = ("self-instruct", "sedi-paper", "sedi")  # the order of a comparison's columns: baseline first
 PUBLISHED = "self-instruct-published"

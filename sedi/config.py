@@ -9,155 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from feedback import FeedbackConfig, TrainConfig
+from sedi.config_teacher import BudgetConfig, TeacherConfig, _Strict
 from sedi.exceptions import ConfigError
 
+
 # What a shell accepts as an environment variable name (POSIX), so no API key can pass for one.
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Prices(_Strict):
-    """Teacher prices in USD per million tokens, used for cost accounting and ``budget.max_cost_usd``."""
-
-    # Finite and bounded: an infinite or NaN price would make every cost comparison meaningless.
-    prompt: float = Field(
-        0.0, ge=0, le=1_000_000, allow_inf_nan=False, description="USD per million prompt (input) tokens."
-    )
-    completion: float = Field(
-        0.0, ge=0, le=1_000_000, allow_inf_nan=False, description="USD per million completion (output) tokens."
-    )
-
-
-class LocalTeacherConfig(_Strict):
-    """How ``teacher.provider: local`` starts the embedded teacher server."""
-
-    model: str = Field(
-        "gemma-3-270m",
-        description="Model the local server loads: 'gemma-3-270m' (bundled, converted once into SEDI_CACHE) "
-        "or a directory holding a transformers model and tokenizer.",
-    )
-    startup_timeout_s: float = Field(
-        900.0,
-        gt=0,
-        description="Seconds to wait for the local server to answer. The first start converts the bundled "
-        "GGUF (about a minute on 2 cores); later starts take seconds.",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where the local teacher runs: 'auto' picks CUDA when available, else CPU."
-    )
-    # bf16 weights decode the bundled Gemma-3-270m 2.15x faster than float32 on a 2-core CPU with native bf16.
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto",
-        description="Weights of the local teacher: 'auto' is bf16 on CUDA (fp16 without bf16 support) and on "
-        "CPUs with native bf16 (AVX512-BF16 or AMX), else float32.",
-    )
-
-
-class TeacherConfig(_Strict):
-    """The teacher LLM behind an OpenAI-compatible API."""
-
-    provider: Literal["openai", "local"] = Field(
-        "local",
-        description="'local' starts the embedded teacher server on a free loopback port for the run; "
-        "'openai' talks to any OpenAI-compatible API at teacher.base_url.",
-    )
-    base_url: str | None = Field(
-        None,
-        description="API base URL, e.g. https://api.openai.com/v1. Unset: $OPENAI_BASE_URL, else OpenAI's. "
-        "Ignored with provider 'local'.",
-    )
-    model: str = Field(
-        "gemma-3-270m",
-        description="Model name sent with every request; part of the cache key. With provider 'local' it "
-        "must match what the local server reports (its teacher.local.model id).",
-    )
-    mode: Literal["chat", "completion"] = Field(
-        "completion",
-        description="'completion' sends a plain prompt to /completions (base models, as the original "
-        "Self-Instruct); 'chat' sends messages to /chat/completions (instruction-tuned models).",
-    )
-    api_key_env: str = Field(
-        "OPENAI_API_KEY",
-        description="Name of the environment variable holding the API key. The key itself is never "
-        "written anywhere by sedi. Not needed for a loopback base_url or provider 'local'.",
-    )
-    concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
-    # Waits are finite and bounded so that a typo (or .inf) cannot park a run forever while it holds budget.
-    timeout_s: float = Field(
-        300.0,
-        gt=0,
-        le=3600,
-        allow_inf_nan=False,
-        description="Seconds before one HTTP attempt times out (then retried); at most 3600.",
-    )
-    max_retries: int = Field(
-        4,
-        ge=0,
-        le=20,
-        description="Retries per request on 429, 5xx, timeouts, connection errors and malformed responses. "
-        "Every attempt is a ledger row and counts against budget.max_calls.",
-    )
-    backoff_base_s: float = Field(
-        0.5,
-        ge=0,
-        le=600,
-        allow_inf_nan=False,
-        description="First retry waits up to this long; doubles per retry (full jitter); at most 600.",
-    )
-    backoff_max_s: float = Field(
-        30.0, ge=0, le=3600, allow_inf_nan=False, description="Upper bound of one backoff wait; at most 3600."
-    )
-    prices: Prices | None = Field(
-        None,
-        description="Per-million-token prices for cost accounting. Required when budget.max_cost_usd is set, and "
-        "for provider 'openai' at a non-loopback base_url unless teacher.free is true. Without prices the "
-        "cost is reported as unknown, never as $0.",
-    )
-    free: bool = Field(
-        False,
-        description="State that the teacher costs nothing (e.g. a self-hosted server on another machine): then "
-        "provider 'openai' at a non-loopback base_url runs without teacher.prices and reports $0. Not "
-        "needed for provider 'local' or a loopback base_url; cannot be combined with teacher.prices.",
-    )
-    local: LocalTeacherConfig = Field(
-        default_factory=LocalTeacherConfig, description="Settings of the embedded local teacher server."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _key_env_is_a_name(cls, data: Any) -> Any:
-        # Checked on the whole section, not the field: a field error would echo the value, and the value
-        # is often an API key pasted by mistake. The message never includes it.
-        name = data.get("api_key_env") if isinstance(data, dict) else None
-        if isinstance(name, str) and not _ENV_NAME.fullmatch(name):
-            raise ValueError(
-                "teacher.api_key_env must be the NAME of an environment variable (letters, digits, underscores), "
-                "not the key itself: export the key, e.g. OPENAI_API_KEY=..., and set teacher.api_key_env to "
-                "that name"
-            )
-        return data
-
-    @model_validator(mode="after")
-    def _free_or_priced(self) -> TeacherConfig:
-        if self.free and self.prices is not None:
-            raise ValueError(
-                "teacher.free is true but teacher.prices is set: keep teacher.prices for a paid teacher, or "
-                "remove it for a free one"
-            )
-        return self
-
-
 class SamplingConfig(_Strict):
     """Sampling parameters of generation requests; every one is part of the cache key."""
 
@@ -294,26 +157,6 @@ class FilterConfig(_Strict):
         if self.rouge_threshold is not None:
             return self.rouge_threshold
         return 0.7 if method == "self-instruct" else 0.85
-
-
-class BudgetConfig(_Strict):
-    """Hard caps. A request whose worst case could exceed any cap is never sent; unset means no cap."""
-
-    max_calls: int | None = Field(
-        200,
-        ge=0,
-        description="Most HTTP attempts (failed attempts and retries included). The default is a safety net "
-        "against an unintended large spend: raise it (or set null) for real runs.",
-    )
-    max_tokens: int | None = Field(
-        None,
-        ge=0,
-        description="Most prompt + completion tokens. Before sending, a request reserves an upper bound of "
-        "its prompt tokens (UTF-8 bytes plus overhead) plus sampling.max_tokens.",
-    )
-    max_cost_usd: float | None = Field(
-        None, ge=0, allow_inf_nan=False, description="Most spend in USD, computed from teacher.prices."
-    )
 
 
 class BatchConfig(_Strict):

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import httpx2
 
-from sedi.config import TeacherConfig
+from sedi.config_teacher import TeacherConfig
 from sedi.exceptions import ConfigError, TeacherError
 from sedi.teacher import Endpoint
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sedi.exceptions import RunDirError
 
 if TYPE_CHECKING:
-    from sedi.config import TeacherConfig
-    from sedi.store import AttemptOutcome, CachedResponse
+    from sedi._types import AttemptOutcome, CachedResponse
+    from sedi.config_teacher import TeacherConfig
 
 # meta key recording the prices of the latest start: a JSON {"prompt", "completion"} (USD per million
 # tokens), "free" (a local teacher, or teacher.free), or "none" (no prices given: the cost is unknown).

@@ -25,7 +25,8 @@ from sedi import _plots, _report_feedback, _report_html, stats
 from sedi._plots import PoolRound, StepPoint
 from sedi.exceptions import RunDirError
 from sedi.rundir import connect_readonly
-from sedi.store import RunStore, read_summary
+from sedi.store import RunStore
+from sedi.summary import read_summary
 
 
 @dataclass

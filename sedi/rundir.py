@@ -20,7 +20,7 @@ from typing import IO
 
 from sedi.exceptions import RunDirError
 
-DB_NAME = "sedi.db"  # the same name as RunStore.DB_NAME (store.py imports nothing from here)
+DB_NAME = "sedi.db"  # the run database, inside the run directory (RunStore.DB_NAME)
 LOCK_NAME = ".lock"
 # Files and folders only a run writes (right after opening its database): finding one of them without a
 # database means the run's record was lost, and starting afresh would pay for everything again.

@@ -54,7 +54,7 @@ def _topics(encode: EncodeFn, human: Sequence[Task], tasks: Sequence[Task], seed
 
 
 def _credit(store: RunStore, before_round: int) -> dict[str, tuple[float, float]]:
-    """Shared credit per shown seed from earlier rounds' prompts: (kept / n, rejected / n) summed."""
+    """Each shown seed's offspring from earlier rounds' prompts: (kept, rejected) summed (see feedback.bandit)."""
     credit: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     rows = store.db.execute(
         "SELECT q.context, COALESCE(SUM(c.verdict = 'kept'), 0), COALESCE(SUM(c.verdict = 'rejected'), 0) "
@@ -65,8 +65,8 @@ def _credit(store: RunStore, before_round: int) -> dict[str, tuple[float, float]
     for context, kept, rejected in rows:
         shown = json.loads(context)
         for name in shown:
-            credit[name][0] += kept / len(shown)
-            credit[name][1] += rejected / len(shown)
+            credit[name][0] += kept
+            credit[name][1] += rejected
     return {name: (k, r) for name, (k, r) in credit.items()}
 
 

@@ -28,7 +28,7 @@ import openai
 
 from sedi import ledger
 from sedi.budget import Budget, cost_of, prompt_token_bound
-from sedi.config import TeacherConfig
+from sedi.config_teacher import TeacherConfig
 from sedi.exceptions import BudgetExceeded, RunDirError, SediError, TeacherError, TeacherUnreachable
 from sedi.store import AttemptOutcome, CachedResponse, RunStore, Usage, dumps
 from sedi.teacher_outcomes import (

@@ -18,7 +18,7 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
 from sedi.budget import cost_of
-from sedi.config import Prices, TeacherConfig
+from sedi.config_teacher import Prices, TeacherConfig
 from sedi.exceptions import TeacherError
 from sedi.store import AttemptOutcome, Usage
 from sedi.teacher_request import TeacherRequest

@@ -29,6 +29,16 @@ class Seen:
     authorization: str
 
 
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request, however many messages it came in."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def _json_or_empty(body: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(body)
@@ -56,12 +66,7 @@ class CountingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
         with self._lock:
             self.counts[scope["path"]] += 1

@@ -18,7 +18,8 @@ import pytest
 from sedi import _plots
 from sedi.exceptions import RunDirError
 from sedi.report import PLOTS, _best, load_run, write_report
-from sedi.store import RunStore, read_summary
+from sedi.store import RunStore
+from sedi.summary import read_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RULES = ["rouge_similarity", "too_short", "blacklisted_word", "bad_start", "duplicate"]

@@ -19,7 +19,8 @@ from sedi.candidates import add_candidates
 from sedi.config import load_config
 from sedi.exceptions import RunDirError
 from sedi.rundir import run_dir_errors
-from sedi.store import RunStore, read_summary
+from sedi.store import RunStore
+from sedi.summary import read_summary
 from tests.test_user_mistakes import invoke, record_run, snapshot
 
 

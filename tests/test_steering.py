@@ -90,7 +90,7 @@ def test_the_bandit_moves_prompts_to_productive_seeds(
         assert late > base + 0.1 and late > share[0] + 0.1, (share, base)
         assert max(top10[3:]) > 0.2  # the best-looking tenth of the seeds gets twice its uniform share
         explored = [metrics[(r, "prompt_explore_share")] for r in range(5)]
-        assert all(e == pytest.approx(0.25) for e in explored)  # the exploration floor held
+        assert all(e >= 0.25 for e in explored)  # the exploration floor held (2 of 6 or 8 slots uniform)
         # the topic floor held: every prompt showed 8 distinct seed topics, so a round's prompts show many
         assert all(metrics[(r, "prompt_topics")] >= 8 for r in range(5))
     else:

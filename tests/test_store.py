@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from sedi.budget import Budget, prompt_token_bound
-from sedi.config import BudgetConfig
+from sedi.config_teacher import BudgetConfig
 from sedi.exceptions import BudgetExceeded, RunDirError
-from sedi.store import AttemptOutcome, CachedResponse, RunStore, Usage, read_summary
+from sedi.store import AttemptOutcome, CachedResponse, RunStore, Usage
+from sedi.summary import read_summary
 
 
 def test_wal_mode_and_exclusive_ownership(tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""What ``sedi status`` prints: the numbers of a run, read from its database without taking its lock.
+
+Works while a run is going on and on a read-only copy (see :mod:`sedi.rundir`); a run whose state says
+``running`` but whose lock nobody holds was killed, and is reported ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sedi import ledger
+from sedi.exceptions import RunDirError
+from sedi.rundir import DB_NAME, connect_readonly, lock_held, unreadable
+
+
+def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
+    """The numbers ``sedi status --json`` prints, from a run database."""
+    db.row_factory = sqlite3.Row
+    calls = db.execute(
+        "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c, "
+        "COALESCE(SUM(status IN ('error', 'interrupted')), 0) AS failed, "
+        "COALESCE(SUM(status = 'length'), 0) AS truncated, COALESCE(SUM(charged_tokens), 0) AS charged_tokens "
+        "FROM calls"
+    ).fetchone()
+    verdicts = {row[0]: int(row[1]) for row in db.execute("SELECT verdict, COUNT(*) FROM candidates GROUP BY verdict")}
+    rejected = {
+        row[0]: int(row[1])
+        for row in db.execute(
+            "SELECT rule, COUNT(*) FROM candidates WHERE verdict = 'rejected' "
+            "GROUP BY rule ORDER BY COUNT(*) DESC, rule"
+        )
+    }
+    candidates, kept = sum(verdicts.values()), verdicts.get("kept", 0)
+    meta = {row[0]: row[1] for row in db.execute("SELECT key, value FROM meta")}
+    return {
+        "run_dir": str(run_dir),
+        "state": meta.get("state", "created"),
+        "calls": int(calls["calls"]),
+        "failed_calls": int(calls["failed"]),
+        "truncated_responses": int(calls["truncated"]),
+        "cache_hits": int(meta.get("cache_hits", 0)),
+        "wall_seconds": float(meta.get("wall_seconds", 0)),
+        "responses": int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]),
+        "prompt_tokens": int(calls["p"]),
+        "completion_tokens": int(calls["c"]),
+        "budget_charged_tokens": int(calls["charged_tokens"]),
+        # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given
+        **ledger.cost_summary(db, meta),
+        "candidates": candidates,
+        "kept": kept,
+        "keep_rate": round(kept / candidates, 4) if candidates else None,
+        "calls_per_kept": round(int(calls["calls"]) / kept, 4) if kept else None,
+        "verdicts": verdicts,
+        "rejected_by_rule": rejected,
+        "embedding_rejects": rejected.get("embedding", 0),
+        **_training_summary(db),
+    }
+
+
+def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
+    # Each metric's latest value: a round cut short by the budget measures diversity but trains nothing,
+    # so its held-out loss is that of the round before.
+    metrics = {
+        r[0]: r[1]
+        for r in db.execute(
+            "SELECT name, value FROM round_metrics m WHERE value IS NOT NULL AND round = "
+            "(SELECT MAX(round) FROM round_metrics WHERE name = m.name AND value IS NOT NULL)"
+        )
+    }
+    history = dict(db.execute("SELECT action, COUNT(*) FROM seed_history GROUP BY action").fetchall())
+    return {
+        "rounds": int(db.execute("SELECT COUNT(*) FROM rounds WHERE stage = 'done'").fetchone()[0]),
+        "train_steps": int(db.execute("SELECT COUNT(*) FROM train_steps").fetchone()[0]),
+        "promotions": int(history.get("promote", 0)),
+        "demotions": int(history.get("demote", 0)),
+        "seed_pool_size": int(db.execute("SELECT COUNT(*) FROM seed_pool WHERE active = 1").fetchone()[0]),
+        "diversity": {
+            name: round(float(metrics[name]), 4)
+            for name in ("diversity_mean_cosine_distance", "diversity_vendi", "topics_covered")
+            if metrics.get(name) is not None
+        },
+        **{
+            name: None if metrics.get(name) is None else round(float(metrics[name]), 4)
+            for name in ("heldout_loss", "heldout_rouge_l")
+        },
+    }
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """Summary of a run directory without taking its lock (works while a run is going on)."""
+    db_path = run_dir / DB_NAME
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        what = "missing" if not db_path.is_file() else "empty"
+        raise RunDirError(f"{run_dir}: no sedi run here ({DB_NAME} {what}): pass the --run-dir of a run")
+    try:
+        # Changes nothing in the directory and works on a read-only copy (see sedi.rundir).
+        db = connect_readonly(db_path)
+        try:
+            summary = summarize(db, run_dir)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise unreadable(db_path, exc) from None
+    if summary["state"] == "running" and not lock_held(run_dir):
+        summary["state"] = "interrupted"  # killed (SIGKILL, power cut): nobody owns the directory any more
+    return summary
