@@ -1,13 +1,15 @@
 """One run, top to bottom: open the run directory, then rounds until a stop condition.
 
-A round: generate (plan from the seed pool, send, parse, store) -> filter (parse problems, heuristics,
-similarity) -> instances (instruction-only prompts) -> batches -> train the student -> feedback
+A round: generate (plan from the seed pool, see sedi.steering; send, parse, store) -> filter (parse problems,
+heuristics, similarity) -> instances (instruction-only prompts) -> batches -> train the student -> feedback
 (``method: sedi``: attractive batches join the seed pool, weak seeds leave) -> measure and export.
 
 Each stage that is done is recorded (``rounds.stage``), so a resumed run never redoes a finished stage:
 an unfinished generate/filter stage is replayed from its start, where the response cache answers every
 request already paid for and the filters recompute the same verdicts; training restarts from the
-previous round's adapter with the same seed and batches; feedback commits in one transaction.
+previous round's adapter with the same seed and batches; feedback commits in one transaction. When the run
+ends (finished or out of budget) the last, partial feedback window is settled and the latest student is
+evaluated if its round skipped evaluation (``student.eval_every``).
 """
 
 from __future__ import annotations
