@@ -1,8 +1,10 @@
 """Glue to transformers, peft and TRL shared by training and per-example signals.
 
-Every heavy import happens inside a function, so ``import feedback`` stays cheap. Training and the
-per-example loss both tokenise through :func:`prepare_rows`, which runs TRL's own dataset preparation
-(an ``SFTTrainer`` is built for it), so a signal always describes exactly the tokens the trainer saw.
+Every heavy import happens inside a function (or only for type checking), so ``import feedback`` stays
+cheap. Training and the per-example loss both tokenise through :func:`prepare_rows`, which runs TRL's own
+dataset preparation (an ``SFTTrainer`` is built for it), so a signal always describes exactly the tokens the
+trainer saw. The settings come from :mod:`feedback.config` and the trainer from :mod:`feedback._trainer`;
+neither imports this module.
 """
 
 from __future__ import annotations
@@ -10,20 +12,22 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from feedback.config import TrainConfig
 from feedback.records import TrainExample
+
+if TYPE_CHECKING:
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+    from trl import SFTConfig
+
+    from feedback._trainer import ComposedSFTTrainer, Student
 
 # transformers 5.23 warns on every round that TRL still calls a renamed property; nothing for a user to fix.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-if TYPE_CHECKING:
-    from feedback.training import TrainConfig
-
-# The column that carries task ids through TRL's preparation and the collator; TRL keeps extra columns.
-ID_COLUMN = "id"
-# Key under which the collator hands a micro-batch's ids to the trainer, which removes it before the forward.
-IDS_KEY = "feedback_ids"
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
     return Runtime(device=device, bf16=bool(native))
 
 
-def load_tokenizer(student: str) -> Any:
+def load_tokenizer(student: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(student)
@@ -64,7 +68,7 @@ def load_tokenizer(student: str) -> Any:
     return tokenizer
 
 
-def uses_chat(config: TrainConfig, tokenizer: Any) -> bool:
+def uses_chat(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> bool:
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if config.chat == "auto":
         return has_template
@@ -78,7 +82,7 @@ def uses_chat(config: TrainConfig, tokenizer: Any) -> bool:
 
 def load_student(
     student: str, config: TrainConfig, runtime: Runtime, adapter_dir: Path | None, *, trainable: bool
-) -> Any:
+) -> Student:
     """The model to train or score: base + new LoRA, base + saved LoRA, or a (saved) full model."""
     import torch
     from transformers import AutoModelForCausalLM, set_seed
@@ -108,10 +112,10 @@ def load_student(
         target_modules=config.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(base, lora)
+    return cast("PeftModel", get_peft_model(base, lora))  # a PeftMixedModel only with mixed=True
 
 
-def load_frozen(student: str, config: TrainConfig, runtime: Runtime, adapter_path: str | Path | None) -> Any:
+def load_frozen(student: str, config: TrainConfig, runtime: Runtime, adapter_path: str | Path | None) -> Student:
     """The model to score or answer with: the student with a saved round's adapter (or saved full model), or the
     bare student when ``adapter_path`` is None, whatever ``config.lora`` says (there is no adapter to load)."""
     import torch
@@ -122,15 +126,28 @@ def load_frozen(student: str, config: TrainConfig, runtime: Runtime, adapter_pat
     return AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
 
 
+def to_inference(model: Student, runtime: Runtime) -> torch.device:
+    """Put a model to score or answer with in eval mode on the runtime's device; return that device."""
+    import torch
+
+    device = torch.device(runtime.device)
+    model.eval()
+    # transformers wraps PreTrainedModel.to in functools.wraps, which typeshed types as an unbound function.
+    model.to(device)  # type: ignore[arg-type]
+    return device
+
+
 # A student without a chat template sees the task in a fixed plain-text frame. Joining prompt and completion
 # bare ("...sentence.Here is") would glue them together and let tokens merge across the boundary, so the
 # frame ends on a newline after a label: the completion always starts on a token boundary.
 PLAIN_PROMPT = "Instruction:\n{prompt}\n\nResponse:\n"
 
 
-def raw_dataset(examples: list[TrainExample], chat: bool) -> Any:
+def raw_dataset(examples: list[TrainExample], chat: bool) -> Dataset:
     """Prompt/completion rows in TRL's format, conversational when the student has a chat template."""
     from datasets import Dataset
+
+    from feedback._trainer import ID_COLUMN
 
     if chat:
         rows = [
@@ -149,7 +166,7 @@ def raw_dataset(examples: list[TrainExample], chat: bool) -> Any:
     return Dataset.from_list(rows)
 
 
-def sft_args(config: TrainConfig, runtime: Runtime, output_dir: Path) -> Any:
+def sft_args(config: TrainConfig, runtime: Runtime, output_dir: Path) -> SFTConfig:
     from trl import SFTConfig
 
     return SFTConfig(
@@ -186,18 +203,22 @@ def sft_args(config: TrainConfig, runtime: Runtime, output_dir: Path) -> Any:
     )
 
 
-def build_trainer(model: Any, tokenizer: Any, args: Any, dataset: Any) -> Any:
+def build_trainer(
+    model: Student, tokenizer: PreTrainedTokenizerBase, args: SFTConfig, dataset: Dataset
+) -> ComposedSFTTrainer:
     from feedback._trainer import make_trainer
 
     return make_trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
 
-def prepare_rows(trainer: Any, config: TrainConfig) -> tuple[Any, list[int]]:
+def prepare_rows(trainer: ComposedSFTTrainer, config: TrainConfig) -> tuple[Dataset, list[int]]:
     """Apply the length policy to TRL's tokenised rows; return (rows with id/input_ids/labels, dropped ids).
 
     ``"drop"`` removes every row longer than max_length; ``"truncate"`` cuts it to max_length like TRL does.
     Either way a row left without a supervised label is removed, and every removed id is reported.
     """
+    from feedback._trainer import ID_COLUMN
+
     prepared = trainer.train_dataset.select_columns([ID_COLUMN, "input_ids", "labels"])
     limit = config.max_length
     dropped: list[int] = []

@@ -11,22 +11,38 @@ Three small pieces, each with one job:
 - :class:`StepRecorder` is a callback: at each optimizer step's end it closes the step's ids, and from the
   per-step log (``logging_steps=1``) it takes the pre-clipping ``grad_norm``, the loss and the learning rate.
 
-Importing this module imports torch and TRL; only :mod:`feedback._hf` does, inside a function.
+The id column and the batch key live here, beside the collator that uses them: :mod:`feedback._hf` imports
+them and this trainer from here, never the other way round, so the two modules form no cycle. Importing this
+module imports torch and TRL, so the rest of the package imports it inside functions (or for type checking) only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import PrinterCallback, TrainerCallback
 from trl import SFTTrainer
 
-from feedback._hf import ID_COLUMN, IDS_KEY
 from feedback.records import StepRecord
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import PeftModel
+
+    # What AutoModelForCausalLM.from_pretrained returns: a PreTrainedModel with GenerationMixin (a type only).
+    from transformers.models.auto.modeling_auto import _BaseModelWithGenerate as CausalLM
+
+    # The model a round trains, scores or answers with: a whole causal LM, or one under a LoRA adapter.
+    Student = CausalLM | PeftModel
+
+# The column that carries task ids through TRL's preparation and the collator; TRL keeps extra columns.
+ID_COLUMN = "id"
+# Key under which the collator hands a micro-batch's ids to the trainer, which removes it before the forward.
+IDS_KEY = "feedback_ids"
 
 
 class ComposedBatches(Sampler[list[int]]):
@@ -105,6 +121,9 @@ class ComposedSFTTrainer(SFTTrainer):
 
     composed_plan: list[list[int]]
     recorder: StepRecorder
+    # Narrower than the Trainer's own annotations: make_trainer is given a Student and a datasets.Dataset.
+    model: Student
+    train_dataset: Dataset
 
     def get_train_dataloader(self) -> Any:
         if self.train_dataset is None:

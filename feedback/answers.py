@@ -8,8 +8,12 @@ Greedy decoding makes the answers a function of the weights alone, so both metho
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from feedback.training import TrainConfig
+from feedback.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def greedy_answers(
@@ -38,9 +42,7 @@ def greedy_answers(
     tokenizer.padding_side = "left"  # generation continues every row from its last real token
     chat = _hf.uses_chat(config, tokenizer)
     model = _hf.load_frozen(student, config, runtime, adapter_path)
-    device = torch.device(runtime.device)
-    model.to(device)
-    model.eval()
+    device = _hf.to_inference(model, runtime)
     ids = list(prompts)
     texts = [_framed(tokenizer, prompts[i], chat) for i in ids]
     answers: dict[int, str] = {}
@@ -65,12 +67,12 @@ def greedy_answers(
     return answers
 
 
-def _framed(tokenizer: object, prompt: str, chat: bool) -> str:
+def _framed(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> str:
     from feedback._hf import PLAIN_PROMPT
 
     if not chat:
         return PLAIN_PROMPT.format(prompt=prompt)
-    rendered = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+    rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
     )
     return str(rendered)

@@ -27,29 +27,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class BanditConfig(BaseModel):
-    """The prompt bandit: prior, exploration floor and topic floor."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prior: float = Field(
-        2.0,
-        gt=0,
-        description="Weight of the prior in pseudo-offspring: Beta(prior * m, prior * (1 - m)) before any evidence, "
-        "m the pool's pooled keep rate so far (0.5 before any).",
-    )
-    explore: float = Field(
-        0.25,
-        ge=0,
-        le=1,
-        description="Share of each prompt's in-context slots drawn uniformly from the pool (the exploration floor).",
-    )
-    one_per_topic: bool = Field(
-        True, description="Show at most one seed per seed topic in a prompt while the pool allows (topic floor)."
-    )
+from feedback.config import BanditConfig
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,12 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from feedback.records import FrozenRecord
 
 
-class _Decision(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PoolEntry(_Decision):
+class PoolEntry(FrozenRecord):
     """What is known about one seed in the pool."""
 
     id: int = Field(description="Task id.")
@@ -38,7 +36,7 @@ class PoolEntry(_Decision):
     offspring_judged: int = Field(0, ge=0, description="Offspring that count in offspring_signal.")
 
 
-class Demotion(_Decision):
+class Demotion(FrozenRecord):
     """A seed removed from the pool."""
 
     id: int = Field(description="Task id.")

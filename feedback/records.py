@@ -1,7 +1,8 @@
 """Plain records that cross the boundary of the feedback package: what goes into a round and what comes out.
 
 Everything here is ids, strings and numbers so that callers (the generation loop, reports, tests) never need
-torch or transformers to read a round's result.
+torch or transformers to read a round's result. :class:`FrozenRecord` is also the base of the pool's and the
+selection's decisions, so that every record the package hands out is immutable and rejects unknown fields.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Record(BaseModel):
+class FrozenRecord(BaseModel):
+    """Base of every plain record: immutable, unknown fields rejected."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TrainExample(_Record):
+class TrainExample(FrozenRecord):
     """One task to train on, as a prompt and its target completion.
 
     The same record serves chat and base students: with a chat template (``TrainConfig.chat``) the prompt
@@ -30,7 +33,7 @@ class TrainExample(_Record):
     completion: str = Field(description="What the student learns to write: the task's output.")
 
 
-class StepRecord(_Record):
+class StepRecord(FrozenRecord):
     """What one optimizer step saw and did."""
 
     step: int = Field(description="Optimizer step within the round, counted from 1 like the Trainer's global_step.")
@@ -47,7 +50,7 @@ class StepRecord(_Record):
     )
 
 
-class RoundResult(_Record):
+class RoundResult(FrozenRecord):
     """The outcome of one training round."""
 
     steps: list[StepRecord] = Field(description="One record per optimizer step, in order.")

@@ -15,80 +15,14 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from feedback.bandit import BanditConfig
-from feedback.records import StepRecord
+from feedback.config import Selector
+from feedback.records import FrozenRecord, StepRecord
 from feedback.signals import loss_drop
 
-Selector = Literal["grad_norm", "loss", "loss_drop"]
-DemoteRule = Literal["offspring_signal", "none"]
 
-
-class FeedbackConfig(BaseModel):
-    """How training signals feed back into the seed pool and the prompts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # SeDi-Instruct picks the highest-gradient-norm batch among every 10 optimizer steps.
-    interval: int = Field(
-        10,
-        ge=1,
-        description="Optimizer steps per selection window, counted over the whole run (windows do not restart at "
-        "round boundaries; a partial window carries into the next round and is settled when the run ends).",
-    )
-    selector: Selector = Field(
-        "grad_norm",
-        description="Step signal that makes a batch attractive: pre-clipping gradient norm (the paper's), "
-        "training loss, or loss drop to the next step (see feedback.signals.loss_drop).",
-    )
-    promote: Literal["all", "top_k"] = Field(
-        "all",
-        description="Promote every machine-generated task of an attractive batch ('all', the paper's rule), or "
-        "only the top_k of each batch by per-example loss ('top_k', needs per-example losses).",
-    )
-    top_k: int = Field(2, ge=1, description="Tasks promoted per attractive batch when promote='top_k'.")
-    demote: DemoteRule = Field(
-        "offspring_signal",
-        description="Which seeds leave at every feedback cycle (each decided window). 'offspring_signal': the "
-        "weakest seeds by the training signal of their offspring (mean over the candidates their prompts produced "
-        "of the step gradient norm that trained each, relative to the run's mean step norm; a rejected candidate "
-        "counts 0), if below the pool's mean; 'none': only the max_pool_size cap removes seeds.",
-    )
-    demote_per_cycle: int = Field(1, ge=0, description="Most seeds demoted per feedback cycle by the demote rule.")
-    # One prompt yields about 5 candidates on the bundled teacher: 8 offspring are about two prompts' worth.
-    min_evidence: int = Field(
-        8, ge=1, description="Offspring a seed must have (candidates of prompts that showed it) before it can leave."
-    )
-    # 175 human seeds (Self-Instruct) plus room for about as many promoted ones; a larger pool dilutes the
-    # human seeds that every generation prompt samples from.
-    max_pool_size: int = Field(350, ge=1, description="Most seeds in the pool; beyond it the weakest are demoted.")
-    protect_human: bool = Field(True, description="Never demote human-written seeds (machine seeds always go first).")
-    in_context: Literal["pool", "split"] = Field(
-        "pool",
-        description="How a prompt's in-context tasks are drawn: 'pool' from the whole active seed pool (human and "
-        "promoted, as the method states), 'split' as Self-Instruct (generation.human_in_context human seeds and "
-        "generation.machine_in_context promoted ones).",
-    )
-    steer: bool = Field(
-        False,
-        description="Beyond the paper: draw in-context tasks by a bandit over what each seed's prompts yielded "
-        "(kept against rejected offspring) instead of uniformly (feedback.bandit). Needs in_context 'pool'.",
-    )
-    bandit: BanditConfig = Field(default_factory=BanditConfig, description="The prompt bandit (feedback.steer).")
-
-    @model_validator(mode="after")
-    def _steer_needs_the_pool(self) -> FeedbackConfig:
-        if self.steer and self.in_context != "pool":
-            raise ValueError("feedback.steer draws from the whole pool: set feedback.in_context to 'pool'")
-        return self
-
-
-class _Decision(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Attractive(_Decision):
+class Attractive(FrozenRecord):
     """The step with the highest signal within one window of steps."""
 
     window_start: int = Field(description="First step of the window.")
@@ -98,7 +32,7 @@ class Attractive(_Decision):
     ids: list[int] = Field(description="Ids of the tasks trained in that step.")
 
 
-class Promotion(_Decision):
+class Promotion(FrozenRecord):
     """A task added to the seed pool."""
 
     id: int = Field(description="Task id.")

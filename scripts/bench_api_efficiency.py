@@ -80,7 +80,7 @@ def main() -> None:
             continue
         calls, kept = sum(r["calls"] for r in runs), sum(r["kept"] for r in runs)
         result[f"calls_per_kept_{name}"] = round(calls / kept, 4) if kept else None  # pooled over seeds
-        row = table["methods"][arm]
+        row = table["arms"][arm]
         for short, key in fields.items():
             if short != "calls_per_kept":
                 result[f"{short}_{name}"] = row.get(key)

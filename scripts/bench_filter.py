@@ -4,13 +4,18 @@ Usage::
 
     python scripts/bench_filter.py --limit 52000                       # one JSON line
     python scripts/bench_filter.py --limit 2000 --reference-seconds 10
+    python scripts/bench_filter.py --corpus PATH/t0_prompts_dev.jsonl --limit 52000
+
+``--corpus`` defaults to the 400 T0 prompts shipped in ``diversity/data`` (``diversity.benchmark.SAMPLE_CORPUS``);
+the README's figures were measured on the whole T0 prompt corpus (27,337 prompts, same format), passed with
+``--corpus``.
 
 Ours: candidates arrive in batches of ``--batch`` (a generation round) and go through
 :class:`diversity.dedup.DiversityFilter` (ROUGE-L > 0.85, then cosine > 0.95), which embeds with the bundled
 MiniLM only the candidates that pass ROUGE-L against the pool. ``seconds`` covers embedding the seed pool and
 filtering the whole stream, embedding included; loading the model is reported apart (``load_seconds``).
 
-Reference: Alpaca's loop (see ``_bench_common.reference_decisions``) runs first on the same stream, until
+Reference: Alpaca's loop (see ``diversity.benchmark.reference_decisions``) runs first on the same stream, until
 about ``--reference-seconds`` have passed; ``reference_n`` is the prefix it finished (a multiple of
 ``--batch``). ``speedup_at_reference_n`` is its time over ours on that same prefix, measured inside our run
 (embedding included); ``speedup_at_reference_n_without_embedding`` leaves our embedding time out, which is
@@ -34,65 +39,27 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
+
+from diversity.benchmark import (
+    SAMPLE_CORPUS,
+    ReferencePrefix,
+    candidate_stream,
+    read_texts,
+    reference_pairs,
+    run_reference_prefix,
+)
+from diversity.dedup import DiversityFilter
+from diversity.embeddings import Encoder
+from sedi.tasks import bundled_path
+
+# Before the encoder first loads transformers (nothing imported above does).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-from _bench_common import DEFAULT_CORPUS, DEFAULT_SEEDS, candidate_stream, read_texts, reference_decisions  # noqa: E402
-
-from diversity.dedup import DiversityFilter  # noqa: E402
-from diversity.embeddings import Encoder  # noqa: E402
-from diversity.rouge_filter import RougeFilter  # noqa: E402
-
-
-@dataclass
-class ReferencePrefix:
-    n: int  # candidates decided
-    kept: int
-    seconds: float
-    pairs: int  # (candidate, pool instruction) pairs scored
-    half_seconds: float  # time and pairs of the first half of the prefix
-    half_pairs: int
-
-
-def run_reference_prefix(
-    seeds: list[str], candidates: list[str], threshold: float, workers: int, budget: float, step: int
-) -> ReferencePrefix:
-    """The reference on a prefix, stopping at the first multiple of ``step`` reached after ``budget`` seconds."""
-    started = time.perf_counter()
-    done = kept = 0
-    trace: list[tuple[float, int]] = []  # after each candidate: seconds so far, pairs so far
-    pairs = 0
-    for decision in reference_decisions(seeds, candidates, threshold, workers):
-        pairs += len(seeds) + kept  # the pool this candidate was scored against
-        done += 1
-        kept += decision
-        trace.append((time.perf_counter() - started, pairs))
-        if done % step == 0 and time.perf_counter() - started >= budget:
-            break
-    half_seconds, half_pairs = trace[len(trace) // 2 - 1] if len(trace) > 1 else (0.0, 0)
-    return ReferencePrefix(done, kept, time.perf_counter() - started, pairs, half_seconds, half_pairs)
-
-
-def reference_pairs(seeds: list[str], candidates: list[str], threshold: float, workers: int, batch: int) -> int:
-    """Pairs the reference would score on the whole stream: its pool at each candidate, from our filter with
-    the same (ROUGE-L-only) decisions."""
-    rouge = RougeFilter(threshold, seeds, workers=workers)
-    pairs = 0
-    for start in range(0, len(candidates), batch):
-        pool = len(rouge)  # kept candidates join after the batch; earlier kept batch members count for later ones
-        for verdict in rouge.check_batch(candidates[start : start + batch]):
-            pairs += pool
-            pool += verdict.kept
-    return pairs
 
 
 class TimedEncoder:
@@ -112,13 +79,20 @@ class TimedEncoder:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="JSONL with `text` or `instruction`")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=SAMPLE_CORPUS,
+        help="JSONL with `text` or `instruction` (default: the 400 T0 prompts shipped in diversity/data)",
+    )
     parser.add_argument("--limit", type=int, default=52000, help="number of candidates to stream")
     parser.add_argument("--batch", type=int, default=20, help="candidates per check_batch call")
     parser.add_argument("--reference-seconds", type=float, default=60.0, help="time budget of the reference")
     parser.add_argument("--rouge-threshold", type=float, default=0.85)
     parser.add_argument("--embedding-threshold", type=float, default=0.95)
-    parser.add_argument("--seeds", type=str, default=str(DEFAULT_SEEDS), help="initial pool (JSONL); '' for none")
+    parser.add_argument(
+        "--seeds", type=str, default=str(bundled_path("seed_tasks.jsonl")), help="initial pool (JSONL); '' for none"
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes (reference) and threads (ROUGE-L)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="encoder")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Throughput of the embedded teacher (sedi.serve) at 1, 4 and 8 concurrent requests, in one run.
+"""Throughput of the embedded teacher (sedi.serve) at 1, 4 and 8 concurrent requests (``--levels``), in one run.
 
 Loads the bundled Gemma-3-270m engine and calls it directly from client threads (the HTTP layer adds
 no decoding work), with the run's own kind of request: a completion prompt of 6 seed tasks, temperature
@@ -16,13 +16,9 @@ import argparse
 import json
 import os
 import random
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,13 +78,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="Requests per concurrency level.")
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--levels", default="1,4,8", help="Concurrency levels, comma-separated (1 first).")
     args = parser.parse_args()
+    levels = [int(n) for n in args.levels.split(",")]
 
     import torch
 
     from sedi.serve import BUNDLED_MODEL_NAME, Engine
 
-    engine = Engine.load(BUNDLED_MODEL_NAME, device=args.device, max_batch=8)
+    engine = Engine.load(BUNDLED_MODEL_NAME, device=args.device, max_batch=max(levels))
     texts = prompts(args.requests)
     engine.generate(texts[0], max_tokens=4, temperature=0)  # warm-up: first-call allocations
     out: dict[str, Any] = {
@@ -100,12 +98,12 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "prompt_tokens_mean": round(sum(engine.count_tokens(t) for t in texts) / len(texts), 1),
     }
-    for concurrency in (1, 4, 8):
+    for concurrency in levels:
         result = level(engine, texts, concurrency, args.max_tokens)
         for key, value in result.items():
             out[f"{key}_c{concurrency}"] = value
-    out["speedup_c4"] = round(out["tokens_per_s_c4"] / out["tokens_per_s_c1"], 2)
-    out["speedup_c8"] = round(out["tokens_per_s_c8"] / out["tokens_per_s_c1"], 2)
+    for concurrency in levels[1:] if levels[0] == 1 else []:
+        out[f"speedup_c{concurrency}"] = round(out[f"tokens_per_s_c{concurrency}"] / out["tokens_per_s_c1"], 2)
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)  # > cores: another process shared the CPU
     print(json.dumps(out))
 

@@ -2,10 +2,11 @@
 
     python scripts/screenshot_report.py [--out /tmp/report-shots] [--height 7000] [--tile 1600]
 
-Three pages are written from the synthetic runs of ``tests/test_report.py`` (real RunStore schema): one
-finished run, a comparison of self-instruct and sedi, and a run that has only made teacher calls (every
-plot but one empty). Each page is screenshotted full height with Debian's ``chromium`` and cut into tiles
-short enough to read at a glance (``<name>-1.png``, ``<name>-2.png``, ...). Nothing here needs a network.
+Three pages are written from the synthetic runs of ``sedi.sample_run`` (real RunStore schema, the runs the
+report tests use): one finished run, a comparison of self-instruct and sedi, and a run that has only made
+teacher calls (every plot but one empty). Each page is screenshotted full height with Debian's ``chromium``
+and cut into tiles short enough to read at a glance (``<name>-1.png``, ``<name>-2.png``, ...). Nothing here
+needs a network.
 
 Optional: without a chromium binary on PATH it prints why and exits 0, having written the HTML pages only.
 The test suite never calls it.
@@ -20,11 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from sedi.report import write_report  # noqa: E402
-from tests.test_report import _make_run  # noqa: E402
+from sedi.report import write_report
+from sedi.sample_run import write_sample_run
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--hide-scrollbars",
@@ -34,10 +32,10 @@ CHROMIUM_FLAGS = [
 
 def make_pages(work: Path) -> dict[str, Path]:
     """The three report pages, by name."""
-    single = _make_run(work / "run-a", "sedi")
-    baseline = _make_run(work / "baseline", "self-instruct", seed=1)
-    sedi = _make_run(work / "sedi-run", "sedi", seed=2)
-    partial = _make_run(work / "calls-only", "self-instruct", training=False)
+    single = write_sample_run(work / "run-a", "sedi")
+    baseline = write_sample_run(work / "baseline", "self-instruct", seed=1)
+    sedi = write_sample_run(work / "sedi-run", "sedi", seed=2)
+    partial = write_sample_run(work / "calls-only", "self-instruct", training=False)
     return {
         "single": write_report([single], work / "out-single"),
         "compare": write_report([baseline, sedi], work / "out-compare"),

@@ -7,7 +7,6 @@ exceptions of :mod:`sedi.exceptions` (re-exported here). Heavy libraries are imp
 # Explicit re-exports (``X as X``): the names users catch, without importing anything heavy.
 from sedi.exceptions import BudgetExceeded as BudgetExceeded
 from sedi.exceptions import ConfigError as ConfigError
-from sedi.exceptions import ParseError as ParseError
 from sedi.exceptions import RunDirError as RunDirError
 from sedi.exceptions import SediError as SediError
 from sedi.exceptions import TeacherError as TeacherError

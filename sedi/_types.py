@@ -1,10 +1,30 @@
-"""The run's shared vocabulary: what a request may cost or cost, and what a teacher call returned or how it
-ended. Plain dataclasses with no imports from the rest of sedi, so the store, the ledger and the teacher client
-can all speak them without importing each other."""
+"""The run's shared vocabulary: what a request may cost or cost, what a teacher call returned or how it
+ended, and the words the run database stores (verdicts, request kinds, round stages, run states, origins).
+Plain dataclasses and aliases with no imports from the rest of sedi, so the store, the ledger and the teacher
+client can all speak them without importing each other."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
+
+# What the filters decided about a candidate task (candidates.verdict; 'new' is only its value before that).
+VerdictName = Literal["kept", "rejected", "pending"]
+# What a planned teacher request asks for (requests.kind).
+RequestKind = Literal["tasks", "classify", "instances"]
+# The stages a round completes, in order (rounds.stage; see sedi.loop.STAGES).
+RoundStage = Literal["filtered", "trained", "fed", "done"]
+# Where a run stands (meta.state).
+RunState = Literal["created", "running", "finished", "budget_exhausted", "interrupted", "failed"]
+# Who wrote a seed in the pool (seed_pool.origin); a task file's tasks may also be held-out tasks.
+SeedOrigin = Literal["human", "machine"]
+TaskOrigin = SeedOrigin | Literal["heldout"]
+# How one HTTP attempt stands in the ledger (calls.status).
+CallStatus = Literal["sent", "ok", "length", "error", "interrupted"]
+
+ProgressHook = Callable[[str, int, int], None]  # (stage, done, total)
+EncodeFn = Callable[[Sequence[str]], Any]  # texts -> one embedding row each
 
 
 @dataclass(frozen=True)
@@ -37,7 +57,7 @@ class CachedResponse:
 class AttemptOutcome:
     """How one HTTP attempt ended, for its ledger row."""
 
-    status: str
+    status: CallStatus
     http_status: int | None = None
     finish_reason: str | None = None
     prompt_tokens: int = 0

@@ -8,8 +8,7 @@ means a resumed run never embeds a text twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,11 +20,11 @@ from diversity import (
     topics_covered,
     vendi_score,
 )
+from sedi._types import EncodeFn
 from sedi.config import SediConfig
 from sedi.steering import seed_topic_labels
 from sedi.store import RunStore
 
-EncodeFn = Callable[[Sequence[str]], Any]
 BatchRow = tuple[int, int, str, int | None, float | None]  # round, index, task ids (JSON), clusters, distance
 
 
@@ -124,9 +123,5 @@ def record_round_metrics(
     if batch_rows[0] is not None:
         metrics["batch_clusters_mean"] = float(batch_rows[0])
         metrics["batch_mean_cosine_distance"] = float(batch_rows[1])
-    with store.transaction() as tx:
-        tx.executemany(
-            "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, ?, ?)",
-            [(round_index, name, value) for name, value in metrics.items()],
-        )
+    store.record_metrics(round_index, metrics)
     return metrics

@@ -98,7 +98,3 @@ class Budget:
             max(self.spent.tokens, spent.tokens),
             max(self.spent.cost_usd, spent.cost_usd),
         )
-
-    def exhausted_by(self, worst: Usage) -> BudgetExceeded | None:
-        """The refusal a request of this worst case would get now, without reserving."""
-        return self._refusal(worst)

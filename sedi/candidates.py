@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from sedi._types import RequestKind, VerdictName
 from sedi.exceptions import RunDirError
 from sedi.store import RunStore
 
@@ -18,7 +19,7 @@ from sedi.store import RunStore
 class PlannedRequest:
     request_key: str
     round: int
-    kind: str  # 'tasks' | 'classify' | 'instances'
+    kind: RequestKind
     sample_index: int
     candidate_id: int | None = None
     context: tuple[str, ...] = ()
@@ -39,7 +40,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Verdict:
-    verdict: str  # 'kept' | 'rejected' | 'pending'
+    verdict: VerdictName
     rule: str | None = None
     detail: Mapping[str, object] | None = None
     pooled: bool = False
@@ -64,10 +65,22 @@ def record_parse_error(store: RunStore, request_key: str, reason: str | None) ->
 # Candidate ids derive from the request's sample index and the item's position, not from arrival order, so
 # that a resumed or repeated run names every task the same way (machine-<id> in the seed pool and datasets).
 MAX_ITEMS_PER_RESPONSE = 1000
+_MACHINE_PREFIX = "machine-"
 
 
 def candidate_id(sample_index: int, position: int) -> int:
     return sample_index * MAX_ITEMS_PER_RESPONSE + position
+
+
+def machine_task_id(candidate_id: int) -> str:
+    """The task id of a generated task, ``machine-<candidate id>``, as the seed pool and datasets name it."""
+    return f"{_MACHINE_PREFIX}{candidate_id}"
+
+
+def candidate_id_of(task_id: str) -> int | None:
+    """The candidate id in a :func:`machine_task_id`; None for any other task id (a human seed's)."""
+    number = task_id.removeprefix(_MACHINE_PREFIX)
+    return int(number) if number != task_id and number.isdigit() else None
 
 
 def add_candidates(

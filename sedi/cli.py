@@ -174,7 +174,8 @@ def report(
     dirs, labels, note = list(run_dirs), None, None
     if len(dirs) == 1 and (dirs[0] / "comparison.json").is_file():
         table = json.loads((dirs[0] / "comparison.json").read_text())
-        arms = [arm for arm in table.get("arms", table["runs"]) if table["runs"].get(arm)]
+        # Before "arm_order", the order was the list "arms" (and the per-arm means were "methods"): both still read.
+        arms = [arm for arm in table.get("arm_order", table.get("arms", table["runs"])) if table["runs"].get(arm)]
         repeat = int(table.get("repeat", 1))
         dirs = [Path(table["runs"][arm][0]["run_dir"]) for arm in arms]
         labels = arms if repeat == 1 else [f"{arm}, first seed" for arm in arms]

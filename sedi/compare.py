@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sedi import stats
+from sedi._io import fsync_write
+from sedi._types import ProgressHook
 from sedi.config import SediConfig
-from sedi.generation import ProgressHook
 from sedi.loop import run
 from sedi.rundir import connect_readonly
-from sedi.store import RunStore, fsync_write
+from sedi.store import RunStore
 from sedi.summary import read_summary
 
 METHODS = ("self-instruct", "sedi-paper", "sedi")  # the order of a comparison's columns: baseline first
@@ -121,7 +122,7 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _markdown(table: dict[str, Any]) -> str:
-    per = table["methods"]
+    per = table["arms"]
     repeat = table["repeat"]
     arms = list(per)
     lines = [f"| | {' | '.join(arms)} |", "|---|" + "---|" * len(arms)]
@@ -202,11 +203,11 @@ def compare(
     per = {m: _aggregate(rows) for m, rows in runs.items()}
     ratios = {f"{arm} over {base}": _ratios(runs, arm, base) for arm, base in _PAIRS if arm in runs and base in runs}
     table: dict[str, Any] = {
-        "arms": list(arms),  # column order (the JSON's keys are sorted)
+        "arm_order": list(arms),  # column order (the JSON's keys are sorted)
         "stop_at": stop_at,
         "repeat": repeat,
         "seeds": [config.run.seed + k for k in range(repeat)],
-        "methods": per,
+        "arms": per,  # each arm's means (and spreads) over its seeds
         "runs": runs,
         "ratios": ratios,
         "calls_per_kept_ratio": ratios["sedi over self-instruct"]["ratio"],

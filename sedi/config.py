@@ -149,8 +149,8 @@ class FilterConfig(_Strict):
     embedding_precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Arithmetic of the encoder: 'auto' runs it under bf16 autocast where the device has native "
-        "bf16 (2-2.6x faster on such CPUs, vectors within 0.9999 cosine of float32), else float32. Part of "
-        "the embedding cache key.",
+        "bf16 (faster on such CPUs, vectors nearly identical to float32's; measured in diversity/embeddings.py), "
+        "else float32. Part of the embedding cache key.",
     )
 
     def threshold_for(self, method: str) -> float:

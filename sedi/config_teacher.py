@@ -47,7 +47,8 @@ class LocalTeacherConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the local teacher runs: 'auto' picks CUDA when available, else CPU."
     )
-    # bf16 weights decode the bundled Gemma-3-270m 2.15x faster than float32 on a 2-core CPU with native bf16.
+    # bf16 weights decode the bundled Gemma-3-270m faster than float32 on a CPU with native bf16 (measured: README,
+    # "The embedded teacher server"; why: sedi/serve/_engine.py).
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Weights of the local teacher: 'auto' is bf16 on CUDA (fp16 without bf16 support) and on "

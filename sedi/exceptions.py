@@ -7,7 +7,6 @@
     ├── TeacherError          the teacher API failed in a way retries did not fix
     │   └── TeacherUnreachable    no connection could be made (wrong URL, server down)
     ├── BudgetExceeded        a request was not sent because it could exceed a budget cap
-    ├── ParseError            a teacher response could not be turned into tasks
     └── RunDirError           the run directory is in use by another process or unusable
 
 Messages are one line and name the file, the field and the fix, so that a user can act on them
@@ -44,10 +43,6 @@ class BudgetExceeded(SediError):
         self.cap = cap
 
 
-class ParseError(SediError):
-    """A teacher response could not be parsed into tasks; the reason is kept with the response."""
-
-
 class RunDirError(SediError):
     """The run directory is locked by another running process, or cannot be used."""
 
@@ -55,7 +50,6 @@ class RunDirError(SediError):
 __all__ = [
     "BudgetExceeded",
     "ConfigError",
-    "ParseError",
     "RunDirError",
     "SediError",
     "TeacherError",

@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sedi.store import RunStore, fsync_write
+from sedi._io import fsync_write
+from sedi.candidates import machine_task_id
+from sedi.store import RunStore
 from sedi.tasks import Task
 
 _KEPT_SQL = """
@@ -27,10 +29,6 @@ FROM candidates c JOIN requests q ON q.request_key = c.request_key
 WHERE c.verdict = 'kept' {where}
 ORDER BY c.round, q.sample_index, c.position
 """
-
-
-def task_id(candidate_id: int) -> str:
-    return f"machine-{candidate_id}"
 
 
 def user_turn(instruction: str, input_text: str) -> str:
@@ -50,7 +48,7 @@ def kept_records(store: RunStore, before_round: int | None = None) -> list[dict[
         clf = row["is_classification"]
         records.append(
             {
-                "id": task_id(row["id"]),
+                "id": machine_task_id(row["id"]),
                 "instruction": row["instruction"],
                 "input": instances[0]["input"],
                 "output": instances[0]["output"],

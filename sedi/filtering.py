@@ -21,22 +21,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from diversity import ALPACA_RULES, SELF_INSTRUCT_RULES, DiversityFilter, RougeFilter, VectorIndex, first_failed_rule
 from diversity.instance_filters import filter_instances
+from sedi._io import fsync_write
+from sedi._types import EncodeFn
 from sedi.candidates import Candidate, Verdict
 from sedi.config import SediConfig
-from sedi.store import fsync_write
 
 TRUNCATED_RESPONSE = "truncated_response"
 SIMILAR = "rouge"
 
 Detail = dict[str, object]
-EncodeFn = Callable[[Sequence[str]], Any]
 
 
 class _Similarity(Protocol):

@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 
 from sedi._faults import crash_point
+from sedi._types import ProgressHook
 from sedi.candidates import PlannedRequest, add_candidates, record_parse_error, record_requests
 from sedi.config import SediConfig
 from sedi.parsing import parse_generated
@@ -18,8 +19,6 @@ from sedi.prompts import chat_messages, completion_prompt
 from sedi.store import RunStore
 from sedi.tasks import Task
 from sedi.teacher import BatchResult, TeacherClient, TeacherRequest, TeacherResponse
-
-ProgressHook = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def request_seed(run_seed: int, sample_index: int) -> int:

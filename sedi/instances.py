@@ -15,9 +15,10 @@ the stage-by-stage pipeline with 0 kept tasks, all 15 calls after generation spe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from diversity.instance_filters import filter_instances
+from sedi._types import ProgressHook, RequestKind
 from sedi.candidates import Candidate, PlannedRequest, Verdict, record_requests, set_instances, set_verdicts
 from sedi.config import SediConfig
 from sedi.parsing import parse_classification, parse_instances
@@ -26,7 +27,6 @@ from sedi.store import RunStore
 from sedi.teacher import BatchResult, TeacherClient, TeacherRequest, TeacherResponse
 
 BUDGET_STOP = "budget_stop"
-ProgressHook = Callable[[str, int, int], None]
 
 
 def _request(config: SediConfig, prompt: str, max_tokens: int, stop: tuple[str, ...], tag: str) -> TeacherRequest:
@@ -70,7 +70,7 @@ async def _send(
     store: RunStore,
     config: SediConfig,
     round_index: int,
-    kind: str,
+    kind: RequestKind,
     pending: Sequence[Candidate],
     requests: Sequence[TeacherRequest],
     counter: _Counter,

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sedi._faults import crash_point
+from sedi._io import fsync_write
+from sedi._types import ProgressHook, RoundStage, RunState
 from sedi.batching import compose_round_batches, record_round_metrics, sequential_batches
 from sedi.budget import Budget
 from sedi.candidates import kept_count, pooled_instructions, round_candidates, set_verdicts
@@ -31,28 +34,30 @@ from sedi.endpoint import LocalTeacher, openai_endpoint
 from sedi.exceptions import BudgetExceeded
 from sedi.export import write_datasets
 from sedi.filtering import TaskFilter
-from sedi.generation import ProgressHook, generate, plan_round
+from sedi.generation import generate, plan_round
 from sedi.instances import mark_budget_stop, write_instances
 from sedi.resume import check_resume
 from sedi.rundir import check_run_dir, run_dir_errors
 from sedi.seedpool import apply_feedback, init_pool, record_pool_metrics, settle
 from sedi.steering import round_picker
-from sedi.store import RunStore, fsync_write
+from sedi.store import RunStore
 from sedi.student import evaluate, example_losses, train
 from sedi.tasks import Task, load_heldout_tasks, load_seed_tasks
 from sedi.teacher import Endpoint, TeacherClient
 
-STAGES = ("filtered", "trained", "fed", "done")
+STAGES: tuple[RoundStage, ...] = ("filtered", "trained", "fed", "done")
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    state: str
+    state: RunState
     message: str
 
 
 @dataclass
-class _Run:
+class _Job:
+    """What the rounds of one run share: its config, store, teacher client, inputs, filter and encoder."""
+
     config: SediConfig
     store: RunStore
     client: TeacherClient
@@ -62,94 +67,108 @@ class _Run:
     encode: LazyEncoder
     progress: ProgressHook
 
-    def reached(self, round_index: int, stage: str) -> bool:
+    def reached(self, round_index: int, stage: RoundStage) -> bool:
         done = self.store.round_stage(round_index)
         return done is not None and STAGES.index(done) >= STAGES.index(stage)
 
+    @contextmanager
+    def timed(self, round_index: int, part: str) -> Iterator[None]:
+        """Add the wall seconds of one part of a round to its ``seconds_<part>`` metric (summed over resumes),
+        so the report and the benchmarks can say where a round's time goes."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.store.record_metrics(round_index, {f"seconds_{part}": time.monotonic() - started}, accumulate=True)
 
-async def _collect(run: _Run, round_index: int) -> BudgetExceeded | None:
+
+async def _collect(job: _Job, round_index: int) -> BudgetExceeded | None:
     """Generate, filter, write instances and compose batches; returns the budget refusal that cut it short."""
-    config, store = run.config, run.store
-    planned = plan_round(config, round_picker(store, config, run.encode, run.seeds, round_index), round_index)
-    result = await generate(run.client, store, config, round_index, planned, run.progress)
-    candidates = round_candidates(store, round_index)
-    verdicts = run.task_filter.judge(candidates)
-    set_verdicts(store, verdicts)
-    run.task_filter.save()
+    config, store = job.config, job.store
+    with job.timed(round_index, "generate"):
+        planned = plan_round(config, round_picker(store, config, job.encode, job.seeds, round_index), round_index)
+        result = await generate(job.client, store, config, round_index, planned, job.progress)
+    with job.timed(round_index, "filter"):
+        candidates = round_candidates(store, round_index)
+        verdicts = job.task_filter.judge(candidates)
+        set_verdicts(store, verdicts)
+        job.task_filter.save()
     pending = [c for c, (_, v) in zip(candidates, verdicts, strict=True) if v.verdict == "pending"]
     stop = result.budget_stop
     if pending and stop is None:
-        unfinished = await write_instances(run.client, store, config, round_index, pending, run.progress)
+        with job.timed(round_index, "instances"):
+            unfinished = await write_instances(job.client, store, config, round_index, pending, job.progress)
         stop = None if unfinished is None else unfinished.budget_stop
     elif pending:
         mark_budget_stop(store, pending)
-    if config.method == "sedi":
-        compose_round_batches(store, config, run.encode, round_index)
-    else:
-        sequential_batches(store, config, round_index)
+    with job.timed(round_index, "batches"):
+        if config.method == "sedi":
+            compose_round_batches(store, config, job.encode, round_index)
+        else:
+            sequential_batches(store, config, round_index)
     return stop
 
 
-async def _round(run: _Run, round_index: int) -> BudgetExceeded | None:
-    config, store, label = run.config, run.store, f"round {round_index + 1}"
-    if not run.reached(round_index, "filtered"):
-        stop = await _collect(run, round_index)
+async def _round(job: _Job, round_index: int) -> BudgetExceeded | None:
+    config, store, label = job.config, job.store, f"round {round_index + 1}"
+    if not job.reached(round_index, "filtered"):
+        stop = await _collect(job, round_index)
         if stop is not None:  # keep what was paid for visible; the round resumes when the budget allows
-            record_round_metrics(store, config, run.encode, round_index, [t.instruction for t in run.seeds])
+            record_round_metrics(store, config, job.encode, round_index, [t.instruction for t in job.seeds])
             write_datasets(store, store.run_dir)
             return stop
         store.mark_round(round_index, "filtered")
-    if not run.reached(round_index, "trained"):
-        run.progress(f"{label}: train", 0, 1)
-        train(store, config, round_index)
+    if not job.reached(round_index, "trained"):
+        job.progress(f"{label}: train", 0, 1)
+        with job.timed(round_index, "train"):
+            train(store, config, round_index, losses=config.method == "sedi" and config.feedback.promote == "top_k")
         crash_point(f"train:{round_index}")
         store.mark_round(round_index, "trained")
-        run.progress(f"{label}: train", 1, 1)
-    if config.method == "sedi" and not run.reached(round_index, "fed"):
-        apply_feedback(store, config, round_index, example_losses(store, through_round=round_index))
+        job.progress(f"{label}: train", 1, 1)
+    if config.method == "sedi" and not job.reached(round_index, "fed"):
+        with job.timed(round_index, "feedback"):
+            apply_feedback(store, config, round_index, example_losses(store, through_round=round_index))
     if (round_index + 1) % config.student.eval_every == 0 or round_index + 1 == config.run.max_rounds:
-        _evaluate(run, round_index)
-    record_round_metrics(store, config, run.encode, round_index, [t.instruction for t in run.seeds])
-    record_pool_metrics(store, round_index)
-    write_datasets(store, store.run_dir)
+        _evaluate(job, round_index)
+    with job.timed(round_index, "measure"):
+        record_round_metrics(store, config, job.encode, round_index, [t.instruction for t in job.seeds])
+        record_pool_metrics(store, round_index)
+        write_datasets(store, store.run_dir)
     store.mark_round(round_index, "done")
     return None
 
 
-def _evaluate(run: _Run, round_index: int) -> None:
+def _evaluate(job: _Job, round_index: int) -> None:
     label = f"round {round_index + 1}: evaluate"
-    run.progress(label, 0, 1)
-    evaluate(run.store, run.config, round_index, run.heldout)
-    run.progress(label, 1, 1)
+    job.progress(label, 0, 1)
+    with job.timed(round_index, "evaluate"):
+        evaluate(job.store, job.config, round_index, job.heldout)
+    job.progress(label, 1, 1)
 
 
-def _finish(run: _Run) -> None:
+def _finish(job: _Job) -> None:
     """When the run ends (finished or out of budget): settle the last, partial feedback window and evaluate the
     latest trained student if its round skipped evaluation (student.eval_every)."""
-    store = run.store
-    row = store.db.execute("SELECT MAX(round) FROM rounds WHERE stage IN ('trained', 'fed', 'done')").fetchone()
-    if row[0] is None:
+    store = job.store
+    last = store.last_round(("trained", "fed", "done"))
+    if last is None:
         return
-    last = int(row[0])
-    if run.config.method == "sedi" and settle(store, run.config, last):
+    if job.config.method == "sedi" and settle(store, job.config, last):
         record_pool_metrics(store, last)
         write_datasets(store, store.run_dir)
-    evaluated = store.db.execute(
-        "SELECT 1 FROM round_metrics WHERE round = ? AND name = 'heldout_loss'", (last,)
-    ).fetchone()
-    if evaluated is None and run.config.student.heldout_size:
-        _evaluate(run, last)
+    if not store.has_metric(last, "heldout_loss") and job.config.student.heldout_size:
+        _evaluate(job, last)
 
 
-async def _until_stop(run: _Run) -> RunOutcome:
-    config, store = run.config, run.store
+async def _until_stop(job: _Job) -> RunOutcome:
+    config, store = job.config, job.store
     for round_index in range(config.run.max_rounds):
-        if run.reached(round_index, "done"):
+        if job.reached(round_index, "done"):
             continue
         kept = kept_count(store)
-        if kept >= config.generation.target_kept and not run.reached(round_index, "filtered"):
+        if kept >= config.generation.target_kept and not job.reached(round_index, "filtered"):
             return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
-        stop = await _round(run, round_index)
+        stop = await _round(job, round_index)
         if stop is not None:
             return RunOutcome("budget_exhausted", str(stop))
     return RunOutcome("finished", f"finished {config.run.max_rounds} rounds")
@@ -172,10 +191,10 @@ async def _rounds(
     )
     pool = [t.instruction for t in seeds] + pooled_instructions(store, unfiltered)
     task_filter = TaskFilter(config, pool, encode, store.run_dir / "index")
-    run = _Run(config, store, client, seeds, heldout, task_filter, encode, progress)
+    job = _Job(config, store, client, seeds, heldout, task_filter, encode, progress)
     try:
-        outcome = await _until_stop(run)
-        _finish(run)
+        outcome = await _until_stop(job)
+        _finish(job)
         return outcome
     finally:
         await client.aclose()

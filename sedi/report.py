@@ -154,6 +154,16 @@ def _last(metric: str) -> Callable[[RunData], str]:
     return cell
 
 
+def _time_split(run: RunData) -> str:
+    """Where the run's round time went: the total seconds of each part (``seconds_<part>``), largest first."""
+    parts = {n.removeprefix("seconds_"): sum(v.values()) for n, v in run.metrics.items() if n.startswith("seconds_")}
+    total = sum(parts.values())
+    if not total:
+        return "n/a"
+    ranked = sorted(parts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {sec:,.0f} s ({sec / total:.0%})" for name, sec in ranked)
+
+
 # row key -> (heading, cell); the key is a stable hook for tests and scripts reading the page.
 _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "state": ("State", lambda r: str(r.summary["state"])),
@@ -171,6 +181,7 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "diversity_vendi": ("Diversity: Vendi score, last round", _last("diversity_vendi")),
     "promotions": ("Seed promotions", lambda r: _num(r.promotions)),
     "demotions": ("Seed demotions", lambda r: _num(r.demotions)),
+    "time_split": ("Round time by part (wall seconds)", _time_split),
 }  # fmt: skip
 
 # Rows where one direction is better: their heading says which, and in a comparison the best cell is marked.

@@ -17,8 +17,8 @@ from collections import defaultdict
 
 from feedback import PoolEntry, StepRecord, decided_through, demotions, promotions, select_attractive, weak_seeds
 from sedi._faults import crash_point
+from sedi.candidates import candidate_id_of, machine_task_id
 from sedi.config import SediConfig
-from sedi.export import task_id
 from sedi.store import RunStore
 from sedi.tasks import Task
 
@@ -85,7 +85,7 @@ def _pool_entries(store: RunStore, steps: list[StepRecord]) -> tuple[list[PoolEn
     entries, names = [], {}
     rows = store.db.execute("SELECT task_id, origin, added_round FROM seed_pool WHERE active = 1 ORDER BY rowid")
     for index, (name, origin, added) in enumerate(rows.fetchall()):
-        candidate = int(name.split("-", 1)[1]) if origin == "machine" else None
+        candidate = candidate_id_of(name) if origin == "machine" else None
         total, rejected, values = offspring.get(name, (0, 0, []))
         entries.append(
             PoolEntry(
@@ -125,7 +125,9 @@ def apply_feedback(
     entries, names = _pool_entries(store, steps)
     in_pool = {name for (name,) in store.db.execute("SELECT task_id FROM seed_pool")}
     promoted = [
-        p for p in promotions(attractive, trained, example_loss, fb.promote, fb.top_k) if task_id(p.id) not in in_pool
+        p
+        for p in promotions(attractive, trained, example_loss, fb.promote, fb.top_k)
+        if machine_task_id(p.id) not in in_pool
     ]
     demoted = []
     if fb.demote == "offspring_signal":
@@ -135,7 +137,7 @@ def apply_feedback(
             entries = [e for e in entries if e.id not in {d.id for d in out}]
     norms = {i: [s.grad_norm for s in steps if i in s.ids] for i in trained}
     for p in promoted:  # the newcomers compete for the pool's places too
-        names[len(names)] = task_id(p.id)
+        names[len(names)] = machine_task_id(p.id)
         entries.append(
             PoolEntry(id=len(names) - 1, origin="machine", added_round=round_index, batch_grad_norms=norms[p.id])
         )
@@ -147,10 +149,10 @@ def apply_feedback(
             db.execute(
                 "INSERT OR IGNORE INTO seed_pool (task_id, origin, instruction, input, output, added_round) "
                 "SELECT ?, 'machine', instruction, input, output, ? FROM candidates WHERE id = ?",
-                (task_id(p.id), round_index, p.id),
+                (machine_task_id(p.id), round_index, p.id),
             )
         history: list[tuple[str, str, int | None, float, str]]
-        history = [(task_id(p.id), "promote", p.step, p.value, p.reason) for p in promoted]
+        history = [(machine_task_id(p.id), "promote", p.step, p.value, p.reason) for p in promoted]
         history += [(names[d.id], "demote", None, d.value, d.reason) for d in demoted]
         db.executemany(
             "INSERT INTO seed_history (task_id, action, round, step, signal, reason, created_at) "
@@ -159,15 +161,9 @@ def apply_feedback(
         )
         db.executemany("UPDATE seed_pool SET active = 0 WHERE task_id = ?", [(names[d.id],) for d in demoted])
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('feedback_through', ?)", (str(through),))
-        db.execute(
-            "INSERT INTO round_metrics (round, name, value) VALUES (?, 'attractive_windows', ?) "
-            "ON CONFLICT (round, name) DO UPDATE SET value = value + excluded.value",
-            (round_index, float(len(attractive))),
-        )
+        store.record_metrics(round_index, {"attractive_windows": float(len(attractive))}, accumulate=True)
         if not final:
-            db.execute(
-                "INSERT OR REPLACE INTO rounds (round, stage, updated_at) VALUES (?, 'fed', ?)", (round_index, now)
-            )
+            store.mark_round(round_index, "fed")
         crash_point(f"feedback:{round_index}")  # tests: killed mid-transaction, nothing of it may survive
     return len(promoted), len(demoted)
 
@@ -186,7 +182,4 @@ def record_pool_metrics(store: RunStore, round_index: int) -> None:
     size, machine = store.db.execute(
         "SELECT COUNT(*), COALESCE(SUM(origin = 'machine'), 0) FROM seed_pool WHERE active = 1"
     ).fetchone()
-    store.db.executemany(
-        "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, ?, ?)",
-        [(round_index, "seed_pool_size", float(size)), (round_index, "seed_pool_machine", float(machine))],
-    )
+    store.record_metrics(round_index, {"seed_pool_size": float(size), "seed_pool_machine": float(machine)})

@@ -24,6 +24,7 @@ import numpy as np
 
 from diversity import cluster
 from feedback import Arm, draw_thompson, draw_uniform, top_share
+from sedi._types import EncodeFn
 from sedi.config import SediConfig
 from sedi.export import kept_tasks
 from sedi.prompts import sample_in_context
@@ -32,7 +33,6 @@ from sedi.store import RunStore
 from sedi.tasks import Task
 
 Picker = Callable[[int, random.Random], list[Task]]  # (sample index, its rng) -> in-context tasks
-EncodeFn = Callable[[Sequence[str]], Any]
 SEED_TOPICS = 32  # the seed pool clustered once into this many topics (also the report's "topics covered")
 
 
@@ -125,7 +125,4 @@ def _record(
         "prompt_explore_share": explored / slots if slots else 0.0,
         "pool_topics": float(len({a.topic for a in arms})),
     }
-    store.db.executemany(
-        "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, ?, ?)",
-        [(round_index, name, value) for name, value in metrics.items()],
-    )
+    store.record_metrics(round_index, metrics)

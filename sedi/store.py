@@ -5,21 +5,22 @@ completed after, so a killed process leaves an ``interrupted`` row rather than a
 cache (written in the same transaction as the attempt that paid for it, so a received response is
 never lost nor paid twice), and the tables later stages fill: candidates with verdicts, the seed pool
 with its history, training steps. The run directory is locked while a process owns it.
+
+The tables are defined in :mod:`sedi.schema`. The store owns the connection and the verbs several stages
+share (run state, round stages, round metrics); each stage keeps the SQL of its own tables.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sedi import ledger
-from sedi._types import AttemptOutcome, CachedResponse, Usage
+from sedi._types import AttemptOutcome, CachedResponse, RoundStage, RunState, Usage
 from sedi.exceptions import RunDirError
 from sedi.rundir import (
     DB_NAME,
@@ -27,152 +28,10 @@ from sedi.rundir import (
     run_dir_errors,
     take_lock,
 )
-from sedi.summary import summarize
+from sedi.schema import SCHEMA, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from sedi.config_teacher import Prices
-
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS configs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL
-);
--- One row per HTTP attempt. status: sent (in flight) | ok | length | error | interrupted.
--- charged_* is what the budget counts: the reported usage, or the reserved worst case when the
--- outcome is unknown (timeout, dropped connection, unreadable body, a process killed mid-request).
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_key TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    status TEXT NOT NULL,
-    http_status INTEGER,
-    finish_reason TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    reserved_tokens INTEGER NOT NULL DEFAULT 0,
-    reserved_cost_usd REAL NOT NULL DEFAULT 0,
-    charged_tokens INTEGER NOT NULL DEFAULT 0,
-    charged_cost_usd REAL NOT NULL DEFAULT 0,
-    latency_s REAL,
-    error_class TEXT,
-    error TEXT,
-    started_at REAL NOT NULL,
-    UNIQUE (request_key, attempt)
-);
--- The response cache, content-addressed by request_key (see sedi.teacher.request_key).
-CREATE TABLE IF NOT EXISTS responses (
-    request_key TEXT PRIMARY KEY,
-    call_id INTEGER NOT NULL REFERENCES calls(id),
-    request TEXT NOT NULL,
-    text TEXT NOT NULL,
-    finish_reason TEXT,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
--- Every planned teacher request with its purpose: which round, which in-context tasks (provenance)
--- or, for instance generation, which candidate it serves.
-CREATE TABLE IF NOT EXISTS requests (
-    request_key TEXT PRIMARY KEY,
-    round INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    sample_index INTEGER NOT NULL,
-    candidate_id INTEGER,
-    context TEXT NOT NULL DEFAULT '[]',
-    parse_error TEXT
-);
--- Every candidate task parsed from a response, with the verdict of the filters:
--- kept | rejected | pending (waiting for instances) ; rule: which filter decided; detail: JSON.
--- pooled: the instruction joined the similarity pool (it passed the heuristics and the similarity rule).
-CREATE TABLE IF NOT EXISTS candidates (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_key TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    round INTEGER NOT NULL,
-    instruction TEXT NOT NULL,
-    input TEXT NOT NULL DEFAULT '',
-    output TEXT NOT NULL DEFAULT '',
-    problem TEXT,
-    verdict TEXT NOT NULL,
-    rule TEXT,
-    detail TEXT,
-    pooled INTEGER NOT NULL DEFAULT 0,
-    is_classification INTEGER,
-    UNIQUE (request_key, position)
-);
-CREATE TABLE IF NOT EXISTS instances (
-    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
-    idx INTEGER NOT NULL,
-    input TEXT NOT NULL,
-    output TEXT NOT NULL,
-    PRIMARY KEY (candidate_id, idx)
-);
-CREATE TABLE IF NOT EXISTS seed_pool (
-    task_id TEXT PRIMARY KEY,
-    origin TEXT NOT NULL,
-    instruction TEXT NOT NULL,
-    input TEXT NOT NULL DEFAULT '',
-    output TEXT NOT NULL DEFAULT '',
-    added_round INTEGER NOT NULL DEFAULT 0,
-    active INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS seed_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    round INTEGER,
-    step INTEGER,
-    signal REAL,
-    reason TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
--- One row per optimizer step of the student; step counts across rounds (the adapter continues).
--- task_ids: JSON list of candidate ids trained in that step; attractive: picked by the feedback rule.
-CREATE TABLE IF NOT EXISTS train_steps (
-    round INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    grad_norm REAL,
-    loss REAL,
-    learning_rate REAL,
-    task_ids TEXT NOT NULL,
-    attractive INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (round, step)
-);
--- Per-example loss of each trained task after its round (a no-grad pass with the round's adapter), the
--- second training signal: logged always, used to pick promotions when feedback.promote is 'top_k'.
-CREATE TABLE IF NOT EXISTS example_losses (
-    round INTEGER NOT NULL,
-    task_id INTEGER NOT NULL,
-    loss REAL NOT NULL,
-    PRIMARY KEY (round, task_id)
-);
--- Training batches as composed by the diversity stage: JSON list of candidate ids per batch.
-CREATE TABLE IF NOT EXISTS batches (
-    round INTEGER NOT NULL,
-    batch_index INTEGER NOT NULL,
-    task_ids TEXT NOT NULL,
-    clusters INTEGER,
-    mean_cosine_distance REAL,
-    PRIMARY KEY (round, batch_index)
-);
--- Numbers measured at the end of each round (kept, keep_rate, heldout_loss, diversity, seed_pool_size, ...).
-CREATE TABLE IF NOT EXISTS round_metrics (
-    round INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value REAL,
-    PRIMARY KEY (round, name)
-);
-CREATE TABLE IF NOT EXISTS rounds (
-    round INTEGER PRIMARY KEY,
-    stage TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
 
 
 class RunStore:
@@ -211,7 +70,7 @@ class RunStore:
                 f"{run_dir}: run directory written by another sedi version (schema {found}, this one reads "
                 f"{SCHEMA_VERSION}): use a new --run-dir, or the sedi version that created it"
             )
-        self.db.executescript(_SCHEMA)
+        self.db.executescript(SCHEMA)
         self._set_default("schema_version", str(SCHEMA_VERSION))
         self._set_default("state", "created")
         self._set_default("cache_hits", "0")
@@ -257,10 +116,10 @@ class RunStore:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     @property
-    def state(self) -> str:
-        return self.get_meta("state", "created") or "created"
+    def state(self) -> RunState:
+        return cast("RunState", self.get_meta("state", "created") or "created")
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: RunState) -> None:
         self.set_meta("state", state)
 
     def record_config(self, digest: str, body: str) -> None:
@@ -313,18 +172,50 @@ class RunStore:
         with ledger.ledger_writes(self.run_dir / self.DB_NAME):
             ledger.complete_attempt(self.db, call_id, outcome, response)
 
-    # -- later stages -----------------------------------------------------------------------
-    def mark_round(self, round_index: int, stage: str) -> None:
+    # -- rounds -----------------------------------------------------------------------------
+    # Every write below runs on the store's one connection: inside ``with store.transaction():`` it is part of
+    # that transaction (committed or rolled back with it); outside one it is a transaction of its own.
+    def mark_round(self, round_index: int, stage: RoundStage) -> None:
+        """Record that the round completed ``stage`` (the stages are ordered: see sedi.loop.STAGES)."""
         self.db.execute(
             "INSERT OR REPLACE INTO rounds (round, stage, updated_at) VALUES (?, ?, ?)",
             (round_index, stage, time.time()),
         )
 
-    def round_stage(self, round_index: int) -> str | None:
+    def round_stage(self, round_index: int) -> RoundStage | None:
         """The last stage the round completed (see sedi.loop.STAGES), or None if it has not completed one."""
         row = self.db.execute("SELECT stage FROM rounds WHERE round = ?", (round_index,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else cast("RoundStage", str(row[0]))
 
+    def last_round(self, stages: Iterable[RoundStage]) -> int | None:
+        """The latest round whose last completed stage is one of ``stages``, or None."""
+        wanted = list(stages)
+        marks = ", ".join("?" * len(wanted))
+        row = self.db.execute(f"SELECT MAX(round) FROM rounds WHERE stage IN ({marks})", wanted).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def record_metrics(self, round_index: int, metrics: Mapping[str, float], *, accumulate: bool = False) -> None:
+        """Store numbers measured for a round (``round_metrics``), replacing earlier values of the same names or,
+        with ``accumulate``, adding to them. All rows are written together: in the open transaction if there is
+        one, else in a transaction of their own."""
+        sql = (
+            "INSERT INTO round_metrics (round, name, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (round, name) DO UPDATE SET value = value + excluded.value"
+            if accumulate
+            else "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, ?, ?)"
+        )
+        rows = [(round_index, name, value) for name, value in metrics.items()]
+        if self.db.in_transaction:
+            self.db.executemany(sql, rows)
+        else:
+            with self.transaction() as db:
+                db.executemany(sql, rows)
+
+    def has_metric(self, round_index: int, name: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM round_metrics WHERE round = ? AND name = ?", (round_index, name))
+        return row.fetchone() is not None
+
+    # -- spending -----------------------------------------------------------------------------
     def spent(self, prices: Prices | None = None) -> Usage:
         """What the budget has used: every attempt is a call; tokens as charged; the cost as charged or, if
         higher, the ledger's tokens at ``prices`` (a run started without prices does not restart at $0)."""
@@ -332,22 +223,3 @@ class RunStore:
 
     def ledger(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM calls ORDER BY id")]
-
-    # -- summary ----------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
-        return summarize(self.db, self.run_dir)
-
-
-def dumps(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace; used for hashing and storing requests."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def fsync_write(path: Path, text: str) -> None:
-    """Write a small file atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

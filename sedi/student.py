@@ -64,8 +64,11 @@ def round_batches(store: RunStore, round_index: int) -> list[list[int]]:
     return [json.loads(r[0]) for r in rows]
 
 
-def train(store: RunStore, config: SediConfig, round_index: int) -> list[StepRecord]:
-    """Train on the round's batches; record every optimizer step (global step numbers) in ``train_steps``."""
+def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool = True) -> list[StepRecord]:
+    """Train on the round's batches; record every optimizer step (global step numbers) in ``train_steps`` and,
+    with ``losses``, each trained task's loss under the new adapter in ``example_losses``. Only
+    ``feedback.promote: top_k`` reads those losses, and measuring them loads the student a second time each
+    round, so the loop asks for them only then."""
     examples, batches = round_examples(store, round_index), round_batches(store, round_index)
     if not examples or not batches:
         return []
@@ -84,19 +87,23 @@ def train(store: RunStore, config: SediConfig, round_index: int) -> list[StepRec
             "INSERT INTO train_steps (round, step, grad_norm, loss, learning_rate, task_ids) VALUES (?, ?, ?, ?, ?, ?)",
             [(round_index, s.step, s.grad_norm, s.loss, s.learning_rate, json.dumps(s.ids)) for s in steps],
         )
-        db.execute(
-            "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, 'train_dropped', ?)",
-            (round_index, float(len(result.dropped_ids))),
-        )
-    losses = per_example_loss(student_path(config), result.adapter_path, examples, train_config(config))
+        store.record_metrics(round_index, {"train_dropped": float(len(result.dropped_ids))})
+    if losses:
+        _record_losses(store, config, round_index, result.adapter_path, examples)
+    (out / "done").write_text(result.device)
+    return steps
+
+
+def _record_losses(
+    store: RunStore, config: SediConfig, round_index: int, adapter: str, examples: list[TrainExample]
+) -> None:
+    measured = per_example_loss(student_path(config), adapter, examples, train_config(config))
     with store.transaction() as db:
         db.execute("DELETE FROM example_losses WHERE round = ?", (round_index,))
         db.executemany(
             "INSERT INTO example_losses (round, task_id, loss) VALUES (?, ?, ?)",
-            [(round_index, task, loss) for task, loss in sorted(losses.items())],
+            [(round_index, task, loss) for task, loss in sorted(measured.items())],
         )
-    (out / "done").write_text(result.device)
-    return steps
 
 
 def example_losses(store: RunStore, through_round: int) -> dict[int, float]:
@@ -131,8 +138,5 @@ def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: lis
             config.student.heldout_max_new_tokens,
         )
         metrics["heldout_rouge_l"] = fmean(rouge_l_f1(answers[ex.id], ex.completion) for ex in answered)
-    store.db.executemany(
-        "INSERT OR REPLACE INTO round_metrics (round, name, value) VALUES (?, ?, ?)",
-        [(round_index, name, v) for name, v in metrics.items() if v is not None],
-    )
+    store.record_metrics(round_index, {name: v for name, v in metrics.items() if v is not None})
     return value

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sedi._types import TaskOrigin
 from sedi.exceptions import ConfigError
 
 BUNDLED_SEEDS = "seed_tasks.jsonl"
@@ -26,7 +27,7 @@ class Task:
     instruction: str
     input: str = ""
     output: str = ""
-    origin: str = "human"
+    origin: TaskOrigin = "human"
 
 
 def bundled_path(name: str) -> Path:
@@ -42,7 +43,7 @@ def _field(obj: dict[str, Any], name: str, where: str, *, required: bool) -> str
     return value
 
 
-def _parse_task(obj: Any, where: str, index: int, origin: str) -> Task:
+def _parse_task(obj: Any, where: str, index: int, origin: TaskOrigin) -> Task:
     if not isinstance(obj, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(obj).__name__}: {_FORMAT_HINT}")
     instruction = _field(obj, "instruction", where, required=True).strip()
@@ -62,7 +63,7 @@ def _parse_task(obj: Any, where: str, index: int, origin: str) -> Task:
     return Task(str(task_id), instruction, input_text.strip(), output.strip(), origin)
 
 
-def load_tasks(path: Path, *, origin: str = "human", config_field: str = "seeds.path") -> list[Task]:
+def load_tasks(path: Path, *, origin: TaskOrigin = "human", config_field: str = "seeds.path") -> list[Task]:
     """Read and validate a JSONL task file; errors name the file, line, field and the fix."""
     if not path.is_file():
         raise ConfigError(f"{path}: task file not found ({config_field}): fix the path or unset {config_field}")

@@ -27,10 +27,12 @@ import httpx2
 import openai
 
 from sedi import ledger
+from sedi._io import dumps
+from sedi._types import AttemptOutcome, CachedResponse, Usage
 from sedi.budget import Budget, cost_of, prompt_token_bound
 from sedi.config_teacher import TeacherConfig
 from sedi.exceptions import BudgetExceeded, RunDirError, SediError, TeacherError, TeacherUnreachable
-from sedi.store import AttemptOutcome, CachedResponse, RunStore, Usage, dumps
+from sedi.store import RunStore
 from sedi.teacher_outcomes import (
     MAX_RETRY_AFTER_S,
     USAGE_OVER_RESERVATION,
@@ -300,10 +302,11 @@ class TeacherClient:
         try:
             text, finish, usage = await send(client, self.config, request)
         except Exception as exc:  # classified; anything unexpected is recorded, then reported as fatal
-            outcome, retryable, wait, connect_error = classify(exc, worst, time.monotonic() - started)
+            failed = classify(exc, worst, time.monotonic() - started)
+            outcome = failed.outcome
             self.store.finish_attempt(call_id, outcome)
             summary = f"{outcome.error_class}: {outcome.error}"
-            return _Attempt(outcome.charged, None, None, exc, retryable, wait, connect_error, summary)
+            return _Attempt(outcome.charged, None, None, exc, failed.retryable, failed.wait, failed.not_sent, summary)
         found = charge(usage, worst, self.config.prices)
         misreport = misreport_message(self._url, found, worst, request.max_tokens) if found.over_reservation else None
         error_class = USAGE_OVER_RESERVATION if misreport else (None if found.usage_known else USAGE_UNKNOWN)

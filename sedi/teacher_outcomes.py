@@ -17,10 +17,10 @@ import openai
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
+from sedi._types import AttemptOutcome, Usage
 from sedi.budget import cost_of
 from sedi.config_teacher import Prices, TeacherConfig
 from sedi.exceptions import TeacherError
-from sedi.store import AttemptOutcome, Usage
 from sedi.teacher_request import TeacherRequest
 
 # A server asking us to wait longer than this is treated as this (a run should not sleep for hours).
@@ -117,8 +117,18 @@ def _http_date_delay(value: str) -> float | None:
         return None
 
 
-def classify(exc: Exception, worst: Usage, latency: float) -> tuple[AttemptOutcome, bool, float | None, bool]:
-    """(ledger outcome, retryable, server-requested wait, nothing-was-sent) for a failed attempt."""
+@dataclass(frozen=True)
+class Failure:
+    """How a failed attempt is recorded and what may follow it."""
+
+    outcome: AttemptOutcome  # its ledger row
+    retryable: bool
+    wait: float | None  # seconds the server asked to wait before a retry (None: the client's own backoff)
+    not_sent: bool  # no connection was made: the request never left (so it cannot have been billed)
+
+
+def classify(exc: Exception, worst: Usage, latency: float) -> Failure:
+    """How a failed attempt ended: its ledger outcome, whether to retry, after how long, and whether it was sent."""
     name = type(exc).__name__
     message = str(exc).splitlines()[0][:300] if str(exc).strip() else name
     if isinstance(exc, openai.APIStatusError):
@@ -126,21 +136,21 @@ def classify(exc: Exception, worst: Usage, latency: float) -> tuple[AttemptOutco
         retryable = status in _RETRYABLE_STATUS or status >= 500
         # Error responses are not billed by OpenAI-compatible providers; they do count as calls.
         outcome = AttemptOutcome("error", status, charged=Usage(1), latency_s=latency, error_class=name, error=message)
-        return outcome, retryable, retry_after(exc.response), False
+        return Failure(outcome, retryable, retry_after(exc.response), not_sent=False)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         not_sent = isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout)
         # A timeout or a dropped connection may have been served and billed: charge the worst case.
         charged = Usage(1) if not_sent else worst
         outcome = AttemptOutcome("error", None, charged=charged, latency_s=latency, error_class=name, error=message)
-        return outcome, True, None, not_sent
+        return Failure(outcome, retryable=True, wait=None, not_sent=not_sent)
     if isinstance(exc, Malformed | openai.APIResponseValidationError | ValueError):
         outcome = AttemptOutcome(
             "error", 200, charged=worst, latency_s=latency, error_class="MalformedResponse", error=message
         )
-        return outcome, True, None, False
+        return Failure(outcome, retryable=True, wait=None, not_sent=False)
     outcome = AttemptOutcome("error", None, charged=worst, latency_s=latency, error_class=name, error=message)
-    return outcome, False, None, False
+    return Failure(outcome, retryable=False, wait=None, not_sent=False)
 
 
 def fatal_message(exc: Exception, config: TeacherConfig, url: str) -> str:

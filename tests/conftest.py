@@ -67,3 +67,12 @@ def serve_engine() -> Iterator[Callable[[Any], Served]]:
     """Factory: ``serve_engine(engine)`` serves any Engine until the end of the test."""
     with contextlib.ExitStack() as stack:
         yield lambda engine: stack.enter_context(_serve(engine))
+
+
+@pytest.fixture
+def scripted(serve_engine: Callable[[Any], Served]) -> Served:
+    """The scripted teacher (tests/scripted_teacher.py) served until the end of the test, fresh per test so its
+    request counts belong to that test; ``tests.helpers.scripted_args`` points a run at it."""
+    from tests.scripted_teacher import ScriptedEngine
+
+    return serve_engine(ScriptedEngine())

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from tests.scripted_teacher import ScriptedEngine
+from tests.helpers import sedi
 from tests.servers import Served
-from tests.test_run_e2e import sedi
 
 
-def test_compare_table_matches_both_runs(
-    tmp_path: Path, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
-) -> None:
-    server = serve_engine(ScriptedEngine())
+def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_model_dir: Path) -> None:
+    server = scripted
     out = tmp_path / "cmp"
     sets = {
         "teacher.provider": "openai",
@@ -41,7 +36,7 @@ def test_compare_table_matches_both_runs(
         "self-instruct-published": "self-instruct",
     }
     for arm, method in arms.items():
-        row = table["methods"][arm]
+        row = table["arms"][arm]
         run_dir = out / arm
         db = sqlite3.connect(run_dir / "sedi.db")
         calls = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
@@ -63,9 +58,9 @@ def test_compare_table_matches_both_runs(
         assert row["rejected_by_rule"] == rules
         assert row["heldout_loss"] is not None and row["diversity_mean_cosine_distance"] > 0
         assert 0 <= row["heldout_rouge_l"] <= 1
-    assert table["arms"] == list(arms)  # the columns' order, baseline first
-    a, p, b, c = (table["methods"][arm] for arm in arms)
-    cpk = {arm: table["methods"][arm]["calls"] / table["methods"][arm]["kept"] for arm in arms}
+    assert table["arm_order"] == list(arms)  # the columns' order, baseline first
+    a, p, b, c = (table["arms"][arm] for arm in arms)
+    cpk = {arm: table["arms"][arm]["calls"] / table["arms"][arm]["kept"] for arm in arms}
     assert table["calls_per_kept_ratio"] == cpk["sedi"] / cpk["self-instruct"]
     assert table["calls_per_kept_ratio_paper"] == cpk["sedi-paper"] / cpk["self-instruct"]
     assert table["calls_per_kept_ratio_published"] == cpk["sedi"] / cpk["self-instruct-published"]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +12,7 @@ from pydantic import BaseModel
 from sedi.config import SediConfig, load_config
 from sedi.exceptions import ConfigError
 from sedi.tasks import load_seed_tasks, load_tasks
-
-
-def sedi(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sedi", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=120,
-    )
+from tests.helpers import sedi
 
 
 def _all_fields(model: type[BaseModel]) -> list[tuple[str, object]]:
@@ -121,7 +108,7 @@ def test_bad_seed_file_names_line_and_field(tmp_path: Path, line: str, pattern: 
 def test_config_show_prints_effective_yaml(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("teacher: {concurrency: 7}\n")
-    result = sedi("config", "show", str(path), "--set", "run.seed=42")
+    result = sedi("config", "show", str(path), "--set", "run.seed=42", timeout=120)
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
     assert shown["teacher"]["concurrency"] == 7 and shown["run"]["seed"] == 42
@@ -144,9 +131,8 @@ def test_cli_errors_are_one_line_exit_2_and_keep_the_run_dir(tmp_path: Path) -> 
         (["run", *remote], "environment variable $SEDI_TEST_MISSING_KEY is not set"),
     ]
     for args, expected in cases:
-        result = sedi(
-            *args[:1], *args[1:], "--run-dir", str(run_dir), "--set", "teacher.api_key_env=SEDI_TEST_MISSING_KEY"
-        )
+        extra = ("--run-dir", str(run_dir), "--set", "teacher.api_key_env=SEDI_TEST_MISSING_KEY")
+        result = sedi(*args, *extra, timeout=120)
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (args, result.stderr)
@@ -162,16 +148,16 @@ def test_unreachable_teacher_exits_2_with_one_line(tmp_path: Path) -> None:
         "run", "--run-dir", str(tmp_path / "run"),
         "--set", "teacher.provider=openai", "--set", f"teacher.base_url=http://127.0.0.1:{port}/v1",
         "--set", "teacher.max_retries=1", "--set", "teacher.backoff_base_s=0",
-        "--set", "generation.calls_per_round=1",
+        "--set", "generation.calls_per_round=1", timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: teacher unreachable at http://127.0.0.1:") and "teacher.base_url" in last
-    status = sedi("status", str(tmp_path / "run"), "--json")
+    status = sedi("status", str(tmp_path / "run"), "--json", timeout=120)
     summary = json.loads(status.stdout)
     assert summary["state"] == "failed" and summary["calls"] == 2
 
 
 def test_status_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:
-    result = sedi("status", str(tmp_path), "--json")
+    result = sedi("status", str(tmp_path), "--json", timeout=120)
     assert result.returncode == 2 and "no sedi run here" in result.stderr

@@ -4,29 +4,16 @@ SIGKILL during generation, training or feedback finishes with the same seed pool
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import ledger, rows, scripted_args, sedi, status
 from tests.scripted_teacher import ScriptedEngine
 from tests.servers import Served, serve_app
-from tests.test_run_e2e import ledger, status
-from tests.test_sedi_loop import rows, scripted_args
 
 LOOP = ("--set", "generation.calls_per_round=5", "--set", "run.max_rounds=3", "--set", "feedback.interval=3")
-
-
-def sedi_env(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
-    env.pop("SEDI_CRASH_AT", None)
-    if crash_at:
-        env["SEDI_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "sedi", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def pool(run_dir: Path) -> list[tuple[Any, ...]]:
@@ -34,11 +21,11 @@ def pool(run_dir: Path) -> list[tuple[Any, ...]]:
 
 
 def test_attractive_tasks_join_the_pool_and_steer_the_next_prompts(
-    tmp_path: Path, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
+    tmp_path: Path, scripted: Served, tiny_model_dir: Path
 ) -> None:
-    server = serve_engine(ScriptedEngine())
+    server = scripted
     run_dir = tmp_path / "run"
-    result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP, "--set", "student.eval_every=2"))
+    result = sedi(*scripted_args(run_dir, server, tiny_model_dir, *LOOP, "--set", "student.eval_every=2"))
     assert result.returncode == 0, result.stderr
     summary = status(run_dir)
     assert summary["train_steps"] > 0 and summary["promotions"] > 0 and summary["rounds"] == 3
@@ -80,12 +67,12 @@ def test_attractive_tasks_join_the_pool_and_steer_the_next_prompts(
 
 
 def test_demotion_keeps_the_cap_and_protects_human_seeds(
-    tmp_path: Path, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
+    tmp_path: Path, scripted: Served, tiny_model_dir: Path
 ) -> None:
-    server = serve_engine(ScriptedEngine())
+    server = scripted
     run_dir = tmp_path / "run"
     capped = (*LOOP, "--set", "feedback.max_pool_size=178", "--set", "feedback.demote=none")
-    result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *capped))
+    result = sedi(*scripted_args(run_dir, server, tiny_model_dir, *capped))
     assert result.returncode == 0, result.stderr
     members = pool(run_dir)
     assert sum(active for *_, active in members) == 178
@@ -100,24 +87,20 @@ def reference(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
 
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     with serve_app(create_app(ScriptedEngine())) as server:
-        assert sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP)).returncode == 0
+        assert sedi(*scripted_args(run_dir, server, tiny_model_dir, *LOOP)).returncode == 0
         return run_dir, server.counter.total
 
 
 @pytest.mark.parametrize("crash_at", ["generate:1", "train:1", "feedback:1"])
 def test_sigkill_anywhere_then_the_same_command_finishes_identically(
-    tmp_path: Path,
-    serve_engine: Callable[[Any], Served],
-    tiny_model_dir: Path,
-    reference: tuple[Path, int],
-    crash_at: str,
+    tmp_path: Path, scripted: Served, tiny_model_dir: Path, reference: tuple[Path, int], crash_at: str
 ) -> None:
     reference_dir, reference_requests = reference
-    server = serve_engine(ScriptedEngine())
+    server = scripted
     run_dir = tmp_path / "crashed"
-    killed = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP), crash_at=crash_at)
+    killed = sedi(*scripted_args(run_dir, server, tiny_model_dir, *LOOP), crash_at=crash_at)
     assert killed.returncode == -9, killed.stderr  # SIGKILL: no cleanup ran
-    finished = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *LOOP))
+    finished = sedi(*scripted_args(run_dir, server, tiny_model_dir, *LOOP))
     assert finished.returncode == 0, finished.stderr
     assert status(run_dir)["state"] == "finished"
     calls = ledger(run_dir)

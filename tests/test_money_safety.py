@@ -27,6 +27,7 @@ from sedi.budget import Budget
 from sedi.config import SediConfig
 from sedi.exceptions import RunDirError, SediError, TeacherError
 from sedi.store import RunStore, Usage
+from sedi.summary import summarize
 from sedi.teacher import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
 from sedi.teacher_outcomes import MAX_RETRY_AFTER_S
 from tests.fault_server import OVER_REPORTED_COMPLETION_TOKENS, FaultServer, answer_text, tagged
@@ -206,7 +207,7 @@ def test_an_error_storm_stops_sending_and_settles_everything(
     check_money(run, app)
     # the batch stopped at the first failure: only requests already in flight went on
     assert app.requests <= 3 * CONCURRENCY < 3 * len(requests)
-    assert run.store.summary()["responses"] == 0
+    assert summarize(run.store.db, run.store.run_dir)["responses"] == 0
     run.close()
 
 
@@ -227,7 +228,7 @@ def test_over_reported_usage_is_charged_kept_and_stops_the_run(
     assert run.store.spent().tokens > 3000, "charged what the provider says, even past the cap"
     assert run.store.cached(over[0]["request_key"]) is not None, "the over-reported answer is kept"
     assert app.requests < len(requests), "the run stopped sending"
-    assert run.store.summary()["usage_over_reservation_calls"] == len(over)
+    assert summarize(run.store.db, run.store.run_dir)["usage_over_reservation_calls"] == len(over)
     done = answered(requests, run)
     run.close()
     rerun_is_free(tmp_path / "run", app, served.base_url, done)

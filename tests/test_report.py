@@ -1,14 +1,13 @@
 """`sedi report` on synthetic run directories: valid self-contained HTML, real PNGs, numbers that match the store.
 
-The runs are written through RunStore (so the schema is the real one) with small hand-made data: two rounds,
-ten calls, thirty candidates, twelve training steps of which two are attractive.
+The runs are ``sedi.sample_run``'s, written through RunStore (so the schema is the real one) with small hand-made
+data: two rounds, ten calls, thirty candidates, twelve training steps of which two are attractive.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import random
 import re
 from pathlib import Path
 
@@ -18,77 +17,10 @@ import pytest
 from sedi import _plots
 from sedi.exceptions import RunDirError
 from sedi.report import PLOTS, _best, load_run, write_report
-from sedi.store import RunStore
+from sedi.sample_run import write_sample_run
 from sedi.summary import read_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-RULES = ["rouge_similarity", "too_short", "blacklisted_word", "bad_start", "duplicate"]
-
-
-def _make_run(run_dir: Path, method: str, *, training: bool = True, seed: int = 0) -> Path:
-    """A finished two-round run; without ``training`` only the ledger (calls and responses) is written."""
-    rng = random.Random(seed)
-    with RunStore(run_dir) as store, store.transaction() as db:
-        store.record_config("digest", f"method: {method}\nteacher:\n  model: test-teacher\n")
-        store.set_state("finished")
-        call_ids: list[tuple[int, str, int]] = []
-        for i in range(10):
-            rnd, key = i // 5, f"req-{i}"
-            failed = i == 3  # one failed attempt: a call that produced nothing
-            cur = db.execute(
-                "INSERT INTO calls (request_key, attempt, model, endpoint, status, prompt_tokens, completion_tokens, "
-                "cost_usd, started_at) VALUES (?, 0, 'test-teacher', 'completions', ?, ?, ?, ?, ?)",
-                (key, "error" if failed else "ok", 0 if failed else 200 + i, 0 if failed else 90 + 3 * i,
-                 0.0 if failed else 0.0011 * (i + 1), 1_700_000_000.0 + i),
-            )  # fmt: skip
-            assert cur.lastrowid is not None
-            if not failed:
-                kind = "classify" if i == 4 else "tasks"
-                db.execute(
-                    "INSERT INTO requests (request_key, round, kind, sample_index) VALUES (?, ?, ?, 0)",
-                    (key, rnd, kind),
-                )
-                db.execute(
-                    "INSERT INTO responses (request_key, call_id, request, text, prompt_tokens, completion_tokens, "
-                    "created_at) VALUES (?, ?, '{}', 'text', 1, 1, 0)",
-                    (key, cur.lastrowid),
-                )
-                if kind == "tasks":
-                    call_ids.append((cur.lastrowid, key, rnd))
-        if not training:
-            return run_dir
-        for n in range(30):
-            _, key, rnd = call_ids[n % len(call_ids)]
-            verdict = rng.choice(["kept", "kept", "rejected", "rejected", "pending"])
-            db.execute(
-                "INSERT INTO candidates (request_key, position, round, instruction, verdict, rule, pooled) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, n, rnd, f"Task number {n}.", verdict, rng.choice(RULES) if verdict == "rejected" else None,
-                 int(verdict == "kept")),
-            )  # fmt: skip
-        for step in range(1, 13):
-            db.execute(
-                "INSERT INTO train_steps (round, step, grad_norm, loss, learning_rate, task_ids, attractive) "
-                "VALUES (?, ?, ?, ?, 2e-4, '[1, 2]', ?)",
-                ((step - 1) // 6, step, 2.5 / step**0.5 + rng.random() * 0.2, 3.0 - step * 0.1, int(step in (4, 10))),
-            )
-        d = seed / 10  # runs differ a little, as two real runs would
-        metrics = {
-            "keep_rate": (0.4 - d, 0.5), "heldout_loss": (2.9, 2.4 - d), "diversity_vendi": (9.5, 12.25 + 10 * d),
-            "diversity_mean_cosine_distance": (0.71, 0.74 + d), "seed_pool_size": (175.0, 178.0),
-            "seed_pool_machine": (3.0, 4.0),
-        }  # fmt: skip
-        for name, values in metrics.items():
-            for rnd, value in enumerate(values):
-                db.execute("INSERT INTO round_metrics (round, name, value) VALUES (?, ?, ?)", (rnd, name, value))
-        for task, action, rnd in [("t1", "promote", 0), ("t2", "promote", 0), ("t3", "promote", 0),
-                                  ("t4", "promote", 1), ("t5", "promote", 1), ("t2", "demote", 1)]:  # fmt: skip
-            db.execute(
-                "INSERT INTO seed_history (task_id, action, round, step, signal, reason, created_at) "
-                "VALUES (?, ?, ?, 4, 0.5, 'test', 0)",
-                (task, action, rnd),
-            )
-    return run_dir
 
 
 def _cells(page: str, metric: str) -> list[str]:
@@ -135,7 +67,7 @@ def _assert_every_plot(page: str, out: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_single_run_report(tmp_path: Path) -> None:
-    run = _make_run(tmp_path / "run-a", "sedi")
+    run = write_sample_run(tmp_path / "run-a", "sedi")
     page_path = write_report([run], tmp_path / "out")
     assert page_path == tmp_path / "out" / "report.html"
     page = page_path.read_text(encoding="utf-8")
@@ -156,12 +88,14 @@ def test_single_run_report(tmp_path: Path) -> None:
     assert _cells(page, "heldout_loss") == ["2.400 (round 2)"]  # rounds shown from 1, as the CLI prints them
     assert _cells(page, "diversity_vendi") == ["12.250 (round 2)"]
     assert _cells(page, "promotions") == ["5"] and _cells(page, "demotions") == ["1"]
+    # Round time summed over rounds, largest part first, with its share of the total (116 + 45 + 18.5 s).
+    assert _cells(page, "time_split") == ["generate 116 s (65%), train 45 s (25%), evaluate 18 s (10%)"]
     assert "sedi (run-a)" in page and "state finished" in page
     assert f"background:{_plots.colour(0)}" in page  # the run's swatch has its plot colour
 
 
 def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
-    data = load_run(_make_run(tmp_path / "run", "sedi"))
+    data = load_run(write_sample_run(tmp_path / "run", "sedi"))
     assert data.method == "sedi" and data.label == "sedi (run)"
     assert len(data.kept_curve) == 10 and data.kept_curve[-1] == data.summary["kept"]
     assert data.kept_curve == sorted(data.kept_curve)
@@ -171,7 +105,7 @@ def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
 
 
 def test_run_without_training_data_still_renders(tmp_path: Path) -> None:
-    run = _make_run(tmp_path / "calls-only", "self-instruct", training=False)
+    run = write_sample_run(tmp_path / "calls-only", "self-instruct", training=False)
     page = write_report([run], tmp_path / "out").read_text(encoding="utf-8")
     sizes = _assert_every_plot(page, tmp_path / "out")
     # Only the calls-vs-kept curve has data (flat at zero); every other plot says it has none yet.
@@ -184,8 +118,8 @@ def test_run_without_training_data_still_renders(tmp_path: Path) -> None:
 
 
 def test_comparison_labels_both_methods(tmp_path: Path) -> None:
-    baseline = _make_run(tmp_path / "baseline", "self-instruct", seed=1)
-    sedi = _make_run(tmp_path / "sedi-run", "sedi", seed=2)
+    baseline = write_sample_run(tmp_path / "baseline", "self-instruct", seed=1)
+    sedi = write_sample_run(tmp_path / "sedi-run", "sedi", seed=2)
     page = write_report([baseline, sedi], tmp_path / "cmp").read_text(encoding="utf-8")
     assert "self-instruct (baseline)" in page and "sedi (sedi-run)" in page
     _assert_every_plot(page, tmp_path / "cmp")
@@ -264,7 +198,7 @@ def test_better_cells_compare_what_is_shown() -> None:
 
 
 def test_same_directory_names_get_distinct_labels(tmp_path: Path) -> None:
-    runs = [_make_run(tmp_path / side / "run", "sedi") for side in ("a", "b")]
+    runs = [write_sample_run(tmp_path / side / "run", "sedi") for side in ("a", "b")]
     page = write_report(runs, tmp_path / "out").read_text(encoding="utf-8")
     assert f"sedi ({runs[0]})" in page and f"sedi ({runs[1]})" in page
     assert len(_cells(page, "kept")) == 2

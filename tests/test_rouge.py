@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
 from diversity import rouge
+from diversity.benchmark import SAMPLE_CORPUS
 from diversity.rouge import TokenVocabulary, admissible_lengths, f1_from_lcs, lcs_length, rouge_l_f1, tokenize
 from diversity.rouge_filter import RougeFilter
 
@@ -46,7 +47,7 @@ def heldout() -> list[str]:
 
 @cache
 def t0_sample() -> list[str]:
-    return _read(REPO / "tests" / "data" / "t0_sample.jsonl", "text")
+    return _read(SAMPLE_CORPUS, "text")
 
 
 EDGE_CASES = [

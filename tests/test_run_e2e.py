@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import ledger, sedi, status
 from tests.servers import Served, serve_app
 
 FAKE_KEY = "sk-SEDI-FAKE-KEY-7f3a9c1e5b"
@@ -50,30 +50,6 @@ def run_args(run_dir: Path, served: Served, engine: Any, *extra: str) -> list[st
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     return args + list(extra)
-
-
-def sedi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sedi", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-
-
-def status(run_dir: Path) -> dict[str, Any]:
-    result = sedi("status", str(run_dir), "--json")
-    assert result.returncode == 0, result.stderr
-    return dict(json.loads(result.stdout))
-
-
-def ledger(run_dir: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(run_dir / "sedi.db")
-    db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute("SELECT * FROM calls ORDER BY id")]
-    db.close()
-    return rows
 
 
 def test_run_stores_responses_and_rerun_makes_zero_requests(tmp_path: Path, server: Served, engine: Any) -> None:

@@ -21,7 +21,7 @@ from sedi.exceptions import RunDirError
 from sedi.rundir import run_dir_errors
 from sedi.store import RunStore
 from sedi.summary import read_summary
-from tests.test_user_mistakes import invoke, record_run, snapshot
+from tests.helpers import invoke, record_run, snapshot
 
 
 @pytest.fixture

@@ -4,45 +4,11 @@ filter with its embedding rule, diverse batches and per-round metrics."""
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from diversity import VectorIndex
-from tests.scripted_teacher import ScriptedEngine
+from tests.helpers import ledger, rows, scripted_args, sedi, status
 from tests.servers import Served
-from tests.test_run_e2e import ledger, sedi, status
-
-
-@pytest.fixture
-def scripted(serve_engine: Callable[[Any], Served]) -> Iterator[Served]:
-    yield serve_engine(ScriptedEngine())
-
-
-def scripted_args(run_dir: Path, server: Served, student: Path, *extra: str) -> list[str]:
-    """Loop runs against the scripted teacher; the student is the tiny model built in code (seconds to train)."""
-    sets = {
-        "student.model": str(student),
-        "student.heldout_size": "8",
-        "teacher.provider": "openai",
-        "teacher.base_url": server.base_url,
-        "teacher.model": "scripted-teacher",
-        "generation.calls_per_round": "4",
-        "run.max_rounds": "2",
-    }
-    args = ["run", "--run-dir", str(run_dir)] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    return args + list(extra)
-
-
-def rows(run_dir: Path, sql: str) -> list[Any]:
-    db = sqlite3.connect(run_dir / "sedi.db")
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
 
 
 def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(
@@ -51,7 +17,7 @@ def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(
     base, sedi_dir = tmp_path / "self-instruct", tmp_path / "sedi"
     assert sedi(*scripted_args(base, scripted, tiny_model_dir, "--set", "method=self-instruct")).returncode == 0
     # Self-Instruct's 6 human + 2 machine slots over the pool; windows of one step, so round 1 promotes
-    split = ("--set", "feedback.in_context=split", "--set", "feedback.interval=1")
+    split = ("--set", "feedback.in_context=split", "--set", "feedback.interval=1", "--set", "feedback.promote=top_k")
     result = sedi(*scripted_args(sedi_dir, scripted, tiny_model_dir, "--set", "filter.embedding_threshold=0.9", *split))
     assert result.returncode == 0, result.stderr
     a, b = status(base), status(sedi_dir)
@@ -71,6 +37,9 @@ def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(
     # round 2's prompts show machine tasks promoted in round 1, in their machine slots
     contexts = [json.loads(c) for (c,) in rows(sedi_dir, "SELECT context FROM requests WHERE round = 1")]
     assert all(any(t.startswith("machine-") for t in ctx) for ctx in contexts)
+    # promote=top_k ranks by per-example loss, so each trained task's loss was measured after its round
+    measured = rows(sedi_dir, "SELECT e.task_id, c.verdict FROM example_losses e JOIN candidates c ON c.id = e.task_id")
+    assert measured and {verdict for _, verdict in measured} == {"kept"}
 
 
 def test_batches_take_every_kept_task_once_and_one_per_cluster(
@@ -90,6 +59,10 @@ def test_batches_take_every_kept_task_once_and_one_per_cluster(
     metrics = dict(rows(run_dir, "SELECT name, value FROM round_metrics WHERE round = 1"))
     assert metrics["kept"] == status(run_dir)["kept"] and 0 < metrics["diversity_mean_cosine_distance"] <= 2
     assert metrics["batch_clusters_mean"] >= 1 and (run_dir / "embeddings.sqlite").is_file()
+    # where the round's time went, part by part; per-example losses are not measured when nothing reads them
+    assert {"seconds_generate", "seconds_filter", "seconds_batches", "seconds_train", "seconds_measure"} <= set(metrics)
+    assert all(metrics[name] > 0 for name in metrics if name.startswith("seconds_"))
+    assert rows(run_dir, "SELECT COUNT(*) FROM example_losses") == [(0,)]
 
 
 def _answered(run_dir: Path) -> dict[str, int]:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import ledger, sedi, status
 from tests.servers import Served
-from tests.test_run_e2e import ledger, sedi, status
 
 
 def test_self_instruct_run_keeps_tasks_with_instances(

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from sedi.tasks import bundled_path
+from tests.helpers import rows, scripted_args, sedi
 from tests.scripted_teacher import ScriptedEngine
 from tests.servers import Served
-from tests.test_feedback_loop import sedi_env
-from tests.test_sedi_loop import rows, scripted_args
 
 
 def productive(instruction: str) -> bool:
@@ -79,7 +78,7 @@ def test_the_bandit_moves_prompts_to_productive_seeds(
     extra = ["--set", f"seeds.path={seeds_file}", "--set", "student.heldout_size=0", "--set", "run.max_rounds=5"]
     extra += ["--set", "generation.calls_per_round=12", "--set", f"feedback.steer={str(steer).lower()}"]
     extra += ["--set", "filter.embedding_threshold=null"]
-    result = sedi_env(*scripted_args(run_dir, server, tiny_model_dir, *extra))
+    result = sedi(*scripted_args(run_dir, server, tiny_model_dir, *extra))
     assert result.returncode == 0, result.stderr
     share = _share_by_round(run_dir, seeds_file)
     base = sum(productive(json.loads(line)["instruction"]) for line in seeds_file.read_text().splitlines()) / 48

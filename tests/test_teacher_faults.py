@@ -21,6 +21,7 @@ from sedi.config import SediConfig, load_config
 from sedi.endpoint import openai_endpoint
 from sedi.exceptions import ConfigError, RunDirError, TeacherError, TeacherUnreachable
 from sedi.store import RunStore, Usage
+from sedi.summary import summarize
 from sedi.tasks import load_tasks
 from sedi.teacher import Endpoint, TeacherClient, TeacherRequest, UsageMisreported
 from sedi.teacher_outcomes import retry_after
@@ -200,7 +201,7 @@ def test_cache_key_covers_what_changes_the_answer_and_nothing_else(tmp_path: Pat
     ):
         h.complete(variant)
     assert len(h.requests) == 5
-    assert h.store.summary()["cache_hits"] == 1
+    assert summarize(h.store.db, h.store.run_dir)["cache_hits"] == 1
     sent = json.loads(h.requests[-1].content)
     assert sent["max_tokens"] == 17 and sent["prompt"] == "Task 1: x\nTask 2:"
 
@@ -375,7 +376,7 @@ def test_cached_answers_are_returned_after_a_budget_stop(tmp_path: Path) -> None
 def test_a_run_without_prices_is_repriced_when_prices_are_given(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda _: httpx2.Response(200, json=completion_body()))
     h.complete()
-    summary = h.store.summary()
+    summary = summarize(h.store.db, h.store.run_dir)
     assert summary["cost_known"] is False and summary["cost_usd"] is None  # no prices: unknown, not $0
     h.store.close()
     priced = Harness(
@@ -383,7 +384,7 @@ def test_a_run_without_prices_is_repriced_when_prices_are_given(tmp_path: Path) 
     )
     # 11 prompt + 7 completion tokens at $1 / $2 per million, not $0
     assert priced.client.budget.spent.cost_usd == pytest.approx(25e-6)
-    summary = priced.store.summary()
+    summary = summarize(priced.store.db, priced.store.run_dir)
     assert summary["cost_known"] is True and summary["cost_usd"] == pytest.approx(25e-6)
 
 

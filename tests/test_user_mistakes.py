@@ -8,8 +8,6 @@ where a mistake costs most; the teacher is a counting loopback server that would
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +16,8 @@ from typing import Any
 import pytest
 
 from sedi.checks import has_chat_template
-from sedi.config import SediConfig, dump_config, load_config
-from sedi.store import RunStore, fsync_write
+from sedi.config import load_config
+from tests.helpers import invoke, record_run, snapshot
 from tests.servers import Served, serve_app
 
 MISSING_KEY_ENV = "SEDI_TEST_MISSING_KEY_7c1d"
@@ -35,42 +33,6 @@ async def _teapot(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def teacher() -> Iterator[Served]:
     with serve_app(_teapot) as served:
         yield served
-
-
-def invoke(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    """``sedi ARGS`` in-process through the real entry point (sedi.cli.main); returns (exit code, stderr)."""
-    from sedi.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["sedi", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    return int(exited.value.code or 0), out.err + out.out
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with a hash of its bytes (folders: 'dir')."""
-    if not root.exists():
-        return {}
-    return {
-        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-    }
-
-
-def record_run(run_dir: Path, config: SediConfig) -> None:
-    """What an earlier run leaves: its recorded config, a planned request, a state, its files."""
-    with RunStore(run_dir) as store:
-        body = dump_config(config)
-        store.record_config(config.digest(), body)
-        store.db.execute(
-            "INSERT INTO requests (request_key, round, kind, sample_index, context) VALUES ('k0', 0, 'tasks', 0, '[]')"
-        )
-        store.set_state("budget_exhausted")
-    fsync_write(run_dir / "config.yaml", body)
-    (run_dir / "data").mkdir()
-    (run_dir / "data" / "kept.jsonl").write_text('{"instruction": "paid for"}\n')
 
 
 def fake_model(path: Path, *, template: bool | None = None, files: tuple[str, ...] = ("config.json",)) -> Path:

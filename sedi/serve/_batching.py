@@ -2,11 +2,12 @@
 
 On a CPU, decoding one token of Gemma-3-270m reads every weight (the 168M-parameter tied embedding
 dominates), so a step costs nearly the same for one row as for several: measured on two cores in bf16,
-30.8 tokens/s for one request against 93.5 for a batch of 4. Requests queue here; a scheduler loop on the
-engine's one torch thread admits them into the running batch between steps (each prefilled alone, then
-appended as a row of the shared KV cache, see ``_kvcache``), decodes every row one token per forward
-pass, and hands a row back as soon as it ends (EOS, a stop string, its max_tokens, or a cancel), so the
-others keep going and waiting requests take the free places at once.
+a batch of 4 decoded 93.5 tokens/s, several times one request alone (the README's "The embedded teacher
+server" has the single-request rate). Requests queue here; a scheduler loop on the engine's one torch
+thread admits them into the running batch between steps (each prefilled alone, then appended as a row of
+the shared KV cache, see ``_kvcache``), decodes every row one token per forward pass, and hands a row back
+as soon as it ends (EOS, a stop string, its max_tokens, or a cancel), so the others keep going and waiting
+requests take the free places at once.
 
 Each row keeps its own logits processors (penalties and a sampler drawing from its own seeded generator)
 and its own stop strings; the forward pass is the only thing rows share. A row alone in the batch runs

@@ -24,7 +24,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from diversity.embeddings import cpu_has_native_bf16
+from sedi._hardware import cpu_has_native_bf16
 from sedi.exceptions import ConfigError
 from sedi.serve._batching import GenerationCancelled, Job, Scheduler
 from sedi.serve._bundled import BUNDLED_MODEL_NAME, bundled_model_dir
@@ -36,9 +36,10 @@ FinishReason = Literal["stop", "length"]
 Messages = Sequence[Mapping[str, Any]]
 
 DEFAULT_MAX_BATCH = 8
-"""Rows decoded together. With bf16 Gemma-3-270m on two (shared) cores, 8 concurrent requests measured 4.3
-and 6.0 times the tokens/s of one at a time (scripts/bench_teacher.py); more rows add prefill stalls and
-cache copies. On a GPU a larger batch pays off; pass ``max_batch``."""
+"""Rows decoded together. With bf16 Gemma-3-270m on two (shared) cores, 8 concurrent requests decode several
+times the tokens/s of one at a time (scripts/bench_teacher.py; the figures are in the README, "The embedded
+teacher server"); more rows add prefill stalls and cache copies. On a GPU a larger batch pays off; pass
+``max_batch``."""
 
 
 class InvalidRequest(ValueError):
@@ -66,8 +67,8 @@ def _pick_device(device: str, dtype: TeacherDtype = "auto") -> tuple[torch.devic
         return resolved, getattr(torch, dtype)
     if resolved.type == "cuda":
         return resolved, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # On a CPU with native bf16, bf16 weights decode Gemma-3-270m 2.15x faster than float32 on two cores
-    # (30.8 against 14.3 tokens/s): decoding reads every weight per token, and its 168M-parameter tied
+    # On a CPU with native bf16, bf16 weights decode Gemma-3-270m much faster than float32 (measured: README,
+    # "The embedded teacher server"): decoding reads every weight per token, and its 168M-parameter tied
     # embedding dominates. Gemma was trained in bf16. Elsewhere bf16 is emulated and slower: float32.
     return resolved, torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 

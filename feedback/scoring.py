@@ -1,0 +1,90 @@
+"""Per-example loss of a trained (or bare) student, by task id: what ``promote='top_k'`` ranks a batch's tasks by
+and what held-out evaluation reports.
+
+It needs a model, so it lives apart from the pure per-step signals (:mod:`feedback.signals`) that selection
+imports. ``per_example_loss`` imports torch when called, so importing the package stays light, and tokenises
+through the trainer's own preparation (:func:`feedback._hf.prepare_rows`), so a loss describes exactly the
+tokens a round trains on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from feedback.config import TrainConfig
+from feedback.records import TrainExample
+
+if TYPE_CHECKING:
+    import torch
+
+    from feedback._trainer import Student
+
+
+def per_example_loss(
+    student: str,
+    adapter_path: str | Path | None,
+    examples: list[TrainExample],
+    config: TrainConfig,
+    dropped: list[int] | None = None,
+) -> dict[int, float]:
+    """Mean cross-entropy over each example's supervised tokens, by id, from a no-grad pass.
+
+    The examples are tokenised by TRL's preparation with the same config as :func:`train_round`, so the tokens,
+    the supervised positions and the length policy are the trainer's. ``adapter_path`` is a round's saved
+    adapter (or full model when ``config.lora`` is False); None scores the bare student. Examples that do not fit
+    are absent from the result; pass a list as ``dropped`` to receive their ids.
+    """
+    import torch
+
+    from feedback import _hf
+
+    if not examples:
+        return {}
+    runtime = _hf.resolve_runtime(config)
+    tokenizer = _hf.load_tokenizer(student)
+    chat = _hf.uses_chat(config, tokenizer)
+    model = _hf.load_frozen(student, config, runtime, adapter_path)
+    with tempfile.TemporaryDirectory(prefix="feedback-score-") as scratch:
+        trainer = _hf.build_trainer(
+            model, tokenizer, _hf.sft_args(config, runtime, Path(scratch)), _hf.raw_dataset(examples, chat)
+        )
+        rows, left_out = _hf.prepare_rows(trainer, config)
+    if dropped is not None:
+        dropped.extend(left_out)
+    model = trainer.model
+    device = _hf.to_inference(model, runtime)
+    pad = tokenizer.pad_token_id
+    losses: dict[int, float] = {}
+    size = config.eval_batch_size
+    autocast = torch.autocast(device_type=runtime.device, dtype=torch.bfloat16, enabled=runtime.bf16)
+    with torch.no_grad(), autocast:
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            losses.update(_batch_losses(model, chunk, pad, device))
+    return losses
+
+
+def _batch_losses(model: Student, chunk: dict[str, list[Any]], pad: int, device: torch.device) -> dict[int, float]:
+    """Right-padded forward of a few rows; padding is masked in attention and ignored in the loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from feedback._trainer import ID_COLUMN
+
+    width = max(len(ids) for ids in chunk["input_ids"])
+    input_ids = torch.full((len(chunk["input_ids"]), width), pad, dtype=torch.long)
+    labels = torch.full_like(input_ids, -100)
+    attention = torch.zeros_like(input_ids)
+    for row, (ids, labs) in enumerate(zip(chunk["input_ids"], chunk["labels"], strict=True)):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        attention[row, : len(ids)] = 1
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+    # Position t predicts token t+1, as in the training loss.
+    targets = labels[:, 1:].to(device)
+    per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    supervised = (targets != -100).sum(dim=1).clamp(min=1)
+    means = per_token.sum(dim=1) / supervised
+    return {int(i): float(v) for i, v in zip(chunk[ID_COLUMN], means.tolist(), strict=True)}
