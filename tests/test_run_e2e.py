@@ -196,15 +196,16 @@ def local_args(run_dir: Path, tiny_model_dir: Path, engine: Any, *extra: str) ->
 
 def test_local_provider_starts_logs_and_stops_its_server(tmp_path: Path, tiny_model_dir: Path, engine: Any) -> None:
     run_dir = tmp_path / "run"
-    result = sedi(*local_args(run_dir, tiny_model_dir, engine))
+    result = sedi(*local_args(run_dir, tiny_model_dir, engine, "--set", "teacher.concurrency=3"))
     assert result.returncode == 0, result.stderr
     summary = status(run_dir)
     assert summary["state"] == "finished" and summary["calls"] == 2 == summary["responses"]
     log = (run_dir / "logs" / "teacher.log").read_text()
     assert "127.0.0.1" in log and "/v1/completions" in log
+    assert "up to 3 requests decode together" in log  # the server batches as many as the run keeps in flight
     # a finished run served wholly from the cache does not even start the server
     before = log
-    again = sedi(*local_args(run_dir, tiny_model_dir, engine))
+    again = sedi(*local_args(run_dir, tiny_model_dir, engine, "--set", "teacher.concurrency=3"))
     assert again.returncode == 0 and (run_dir / "logs" / "teacher.log").read_text() == before
 
 

@@ -128,4 +128,11 @@ def serve(
 
     engine = Engine.load(model, model_id=model_id, device=device, dtype=dtype, max_batch=max_batch)
     app = build(engine, max_tokens=max_tokens, max_body_bytes=max_body_bytes)
+    logging.getLogger("sedi.serve").info(
+        "%s on %s (%s): up to %d requests decode together",
+        engine.model_id,
+        engine.device,
+        engine.model.dtype,
+        max_batch,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
