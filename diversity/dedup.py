@@ -132,12 +132,8 @@ class DiversityFilter:
     def uses_embeddings(self) -> bool:
         return self.embedding_threshold is not None
 
-    @property
-    def pool_size(self) -> int:
-        """Texts in the pool (seeds plus kept candidates)."""
-        return len(self._ids)
-
     def __len__(self) -> int:
+        """Texts in the pool (seeds plus kept candidates)."""
         return len(self._ids)
 
     @property

@@ -53,7 +53,7 @@ def test_paraphrase_with_low_rouge_is_rejected_by_the_embedding_rule(encoder: En
     assert verdict.rouge_score < 0.85
     assert verdict.embedding_nearest_id == 7
     assert verdict.cosine is not None and verdict.cosine > PARAPHRASE_THRESHOLD
-    assert dedup.pool_size == 1
+    assert len(dedup) == 1
 
 
 def test_unrelated_tasks_pass_and_report_their_neighbours(encoder: Encoder) -> None:
@@ -64,7 +64,7 @@ def test_unrelated_tasks_pass_and_report_their_neighbours(encoder: Encoder) -> N
     # Neighbours are filled for kept candidates too: the pool, then earlier kept batch members.
     assert all(v.cosine is not None and v.cosine < 0.5 for v in verdicts)
     assert verdicts[0].embedding_nearest_id == 0
-    assert dedup.pool_size == 5
+    assert len(dedup) == 5
     assert dedup.ids == (0, 1, 2, 3, 4)
 
 
@@ -184,7 +184,7 @@ def test_large_batches_are_decided_in_order_across_chunks() -> None:
     dedup = DiversityFilter(0.85, None)
     verdicts = dedup.check_batch(texts, ids=list(range(1000, 1300)))
     assert verdicts[280].rule == "rouge" and verdicts[280].rouge_nearest_id == 1003
-    assert dedup.pool_size == sum(v.kept for v in verdicts)
+    assert len(dedup) == sum(v.kept for v in verdicts)
 
 
 def test_filter_adopts_a_saved_pool_index_and_refuses_one_for_another_pool(tmp_path: Path) -> None:
@@ -195,7 +195,7 @@ def test_filter_adopts_a_saved_pool_index_and_refuses_one_for_another_pool(tmp_p
     assert built.index is not None
     built.index.save(tmp_path / "pool.npz")
     adopted = DiversityFilter(0.85, 0.9, pool_texts=texts[:10], pool_index=VectorIndex.load(tmp_path / "pool.npz"))
-    assert adopted.pool_size == 10 and adopted.ids == built.ids
+    assert len(adopted) == 10 and adopted.ids == built.ids
     queries = np.vstack([vectors[10:], vectors[3:4] + 0.01])  # two new tasks and a near-copy of task 3
     batch = ["a new task", "another new task", "near copy"]
     assert adopted.check_batch(batch, queries) == built.check_batch(batch, queries)
