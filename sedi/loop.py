@@ -36,8 +36,8 @@ from sedi.export import write_datasets
 from sedi.filtering import TaskFilter
 from sedi.generation import generate, plan_round
 from sedi.instances import mark_budget_stop, write_instances
-from sedi.resume import check_resume
-from sedi.rundir import check_run_dir, run_dir_errors
+from sedi.resume import SEEDS_DIGEST, check_resume, check_seeds, seeds_digest
+from sedi.rundir import check_run_dir, recorded_meta, run_dir_errors
 from sedi.seedpool import apply_feedback, init_pool, record_pool_metrics, settle
 from sedi.steering import round_picker
 from sedi.store import RunStore
@@ -216,8 +216,18 @@ def check_inputs(
     if run_dir is not None:
         recorded = check_run_dir(run_dir)
         if recorded is not None:
-            check_resume(run_dir, config, recorded)
+            check_resume(run_dir, resolved(config, remote), recorded)
+            check_seeds(run_dir, config, seeds, recorded_meta(run_dir, SEEDS_DIGEST))
     return (seeds, heldout), remote
+
+
+def resolved(config: SediConfig, remote: Endpoint | None) -> SediConfig:
+    """The config as it runs: with ``provider: openai`` and no ``teacher.base_url``, the URL actually used
+    ($OPENAI_BASE_URL, else OpenAI's), so the run records which teacher answered and a resume pointed at
+    another one is refused like a changed ``teacher.base_url`` (the response cache is keyed by request)."""
+    if remote is None or config.teacher.base_url is not None:
+        return config
+    return config.model_copy(update={"teacher": config.teacher.model_copy(update={"base_url": remote.base_url})})
 
 
 def _fixed(endpoint: Endpoint | None) -> Callable[[], Endpoint]:
@@ -235,12 +245,14 @@ def run(
     """Run (or resume) the job configured by ``config`` in ``run_dir``; ``on_start`` runs once the
     inputs are valid, before the run directory is touched."""
     inputs, remote = check_inputs(config, source, run_dir)
+    config = resolved(config, remote)
     if on_start is not None:
         on_start()
     local = remote is None
     with run_dir_errors(run_dir), RunStore(run_dir) as store:
         body = dump_config(config)
         store.record_config(config.digest(), body)
+        store.set_meta(SEEDS_DIGEST, seeds_digest(inputs[0]))
         fsync_write(run_dir / "config.yaml", body)
         store.set_state("running")
         server = LocalTeacher(config.teacher, run_dir / "logs") if local else None

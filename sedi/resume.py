@@ -12,6 +12,7 @@ A key added to the config later is refused until someone decides it belongs on t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,20 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from sedi.config import SediConfig
-from sedi.exceptions import RunDirError
+from sedi.exceptions import ConfigError, RunDirError
+from sedi.tasks import Task
+
+# meta key of the seed tasks' digest: the plan samples seeds by position, so a resume with other seed tasks
+# behind the same seeds.path would mix two plans as surely as a changed setting would.
+SEEDS_DIGEST = "seeds_sha256"
 
 # Settings (and whole sections, by prefix) a resumed run may change: none of them alters a request, a
 # candidate id, a verdict, a batch or a training step of a round already started.
 MAY_CHANGE = (
     "budget",
     "teacher.concurrency",
+    "teacher.rpm",
+    "teacher.tpm",
     "teacher.timeout_s",
     "teacher.max_retries",
     "teacher.backoff_base_s",
@@ -94,6 +102,9 @@ def changed_settings(previous: dict[str, Any], config: SediConfig) -> list[tuple
     old, new = _flatten(previous), _flatten(config.model_dump(mode="json"))
     old["teacher.base_url"] = normalise_url(old.get("teacher.base_url"))
     new["teacher.base_url"] = normalise_url(new.get("teacher.base_url"))
+    if old["teacher.base_url"] is None and old.get("teacher.provider") == "openai":
+        # recorded by a sedi that did not yet write the URL it resolved ($OPENAI_BASE_URL): unknown, not changed
+        old["teacher.base_url"] = new["teacher.base_url"]
     refused = []
     for key in sorted(set(old) | set(new)):
         if not (_known(old, key) and _known(new, key)):
@@ -118,4 +129,20 @@ def check_resume(run_dir: Path, config: SediConfig, recorded: str) -> None:
         raise RunDirError(
             f"{run_dir}: cannot resume with changed setting(s) {listed}: they change the plan of rounds "
             "already started; restore them or use a new --run-dir"
+        )
+
+
+def seeds_digest(seeds: list[Task]) -> str:
+    """What a run's plan depends on in its seed file: every task's id and text, in order."""
+    body = json.dumps([[t.id, t.instruction, t.input, t.output] for t in seeds], ensure_ascii=False)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def check_seeds(run_dir: Path, config: SediConfig, seeds: list[Task], recorded: str | None) -> None:
+    """Refuse to resume ``run_dir`` when the seed tasks differ from those it started with."""
+    if recorded is not None and recorded != seeds_digest(seeds):
+        where = config.seeds.path or "the bundled seed tasks"
+        raise ConfigError(
+            f"{where}: field 'seeds.path': the seed tasks differ from those the run in {run_dir} started with: "
+            "restore them or use a new --run-dir"
         )

@@ -137,6 +137,24 @@ def check_run_dir(run_dir: Path) -> str | None:
         raise unreadable(db_path, exc) from None
 
 
+def recorded_meta(run_dir: Path, key: str) -> str | None:
+    """One ``meta`` value of an existing run, read without taking the run directory (call after check_run_dir)."""
+    db_path = run_dir / DB_NAME
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return None
+    try:
+        db = connect_readonly(db_path, writer_active=False)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # no meta table yet
+        return None
+    except sqlite3.DatabaseError as exc:
+        raise unreadable(db_path, exc) from None
+    return None if row is None else str(row[0])
+
+
 def _disk_message(run_dir: Path, exc: BaseException) -> str | None:
     if isinstance(exc, sqlite3.DatabaseError):
         name = getattr(exc, "sqlite_errorname", "")

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from sedi.tasks import bundled_path
 from tests.helpers import ledger, sedi, status
 from tests.servers import Served, serve_app
 
@@ -117,6 +119,33 @@ def test_api_key_is_used_but_never_written(tmp_path: Path, server: Served, engin
     for path in files:
         assert FAKE_KEY.encode() not in path.read_bytes(), path
     assert FAKE_KEY not in result.stdout + result.stderr
+
+
+def test_the_teacher_and_seeds_a_run_started_with_guard_its_resume(tmp_path: Path, server: Served, engine: Any) -> None:
+    """The teacher found through $OPENAI_BASE_URL is recorded, and a resume that would send the rest of the
+    run to another teacher, or plan it from other seed tasks behind the same path, is refused before a call."""
+    run_dir, seeds = tmp_path / "run", tmp_path / "seeds.jsonl"
+    seeds.write_text(bundled_path("seed_tasks.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    args = run_args(run_dir, server, engine, "--set", "run.max_rounds=1", "--set", "teacher.base_url=",
+                    "--set", f"seeds.path={seeds}")  # fmt: skip
+    first = sedi(*args, env={"OPENAI_BASE_URL": server.base_url})
+    assert first.returncode == 0, first.stderr
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert recorded["teacher"]["base_url"] == server.base_url.rstrip("/")
+    sent = server.counter.total
+
+    moved = sedi(*args, env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert moved.returncode == 2 and len(moved.stderr.strip().splitlines()) == 1, moved.stderr
+    assert "teacher.base_url" in moved.stderr and "127.0.0.1:9" in moved.stderr
+
+    lines = seeds.read_text(encoding="utf-8").splitlines()
+    task = json.loads(lines[0])
+    task["instruction"] += " Answer in French."
+    seeds.write_text("\n".join([json.dumps(task), *lines[1:]]) + "\n", encoding="utf-8")
+    edited = sedi(*args, env={"OPENAI_BASE_URL": server.base_url})
+    assert edited.returncode == 2 and len(edited.stderr.strip().splitlines()) == 1, edited.stderr
+    assert str(seeds) in edited.stderr and "'seeds.path'" in edited.stderr
+    assert server.counter.total == sent  # neither refused resume reached a teacher
 
 
 def test_kill_9_mid_generation_then_resume(tmp_path: Path, engine: Any) -> None:
