@@ -85,6 +85,20 @@ class TeacherConfig(_Strict):
         "written anywhere by sedi. Not needed for a loopback base_url or provider 'local'.",
     )
     concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
+    rpm: int | None = Field(
+        None,
+        ge=1,
+        description="Requests per minute the provider allows: a request waits before it leaves until fewer than "
+        "this many were sent in the last minute (failed attempts count). Unset: no client-side limit; the "
+        "provider's x-ratelimit-* headers are honoured either way.",
+    )
+    tpm: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens per minute the provider allows, each request counted as the worst case the budget "
+        "reserves (prompt bound plus max_tokens): a request waits until it fits in the last minute's tokens. "
+        "Unset: no client-side limit.",
+    )
     # Waits are finite and bounded so that a typo (or .inf) cannot park a run forever while it holds budget.
     timeout_s: float = Field(
         300.0,

@@ -2,9 +2,10 @@
 
 One :class:`TeacherClient` serves a run. For each request it (1) answers from the response cache when
 the same request was already paid for, (2) otherwise reserves the request's worst case against the
-budget, writes a ledger row, sends it through the official ``openai`` client, and (3) stores the
-response and completes the ledger row in one transaction. Retries happen here, not in the openai
-client (``max_retries=0`` there), so that every HTTP attempt is a ledger row and a budgeted call.
+budget, waits for room under the rate limits (:mod:`sedi.ratelimit`), writes a ledger row, sends it
+through the official ``openai`` client, and (3) stores the response and completes the ledger row in one
+transaction. Retries happen here, not in the openai client (``max_retries=0`` there), so that every HTTP
+attempt is a ledger row and a budgeted call.
 
 Money rules: every reservation is settled in a ``finally`` whatever happens (an odd header, a database
 error, a cancellation); one request per cache key is in flight, so identical requests pay once; a
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from sedi._types import AttemptOutcome, CachedResponse, Usage
 from sedi.budget import Budget, cost_of, prompt_token_bound
 from sedi.config_teacher import TeacherConfig
 from sedi.exceptions import BudgetExceeded, RunDirError, SediError, TeacherError, TeacherUnreachable
+from sedi.ratelimit import WINDOW_S, RateLimiter
 from sedi.store import RunStore
 from sedi.teacher_outcomes import (
     MAX_RETRY_AFTER_S,
@@ -93,6 +95,7 @@ class _Attempt:
     wait: float | None = None
     connect_error: bool = False
     summary: str = ""
+    headers: Mapping[str, str] | None = None  # of the response, when one came back
 
 
 class TeacherClient:
@@ -108,6 +111,7 @@ class TeacherClient:
         http_client: httpx2.AsyncClient | None = None,
         tokens_per_byte: float = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rate_window_s: float = WINDOW_S,
     ) -> None:
         self.config = config
         self.store = store
@@ -119,6 +123,9 @@ class TeacherClient:
         self._client: openai.AsyncOpenAI | None = None
         self._endpoint: Endpoint | None = None
         self._semaphore = asyncio.Semaphore(config.concurrency)
+        # The embedded local server has no rate limits; any other provider may say in its headers.
+        read_headers = config.provider == "openai"
+        self._limiter = RateLimiter(config.rpm, config.tpm, read_headers=read_headers, window_s=rate_window_s)
         self._connect_lock = asyncio.Lock()
         self._keys: dict[str, _KeyLock] = {}
         self._halted: SediError | None = None
@@ -254,11 +261,14 @@ class TeacherClient:
             reservation = await self.budget.reserve(worst)  # raises BudgetExceeded: nothing is sent
             charged = Usage()  # settled below however the attempt ends, so no reservation can leak
             try:
-                self._raise_if_halted()  # it may have happened while this request waited for room
-                call_id = self.store.begin_attempt(key, 0, self.config.model, endpoint, reservation)
-                charged = worst  # the request may leave now: until its outcome is recorded, assume the worst
-                result = await self._attempt(client, request, payload, key, call_id, worst)
-                charged = result.charged
+                # Waits for room under teacher.rpm/tpm and the provider's limits; a cancelled wait sent nothing.
+                async with self._limiter.slot(worst.tokens) as slot:
+                    self._raise_if_halted()  # it may have happened while this request waited for room
+                    call_id = self.store.begin_attempt(key, 0, self.config.model, endpoint, reservation)
+                    charged = worst  # the request may leave now: until its outcome is recorded, assume the worst
+                    slot.sent = True
+                    result = await self._attempt(client, request, payload, key, call_id, worst)
+                    charged, slot.headers = result.charged, result.headers
             except RunDirError as exc:
                 self._halted = exc  # the ledger cannot record calls: nothing more may be sent
                 raise
@@ -300,13 +310,16 @@ class TeacherClient:
         """Send once and record the outcome in the ledger row ``call_id`` (and the cache, for an answer)."""
         started = time.monotonic()
         try:
-            text, finish, usage = await send(client, self.config, request)
+            text, finish, usage, headers = await send(client, self.config, request)
         except Exception as exc:  # classified; anything unexpected is recorded, then reported as fatal
             failed = classify(exc, worst, time.monotonic() - started)
             outcome = failed.outcome
             self.store.finish_attempt(call_id, outcome)
             summary = f"{outcome.error_class}: {outcome.error}"
-            return _Attempt(outcome.charged, None, None, exc, failed.retryable, failed.wait, failed.not_sent, summary)
+            error_headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else None
+            return _Attempt(
+                outcome.charged, None, None, exc, failed.retryable, failed.wait, failed.not_sent, summary, error_headers
+            )
         found = charge(usage, worst, self.config.prices)
         misreport = misreport_message(self._url, found, worst, request.max_tokens) if found.over_reservation else None
         error_class = USAGE_OVER_RESERVATION if misreport else (None if found.usage_known else USAGE_UNKNOWN)
@@ -329,7 +342,7 @@ class TeacherClient:
             ),
             response=(dumps(payload), response),
         )
-        return _Attempt(found.charged, _from_cached(response, from_cache=False), misreport)
+        return _Attempt(found.charged, _from_cached(response, from_cache=False), misreport, headers=headers)
 
     def _backoff(self, retry: int, wait: float | None) -> float:
         if wait is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,9 +184,9 @@ def misreport_message(url: str, found: Charge, worst: Usage, max_tokens: int) ->
 
 async def send(
     client: openai.AsyncOpenAI, config: TeacherConfig, request: TeacherRequest
-) -> tuple[str, str | None, Any]:
-    """One HTTP attempt: (text, finish reason, the usage object as received). A 200 without usable text
-    raises :class:`Malformed`."""
+) -> tuple[str, str | None, Any, Mapping[str, str]]:
+    """One HTTP attempt: (text, finish reason, the usage object as received, the response headers). A 200
+    without usable text raises :class:`Malformed`."""
     common: dict[str, Any] = {
         "model": config.model,
         "max_tokens": request.max_tokens,
@@ -201,11 +202,12 @@ async def send(
     if config.mode == "chat":
         assert request.messages is not None
         messages: Any = [{"role": r, "content": c} for r, c in request.messages]
-        body: Any = await client.chat.completions.create(messages=messages, **common)
+        raw: Any = await client.chat.completions.with_raw_response.create(messages=messages, **common)
         kind: type[Any] = ChatCompletion
     else:
-        body = await client.completions.create(prompt=request.prompt or "", **common)
+        raw = await client.completions.with_raw_response.create(prompt=request.prompt or "", **common)
         kind = Completion
+    body: Any = raw.parse()  # the raw response keeps the headers (x-ratelimit-*) that the parsed body drops
     # A non-JSON body comes back as a plain string, a JSON body of the wrong shape as empty or odd fields.
     if not isinstance(body, kind) or not isinstance(body.choices, list) or not body.choices:
         raise Malformed("response has no choices")
@@ -217,4 +219,4 @@ async def send(
         raise Malformed(f"response has no text ({exc})") from None
     if not isinstance(text, str):
         raise Malformed("response has no text")
-    return text, finish if isinstance(finish, str) else None, getattr(body, "usage", None)
+    return text, finish if isinstance(finish, str) else None, getattr(body, "usage", None), raw.headers
