@@ -164,6 +164,28 @@ def compare(
 
 
 @app.command()
+def estimate(
+    config: Annotated[Path | None, typer.Argument(help="YAML config file; omitted: the embedded defaults.")] = None,
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="The run to forecast (and pilot in).")] = DEFAULT_RUN_DIR,
+    pilot_calls: Annotated[
+        int, typer.Option("--pilot-calls", min=0, help="First spend N real calls there (a later run reuses them).")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Forecast the calls, tokens, cost and wall time to reach generation.target_kept, with 95% intervals."""
+    from sedi.config import load_config
+    from sedi.estimate import describe
+    from sedi.estimate import estimate as forecast
+
+    _offline_defaults()
+    cfg = load_config(config, set_ or [])
+    with _progress() as hook:
+        result = forecast(cfg, run_dir, str(config) if config else "defaults", pilot_calls, hook)
+    typer.echo(json.dumps(result, sort_keys=True) if as_json else describe(result))
+
+
+@app.command()
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="A run directory, a compare directory, or several runs.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output directory; default: the first directory.")] = None,
@@ -196,6 +218,18 @@ def config_show(
     from sedi.config import dump_config, load_config
 
     typer.echo(dump_config(load_config(file, set_ or [])), nl=False)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write sedi.yaml and seeds.example.csv.")] = Path("."),
+    teacher: Annotated[str, typer.Option(help="local (embedded), openai (a paid API) or vllm (own server).")] = "local",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing sedi.yaml (not a seed file).")] = False,
+) -> None:
+    """Write DIR/sedi.yaml, every key with its help text and default, and example seed tasks beside it."""
+    from sedi.scaffold import write_start
+
+    typer.echo("\n".join(write_start(directory, teacher, force=force)))
 
 
 @app.command()

@@ -48,6 +48,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("kept", "kept"),
     ("keep_rate", "keep rate"),
     ("calls_per_kept", "calls per kept task"),
+    ("tokens_per_kept", "tokens per kept task"),
+    ("usd_per_kept", "cost per kept task (USD)"),
     ("diversity_mean_cosine_distance", "diversity: mean cosine distance"),
     ("diversity_vendi", "diversity: Vendi score"),
     ("topics_covered", "seed topics covered (of 32)"),
@@ -82,6 +84,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     row["rejected_by_rule"] = summary["rejected_by_rule"]
     row["run_dir"] = str(run_dir)
     row["state"] = summary["state"]
+    row["cost_known"] = summary["cost_known"]
     row["rounds"] = round_counts(run_dir)
     return row
 
@@ -118,6 +121,7 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for rule, n in r["rejected_by_rule"].items():
             rules[rule] = rules.get(rule, 0) + n
     out["rejected_by_rule"] = rules
+    out["cost_known"] = all(r.get("cost_known", True) for r in rows)  # else the cost cells say "unknown", never 0
     return out
 
 
@@ -131,7 +135,8 @@ def _markdown(table: dict[str, Any]) -> str:
         for method in arms:
             value = per[method].get(key)
             if value is None:
-                cells.append("–")
+                unknown = key in ("cost_usd", "usd_per_kept") and not per[method].get("cost_known", True)
+                cells.append("unknown" if unknown else "–")
                 continue
             spread = per[method].get(f"{key}_stdev")
             text = f"{value:,.4g}"
@@ -146,7 +151,10 @@ def _markdown(table: dict[str, Any]) -> str:
             continue
         arm, baseline = name.split(" over ")
         ci = f"95% interval {r['ci95'][0]:.3f} to {r['ci95'][1]:.3f}" if r["ci95"] else "no interval"
-        footer += f"\nCalls per kept task, {arm} over {baseline}: {r['ratio']:.3f} ({ci}): {r['verdict']} calls.\n"
+        footer += f"\nCalls per kept task, {arm} over {baseline}: {r['ratio']:.3f} ({ci}): {r['verdict']} calls."
+        tokens, usd = ("n/a" if v is None else f"{v:.3f}x" for v in (r["tokens_per_kept"], r["usd_per_kept"]))
+        cost = usd if r["cost_known"] else "unknown (no teacher.prices)"
+        footer += f" Tokens per kept task: {tokens}; cost per kept task: {cost}.\n"
     seeds = table["seeds"]
     if len(seeds) > 1:
         footer += "\nPer seed, calls per kept task:\n\n| seed | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms)
@@ -170,11 +178,18 @@ def _ratios(runs: dict[str, list[dict[str, Any]]], arm: str, baseline: str) -> d
     else:
         interval = stats.poisson_ratio_ci(calls_a, kept_a, calls_b, kept_b)
     per_seed = [stats.ratio(x["calls"], x["kept"], y["calls"], y["kept"]) for x, y in zip(a, b, strict=True)]
+    # Tokens and USD per kept task, pooled the same way; USD only when both arms' prices were known.
+    tokens_a, tokens_b = (sum(float(r["prompt_tokens"] + r["completion_tokens"]) for r in x) for x in (a, b))
+    known = all(r.get("cost_known", True) for r in a + b)
+    usd_a, usd_b = (sum(float(r["cost_usd"] or 0) for r in x) for x in (a, b))
     return {
         "ratio": point,
         "ci95": list(interval) if interval else None,
         "verdict": stats.verdict(point, interval),
         "per_seed": per_seed,
+        "tokens_per_kept": stats.ratio(tokens_a, kept_a, tokens_b, kept_b),
+        "usd_per_kept": stats.ratio(usd_a, kept_a, usd_b, kept_b) if known else None,
+        "cost_known": known,
     }
 
 
@@ -214,6 +229,10 @@ def compare(
         "calls_per_kept_ratio_ci95": ratios["sedi over self-instruct"]["ci95"],
         "calls_per_kept_ratio_paper": ratios["sedi-paper over self-instruct"]["ratio"],
         "calls_per_kept_ratio_paper_ci95": ratios["sedi-paper over self-instruct"]["ci95"],
+        "tokens_per_kept_ratio": ratios["sedi over self-instruct"]["tokens_per_kept"],
+        "tokens_per_kept_ratio_paper": ratios["sedi-paper over self-instruct"]["tokens_per_kept"],
+        "usd_per_kept_ratio": ratios["sedi over self-instruct"]["usd_per_kept"],  # null: prices unknown
+        "usd_per_kept_ratio_paper": ratios["sedi-paper over self-instruct"]["usd_per_kept"],
     }
     if published:
         table["calls_per_kept_ratio_published"] = ratios[f"sedi over {PUBLISHED}"]["ratio"]

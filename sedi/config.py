@@ -225,13 +225,14 @@ class SeedsConfig(_Strict):
 
     path: str | None = Field(
         None,
-        description="JSONL of seed tasks (fields: instruction, instances[{input, output}]). Unset: the 175 "
-        "Self-Instruct seed tasks shipped with sedi.",
+        description="Seed tasks: JSONL (fields instruction, input, output, or instruction and instances[{input, "
+        "output}]) or CSV (a file ending in .csv; header with an instruction column, input and output optional). "
+        "Unset: the 175 Self-Instruct seed tasks shipped with sedi.",
     )
     heldout_path: str | None = Field(
         None,
-        description="JSONL of held-out evaluation tasks, never used as seeds. Unset: the 252 user-oriented "
-        "tasks shipped with sedi.",
+        description="Held-out evaluation tasks, never used as seeds, in the same JSONL or CSV format. Unset: the "
+        "252 user-oriented tasks shipped with sedi.",
     )
 
 

@@ -175,6 +175,9 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "kept": ("Kept tasks", _field("kept")),
     "keep_rate": ("Keep rate", _field("keep_rate", fmt="{:.1f}%", scale=100)),
     "calls_per_kept": ("Calls per kept task", _field("calls_per_kept", fmt="{:.3f}")),
+    "tokens_per_kept": ("Tokens per kept task (prompt + completion)", _field("tokens_per_kept")),
+    "usd_per_kept": ("Cost per kept task (USD)", lambda r: _field("usd_per_kept", fmt="${:,.6f}")(r)
+                     if r.summary.get("cost_known", True) else "unknown (no teacher.prices)"),
     "heldout_loss": ("Held-out loss, last round", _last("heldout_loss")),
     "heldout_rouge_l": ("Held-out ROUGE-L of greedy answers, last round", _last("heldout_rouge_l")),
     "diversity_cosine": ("Diversity: mean cosine distance, last round", _last("diversity_mean_cosine_distance")),
@@ -185,14 +188,15 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
 }  # fmt: skip
 
 # Rows where one direction is better: their heading says which, and in a comparison the best cell is marked.
-_BETTER = {"keep_rate": "higher", "calls_per_kept": "lower", "heldout_loss": "lower", "heldout_rouge_l": "higher",
-           "diversity_cosine": "higher", "diversity_vendi": "higher"}  # fmt: skip
+_BETTER = {"keep_rate": "higher", "calls_per_kept": "lower", "tokens_per_kept": "lower", "usd_per_kept": "lower",
+           "heldout_loss": "lower", "heldout_rouge_l": "higher", "diversity_cosine": "higher",
+           "diversity_vendi": "higher"}  # fmt: skip
 
 
 def _best(key: str, cells: list[str]) -> set[int]:
     """Which of a row's cells hold its better value, compared as shown (so two cells that read the same tie), and
     only when every run has the number at the same round ("2.200 (round 2)"): none outside a comparison."""
-    if key not in _BETTER or len(cells) < 2 or "n/a" in cells:
+    if key not in _BETTER or len(cells) < 2 or any(cell == "n/a" or cell.startswith("unknown") for cell in cells):
         return set()
     shown = [cell.split(" ", 1) for cell in cells]
     if len({tuple(rest) for _, *rest in shown}) > 1:

@@ -9,7 +9,8 @@
   (sum of calls over sum of kept, per arm). Percentile interval. Seeds are the independent unit; the rounds
   inside a seed add the within-run variation that three seeds alone cannot show.
 
-A difference is only called a difference when its interval excludes 1 (:func:`verdict`).
+A difference is only called a difference when its interval excludes 1 (:func:`verdict`). The same Poisson
+interval forecasts the calls a run still needs (:func:`calls_to_keep`, used by ``sedi estimate``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ def poisson_ratio_ci(calls_a: float, kept_a: float, calls_b: float, kept_b: floa
         return None
     half = Z95 * math.sqrt(1 / kept_a + 1 / kept_b)
     return point * math.exp(-half), point * math.exp(half)
+
+
+def calls_to_keep(calls: float, kept: float, more: float) -> tuple[float | None, float, float | None]:
+    """Calls expected to keep ``more`` tasks at the rate seen so far (``kept`` tasks in ``calls``), with a 95%
+    interval: (point, low, high).
+
+    The calls per kept task still to come, over those seen, is a ratio of two Poisson counts at fixed calls (the
+    ``kept`` seen and the ``more`` to come), so :func:`poisson_ratio_ci` gives the interval: the point is
+    ``more * calls / kept`` and its log has a standard error of sqrt(1/kept + 1/more), the uncertainty of the rate
+    seen plus the chance in the tasks to come. Nothing kept yet: no point and no upper end; the lower end uses the
+    95% upper bound of a Poisson mean after zero events, -ln(0.05) = 3.0 kept tasks in ``calls``."""
+    if more <= 0:
+        return 0.0, 0.0, 0.0
+    if kept <= 0:
+        return None, more * calls / -math.log(0.05), None
+    interval = poisson_ratio_ci(1.0, more, calls, kept)
+    assert interval is not None
+    return more * calls / kept, interval[0], interval[1]
 
 
 def _pooled(pairs: list[tuple[tuple[float, float], tuple[float, float]]]) -> float | None:

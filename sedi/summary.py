@@ -34,6 +34,8 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
     }
     candidates, kept = sum(verdicts.values()), verdicts.get("kept", 0)
     meta = {row[0]: row[1] for row in db.execute("SELECT key, value FROM meta")}
+    cost = ledger.cost_summary(db, meta)
+    tokens = int(calls["p"]) + int(calls["c"])
     return {
         "run_dir": str(run_dir),
         "state": meta.get("state", "created"),
@@ -47,11 +49,15 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "completion_tokens": int(calls["c"]),
         "budget_charged_tokens": int(calls["charged_tokens"]),
         # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given
-        **ledger.cost_summary(db, meta),
+        **cost,
         "candidates": candidates,
         "kept": kept,
         "keep_rate": round(kept / candidates, 4) if candidates else None,
         "calls_per_kept": round(int(calls["calls"]) / kept, 4) if kept else None,
+        # What each kept task cost: prompt + completion tokens, and USD at the latest start's prices (null when
+        # nothing is kept yet, or when no prices were given: an unknown cost is never reported as $0).
+        "tokens_per_kept": round(tokens / kept, 2) if kept else None,
+        "usd_per_kept": round(cost["cost_usd"] / kept, 8) if kept and cost["cost_usd"] is not None else None,
         "verdicts": verdicts,
         "rejected_by_rule": rejected,
         "embedding_rejects": rejected.get("embedding", 0),

@@ -1,7 +1,14 @@
-"""Task files: the bundled seed and held-out sets, or a user's JSONL, validated line by line."""
+"""Task files: the bundled seed and held-out sets, or a user's JSONL or CSV, validated line by line.
+
+CSV (by the ``.csv`` extension) is read with the standard library's ``csv`` module, which handles quoting,
+commas and line breaks inside fields as spreadsheets write them; the first line must name the columns.
+"""
 
 from __future__ import annotations
 
+import csv
+import difflib
+import io
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -63,18 +70,24 @@ def _parse_task(obj: Any, where: str, index: int, origin: TaskOrigin) -> Task:
     return Task(str(task_id), instruction, input_text.strip(), output.strip(), origin)
 
 
-def load_tasks(path: Path, *, origin: TaskOrigin = "human", config_field: str = "seeds.path") -> list[Task]:
-    """Read and validate a JSONL task file; errors name the file, line, field and the fix."""
+CSV_COLUMNS = ("id", "instruction", "input", "output")  # 'instruction' and 'output' required; 'id', 'input' optional
+_CSV_HEADER = "the first line must name the columns, e.g. instruction,input,output"
+_CSV_QUOTE = 'put a field holding a comma or a line break in double quotes, and write a quote inside it twice ("")'
+
+
+def _read_text(path: Path, config_field: str, kind: str) -> str:
     if not path.is_file():
         raise ConfigError(f"{path}: task file not found ({config_field}): fix the path or unset {config_field}")
-    tasks: list[Task] = []
-    seen: set[str] = set()
     try:
-        # utf-8-sig: editors on Windows save JSONL with a byte-order mark, which is not part of the JSON.
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # utf-8-sig: editors on Windows save JSONL and CSV with a byte-order mark, which is not part of the data.
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text ({config_field}): save it as UTF-8 JSONL") from None
-    for number, line in enumerate(lines, start=1):
+        raise ConfigError(f"{path}: not UTF-8 text ({config_field}): save it as UTF-8 {kind}") from None
+
+
+def _jsonl_tasks(path: Path, text: str, origin: TaskOrigin) -> list[tuple[str, Task]]:
+    out: list[tuple[str, Task]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}: line {number}"
@@ -82,14 +95,70 @@ def load_tasks(path: Path, *, origin: TaskOrigin = "human", config_field: str = 
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: invalid JSON ({exc.msg}): {_FORMAT_HINT}") from None
-        task = _parse_task(obj, where, len(tasks), origin)
+        out.append((where, _parse_task(obj, where, len(out), origin)))
+    return out
+
+
+def _csv_header(where: str, header: list[str]) -> list[str]:
+    columns = [name.strip().lower() for name in header]
+    for name in columns:
+        # Other columns (notes, categories) are ignored as JSONL ignores other fields, but not a likely typo.
+        near = difflib.get_close_matches(name, CSV_COLUMNS, n=1, cutoff=0.75)
+        if name not in CSV_COLUMNS and near:
+            raise ConfigError(f"{where}: unknown column '{name}': rename it '{near[0]}' ({_CSV_HEADER})")
+        if name in CSV_COLUMNS and columns.count(name) > 1:
+            raise ConfigError(f"{where}: column '{name}' appears twice: keep one ({_CSV_HEADER})")
+    for required in ("instruction", "output"):  # as in JSONL, where 'output' may be empty but not absent
+        if required not in columns:
+            raise ConfigError(f"{where}: no column '{required}' (header: {', '.join(columns)}): {_CSV_HEADER}")
+    return columns
+
+
+def _csv_tasks(path: Path, text: str, origin: TaskOrigin) -> list[tuple[str, Task]]:
+    # strict: an unclosed quote is an error instead of swallowing the rest of the file into one field.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    out: list[tuple[str, Task]] = []
+    columns: list[str] | None = None
+    start = 1
+    try:
+        for row in reader:
+            where, start = f"{path}: line {start}", reader.line_num + 1  # a quoted field may span lines
+            if not any(cell.strip() for cell in row):
+                continue
+            if columns is None:
+                columns = _csv_header(where, row)
+                continue
+            if len(row) != len(columns):
+                raise ConfigError(
+                    f"{where}: {len(row)} values but the header names {len(columns)} columns "
+                    f"({', '.join(columns)}): {_CSV_QUOTE}"
+                )
+            values = {name: cell for name, cell in zip(columns, row, strict=True) if name in CSV_COLUMNS}
+            instruction = values["instruction"].strip()
+            if not instruction:
+                raise ConfigError(f"{where}: column 'instruction' is empty: give every task an instruction")
+            task_id = values.get("id", "").strip() or f"{origin}-{len(out)}"  # as JSONL lines without an id
+            task = Task(task_id, instruction, values.get("input", "").strip(), values.get("output", "").strip(), origin)
+            out.append((where, task))
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: line {start}: malformed CSV ({exc}): {_CSV_QUOTE}") from None
+    return out
+
+
+def load_tasks(path: Path, *, origin: TaskOrigin = "human", config_field: str = "seeds.path") -> list[Task]:
+    """Read and validate a task file: CSV if its name ends in ``.csv``, else JSONL. Errors name the file, the
+    line, the field or column, and the fix."""
+    is_csv = path.suffix.lower() == ".csv"
+    text = _read_text(path, config_field, "CSV" if is_csv else "JSONL")
+    parsed = _csv_tasks(path, text, origin) if is_csv else _jsonl_tasks(path, text, origin)
+    seen: set[str] = set()
+    for where, task in parsed:
         if task.id in seen:
             raise ConfigError(f"{where}: duplicate id {task.id!r}: give every task a unique id")
         seen.add(task.id)
-        tasks.append(task)
-    if not tasks:
+    if not parsed:
         raise ConfigError(f"{path}: no tasks in the file ({config_field}): add at least one task")
-    return tasks
+    return [task for _, task in parsed]
 
 
 def load_seed_tasks(path: str | None) -> list[Task]:

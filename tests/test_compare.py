@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from sedi.compare import _aggregate, _markdown, _ratios
 from tests.helpers import sedi
 from tests.servers import Served
 
@@ -23,6 +27,8 @@ def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_
         "student.model": str(tiny_model_dir),
         "student.heldout_size": "4",
         "feedback.interval": "2",
+        "teacher.prices.prompt": "0.15",  # USD per million tokens: the table gives USD per kept task
+        "teacher.prices.completion": "0.6",
     }
     args = ["compare", "--run-dir", str(out), "--published-baseline"]
     args += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
@@ -55,6 +61,9 @@ def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_
         assert row["calls"] == calls and (row["prompt_tokens"], row["completion_tokens"]) == tuple(tokens)
         assert row["kept"] == kept >= 20 and row["candidates"] == candidates  # both stop at the same target
         assert row["calls_per_kept"] == round(calls / kept, 4)
+        assert row["tokens_per_kept"] == round((tokens[0] + tokens[1]) / kept, 2)
+        assert row["usd_per_kept"] == pytest.approx((tokens[0] * 0.15 + tokens[1] * 0.6) / 1e6 / kept, rel=1e-3)
+        assert row["cost_known"] is True
         assert row["rejected_by_rule"] == rules
         assert row["heldout_loss"] is not None and row["diversity_mean_cosine_distance"] > 0
         assert 0 <= row["heldout_rouge_l"] <= 1
@@ -64,6 +73,13 @@ def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_
     assert table["calls_per_kept_ratio"] == cpk["sedi"] / cpk["self-instruct"]
     assert table["calls_per_kept_ratio_paper"] == cpk["sedi-paper"] / cpk["self-instruct"]
     assert table["calls_per_kept_ratio_published"] == cpk["sedi"] / cpk["self-instruct-published"]
+    # Tokens and USD per kept task, the SeDi arms over the baseline (one seed: the arms' own totals).
+    tpk = {arm: (row["prompt_tokens"] + row["completion_tokens"]) / row["kept"] for arm, row in table["arms"].items()}
+    usd = {arm: row["cost_usd"] / row["kept"] for arm, row in table["arms"].items()}
+    assert table["tokens_per_kept_ratio"] == pytest.approx(tpk["sedi"] / tpk["self-instruct"])
+    assert table["tokens_per_kept_ratio_paper"] == pytest.approx(tpk["sedi-paper"] / tpk["self-instruct"])
+    assert table["usd_per_kept_ratio"] == pytest.approx(usd["sedi"] / usd["self-instruct"])
+    assert table["usd_per_kept_ratio_paper"] == pytest.approx(usd["sedi-paper"] / usd["self-instruct"])
     low, high = table["calls_per_kept_ratio_ci95"]  # one seed: the Poisson interval around the ratio
     assert low < table["calls_per_kept_ratio"] < high
     # every run's per-round (calls, kept) add up to its totals, for the bootstrap over rounds
@@ -78,9 +94,30 @@ def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_
     markdown = (out / "comparison.md").read_text()
     assert f"| API calls | {a['calls']:,.4g} | {p['calls']:,.4g} | {b['calls']:,.4g} | {c['calls']:,.4g} |" in markdown
     assert "Calls per kept task, sedi over self-instruct:" in markdown and "95% interval" in markdown
+    assert f"Tokens per kept task: {table['tokens_per_kept_ratio']:.3f}x; cost per kept task: " in markdown
+    assert f"| cost per kept task (USD) | {a['usd_per_kept']:,.4g} |" in markdown
 
     report = sedi("report", str(out))
     assert report.returncode == 0, report.stderr
     html = (out / "report.html").read_text()
     assert "self-instruct-published" in html and "sedi" in html and html.count("data:image/png;base64,") >= 7
     assert sorted(p.name for p in (out / "report").glob("*.png"))
+
+
+def test_cost_per_kept_task_is_unknown_without_prices_never_zero() -> None:
+    def row(calls: int, kept: int, tokens: int) -> dict[str, Any]:
+        return {"calls": calls, "kept": kept, "prompt_tokens": tokens, "completion_tokens": 0, "cost_usd": None,
+                "cost_known": False, "usd_per_kept": None, "tokens_per_kept": tokens / kept, "rejected_by_rule": {},
+                "rounds": [(calls, kept)]}  # fmt: skip
+
+    runs = {"self-instruct": [row(10, 5, 1000)], "sedi": [row(10, 8, 1200)]}
+    ratios = {"sedi over self-instruct": _ratios(runs, "sedi", "self-instruct")}
+    pair = ratios["sedi over self-instruct"]
+    assert pair["usd_per_kept"] is None and pair["cost_known"] is False
+    assert pair["tokens_per_kept"] == pytest.approx((1200 / 8) / (1000 / 5))
+    arms = {arm: _aggregate(rows) for arm, rows in runs.items()}
+    assert arms["sedi"]["cost_known"] is False and "usd_per_kept" not in arms["sedi"]
+    markdown = _markdown({"arms": arms, "repeat": 1, "seeds": [0], "runs": runs, "ratios": ratios})
+    assert "| cost per kept task (USD) | unknown | unknown |" in markdown
+    assert "| cost (USD) | unknown | unknown |" in markdown and "| tokens per kept task | 200 | 150 |" in markdown
+    assert "Tokens per kept task: 0.750x; cost per kept task: unknown (no teacher.prices)." in markdown

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,11 @@ def test_single_run_report(tmp_path: Path) -> None:
     assert _number(_cells(page, "cost_usd")[0]) == pytest.approx(summary["cost_usd"], abs=5e-5)
     assert _number(_cells(page, "keep_rate")[0]) == pytest.approx(100 * summary["keep_rate"], abs=0.05)
     assert _number(_cells(page, "calls_per_kept")[0]) == pytest.approx(summary["calls_per_kept"], abs=0.005)
+    # Tokens and USD per kept task, checked against the ledger itself (not the summary that computed them).
+    cost, tokens, kept = _ledger_totals(run)
+    assert summary["tokens_per_kept"] == round(tokens / kept, 2) and summary["usd_per_kept"] == round(cost / kept, 8)
+    assert _number(_cells(page, "tokens_per_kept")[0]) == round(tokens / kept)
+    assert _number(_cells(page, "usd_per_kept")[0]) == pytest.approx(cost / kept, abs=5e-7)
     assert _cells(page, "heldout_loss") == ["2.400 (round 2)"]  # rounds shown from 1, as the CLI prints them
     assert _cells(page, "diversity_vendi") == ["12.250 (round 2)"]
     assert _cells(page, "promotions") == ["5"] and _cells(page, "demotions") == ["1"]
@@ -92,6 +98,36 @@ def test_single_run_report(tmp_path: Path) -> None:
     assert _cells(page, "time_split") == ["generate 116 s (65%), train 45 s (25%), evaluate 18 s (10%)"]
     assert "sedi (run-a)" in page and "state finished" in page
     assert f"background:{_plots.colour(0)}" in page  # the run's swatch has its plot colour
+
+
+def _ledger_totals(run_dir: Path) -> tuple[float, int, int]:
+    """(USD, prompt + completion tokens, kept tasks), summed straight from the run database."""
+    db = sqlite3.connect(run_dir / "sedi.db")
+    try:
+        cost, tokens = db.execute("SELECT SUM(cost_usd), SUM(prompt_tokens + completion_tokens) FROM calls").fetchone()
+        kept = db.execute("SELECT COUNT(*) FROM candidates WHERE verdict = 'kept'").fetchone()[0]
+    finally:
+        db.close()
+    return float(cost), int(tokens), int(kept)
+
+
+def test_cost_per_kept_task_is_unknown_without_prices_never_zero(tmp_path: Path) -> None:
+    priced = write_sample_run(tmp_path / "priced", "sedi", seed=1)
+    unpriced = write_sample_run(tmp_path / "unpriced", "sedi", seed=2)
+    db = sqlite3.connect(unpriced / "sedi.db")
+    with db:  # what a start without teacher.prices records (sedi.ledger.PRICES_NONE)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('prices', 'none')")
+    db.close()
+    summary = read_summary(unpriced)
+    _, tokens, kept = _ledger_totals(unpriced)
+    assert summary["cost_known"] is False and summary["cost_usd"] is None and summary["usd_per_kept"] is None
+    assert summary["tokens_per_kept"] == round(tokens / kept, 2)  # tokens are known whatever the prices
+    page = write_report([priced, unpriced], tmp_path / "out").read_text(encoding="utf-8")
+    priced_cell, unpriced_cell = _cells(page, "usd_per_kept")
+    assert unpriced_cell == "unknown (no teacher.prices)" and priced_cell.startswith("$")
+    assert _best_cells(page, "usd_per_kept") == []  # nothing to compare with an unknown cost
+    costs = [_ledger_totals(run) for run in (priced, unpriced)]
+    assert _best_cells(page, "tokens_per_kept") == [min((0, 1), key=lambda i: costs[i][1] / costs[i][2])]
 
 
 def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
@@ -195,6 +231,9 @@ def test_better_cells_compare_what_is_shown() -> None:
     assert _best("calls_per_kept", ["n/a", "0.714"]) == set()
     assert _best("keep_rate", ["43.3%", "46.7%"]) == {1} and _best("keep_rate", ["43.3%"]) == set()
     assert _best("kept", ["13", "14"]) == set()
+    assert _best("tokens_per_kept", ["1,200", "900"]) == {1}
+    assert _best("usd_per_kept", ["$0.000200", "$0.000100"]) == {1}
+    assert _best("usd_per_kept", ["unknown (no teacher.prices)", "$0.000100"]) == set()
 
 
 def test_same_directory_names_get_distinct_labels(tmp_path: Path) -> None:

@@ -65,8 +65,8 @@ def _file(name: str, text: str | bytes) -> Callable[[Path], Path]:
     return write
 
 
-def _seeds(text: str) -> Callable[[Path], list[str]]:
-    return lambda tmp: ["--set", f"seeds.path={_file('seeds.jsonl', text)(tmp)}"]
+def _seeds(text: str, name: str = "seeds.jsonl") -> Callable[[Path], list[str]]:
+    return lambda tmp: ["--set", f"seeds.path={_file(name, text)(tmp)}"]
 
 
 def _config_file(text: str) -> Callable[[Path], list[str]]:
@@ -100,6 +100,26 @@ MISTAKES = [
     Mistake("seed without instruction", "field 'instruction' is missing", prepare=_seeds('{"output": "x"}\n')),
     Mistake("empty seed file", "seeds.jsonl: no tasks", prepare=_seeds("")),
     Mistake("seed file missing", "seeds.path", prepare=lambda tmp: ["--set", f"seeds.path={tmp / 'none.jsonl'}"]),
+    Mistake(
+        "CSV seeds without an instruction column",
+        "seeds.csv: line 1: no column 'instruction'",
+        prepare=_seeds("input,output\nx,y\n", "seeds.csv"),
+    ),
+    Mistake(
+        "CSV seed with an empty instruction",
+        "seeds.csv: line 3: column 'instruction' is empty",
+        prepare=_seeds("instruction,output\nSay hi.,Hi\n ,Bye\n", "seeds.csv"),
+    ),
+    Mistake(
+        "CSV seed with an unquoted comma",
+        "seeds.csv: line 2: 3 values but the header names 2 columns",
+        prepare=_seeds("instruction,output\nSay hi, politely.,Hi\n", "seeds.csv"),
+    ),
+    Mistake(
+        "held-out CSV with a misspelt column",
+        "heldout.csv: line 1: unknown column 'instuction'",
+        prepare=_set("seeds.heldout_path", _file("heldout.csv", "instuction,output\nx,y\n")),
+    ),
     Mistake("student model missing", "student.model", sets=["student.model=/nonexistent/student"]),
     Mistake(
         "student model without config.json",

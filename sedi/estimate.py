@@ -1,0 +1,278 @@
+"""``sedi estimate``: what reaching ``generation.target_kept`` will cost, before the money is spent.
+
+Three bases, from the most evidence to the least:
+
+- ``pilot`` (``--pilot-calls N``): first N real calls through the normal run path (:func:`sedi.loop.run` with
+  ``budget.max_calls`` at the calls already made plus N), so they sit in the run's ledger and response cache and
+  ``sedi run`` on the same directory later replays them for nothing (a resumed run may raise the budget); then the
+  forecast is made as for ``run``.
+- ``run``: a run directory that has answered generation calls; the forecast continues it from what it has seen.
+- ``bounds``: nothing seen. Without a keep rate there is no point estimate of the calls (``calls`` is null);
+  what the config alone bounds is given: the fewest calls that could reach the target (every call writes the
+  most tasks it can and all are kept) and the most one generation call can use (the budget's own reservation:
+  the prompt's byte bound plus ``sampling.max_tokens``).
+
+The forecast (``run`` and ``pilot``): the generation calls so far ("slots") kept k tasks in s slots; the slots
+still needed for the R = target - kept tasks left, with a 95% interval, come from :func:`sedi.stats.calls_to_keep`
+(Poisson counts: the log of R*s/k has a standard error of sqrt(1/k + 1/R), the uncertainty of the rate seen plus
+the chance in the tasks to come). A run checks the target between rounds, so slots are rounded up to whole rounds
+of ``generation.calls_per_round``; calls are slots times the calls per slot seen (1 for the alpaca style without
+failures; more with retries and failed attempts, or the classification and instance calls of the self-instruct
+style). Tokens, USD (at ``teacher.prices``; null when unknown, never 0) and wall seconds are what was spent plus the
+per-call means seen times the calls left; their interval ends follow the calls' ends.
+
+What it assumes: a constant yield per call. Runs tend to keep fewer tasks as the pool fills (more ROUGE-L and
+embedding duplicates), so a forecast from a short pilot leans optimistic for long runs: estimate again as the run
+goes (basis ``run``). Seconds are the run's timed round parts (generation, filters, training, evaluation); a pilot
+shorter than a round has trained nothing, and calls decoded in parallel make a short pilot look slow per call.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sedi import ledger, stats
+from sedi._types import ProgressHook
+from sedi.budget import prompt_token_bound
+from sedi.config import SediConfig
+from sedi.loop import check_inputs, run
+from sedi.prompts import chat_messages, completion_prompt
+from sedi.rundir import DB_NAME, connect_readonly, lock_held, unreadable
+from sedi.summary import read_summary
+from sedi.tasks import Task
+
+# A kept task costs at least this many completion tokens (an instruction of 4 words or more: 3 or fewer are
+# rejected as too short; its labels; an output): it bounds the tasks one completion-mode call can write.
+MIN_TOKENS_PER_TASK = 8
+PROMPT_DRAWS = 200  # prompts drawn from the seeds to bound the prompt tokens of one generation call
+INTERVAL = "95%: Poisson counts of kept tasks (sedi.stats.calls_to_keep), rounded up to whole rounds"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a run directory has seen so far."""
+
+    calls: int = 0  # ledger rows: every attempt, failed ones and retries included
+    slots: int = 0  # generation requests answered
+    kept: int = 0
+    candidates: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    timed: tuple[str, ...] = ()  # the round parts whose seconds were measured (generate, filter, train, ...)
+
+
+def read_seen(run_dir: Path) -> Seen | None:
+    """What the run in ``run_dir`` has seen, read-only (works while it runs); None without a run there."""
+    db_path = run_dir / DB_NAME
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return None
+    summary = read_summary(run_dir)
+    try:
+        db = connect_readonly(db_path)
+        try:
+            slots = db.execute(
+                "SELECT COUNT(*) FROM requests q JOIN responses r ON r.request_key = q.request_key "
+                "WHERE q.kind = 'tasks'"
+            ).fetchone()[0]
+            timed = dict(
+                db.execute("SELECT name, SUM(value) FROM round_metrics WHERE name LIKE 'seconds_%' GROUP BY name")
+            )
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise unreadable(db_path, exc) from None
+    return Seen(
+        summary["calls"], int(slots), summary["kept"], summary["candidates"], summary["prompt_tokens"],
+        summary["completion_tokens"], float(sum(timed.values())) or float(summary["wall_seconds"]),
+        tuple(sorted(name.removeprefix("seconds_") for name in timed)),
+    )  # fmt: skip
+
+
+def _prices(config: SediConfig) -> tuple[float, float] | None:
+    """USD per prompt and per completion token; (0, 0) for a free teacher; None when unknown."""
+    if config.teacher.prices is not None:
+        return config.teacher.prices.prompt / 1e6, config.teacher.prices.completion / 1e6
+    return None if ledger.pricing_label(config.teacher) == ledger.PRICES_NONE else (0.0, 0.0)
+
+
+def prompt_bounds(config: SediConfig, seeds: list[Task]) -> tuple[int, int]:
+    """(mean, max) of the budget's prompt-token bound over generation prompts drawn from the seeds, each showing
+    as many tasks as a prompt does (generation.human_in_context + machine_in_context)."""
+    gen, chat = config.generation, config.teacher.mode == "chat"
+    shown = min(len(seeds), gen.human_in_context + gen.machine_in_context)
+    rng = random.Random(config.run.seed)
+    bounds = []
+    for _ in range(PROMPT_DRAWS):
+        examples = rng.sample(seeds, shown)
+        if chat:
+            texts = [text for _, text in chat_messages(examples, gen.tasks_per_call, gen.prompt_style)]
+        else:
+            texts = [completion_prompt(examples, gen.prompt_style)]
+        bounds.append(prompt_token_bound(texts))
+    return round(sum(bounds) / len(bounds)), max(bounds)
+
+
+def _most_tasks_per_call(config: SediConfig) -> int:
+    if config.teacher.mode == "chat":
+        return config.generation.tasks_per_call
+    return max(1, config.generation.sampling.max_tokens // MIN_TOKENS_PER_TASK)
+
+
+def forecast(config: SediConfig, seen: Seen | None, seeds: list[Task], basis: str) -> dict[str, Any]:
+    """The estimate's numbers (see the module docstring); ``basis`` ("pilot" or "run") becomes "bounds" when
+    ``seen`` has no answered generation call."""
+    s, gen = seen or Seen(), config.generation
+    left = max(gen.target_kept - s.kept, 0)
+    basis = basis if s.slots else "bounds"
+    slots: tuple[float | None, float, float | None]  # more generation calls needed: point, low, high
+    if basis == "bounds":  # every call writes the most tasks it can, all kept; self-instruct style: + instance calls
+        slots, per_slot = (None, left / _most_tasks_per_call(config), None), 1.0
+        extra = left * (1 + config.instances.classify) if gen.prompt_style == "self-instruct" else 0
+    else:
+        slots, per_slot, extra = stats.calls_to_keep(s.slots, s.kept, left), s.calls / s.slots, 0
+    # The target is checked between rounds: generation calls come in whole rounds.
+    rounds = [None if x is None else gen.calls_per_round * math.ceil((s.slots + x) / gen.calls_per_round - 1e-9)
+              if left else s.slots for x in slots]  # fmt: skip
+    calls = [None if r is None else s.calls + math.ceil((r - s.slots) * per_slot + extra - 1e-9) for r in rounds]
+    mean_prompt, max_prompt = prompt_bounds(config, seeds)
+    worst = (max_prompt, gen.sampling.max_tokens)
+    price, seen_basis = _prices(config), basis != "bounds"
+    spent = (s.prompt_tokens, s.completion_tokens, s.seconds)
+    rate, spread = s.kept / max(s.calls, 1), stats.Z95 / math.sqrt(max(s.kept, 1))
+    out: dict[str, Any] = {
+        "basis": basis, "target_kept": gen.target_kept, "kept": s.kept, "candidates": s.candidates,
+        "calls_spent": s.calls,
+        "keep_rate": round(s.kept / s.candidates, 4) if seen_basis and s.candidates else None,  # as sedi status
+        "kept_per_call": round(rate, 4) if seen_basis else None,
+        "kept_per_call_low": (round(rate * math.exp(-spread), 4) if s.kept else 0.0) if seen_basis else None,
+        "kept_per_call_high": round(rate * math.exp(spread) if s.kept else 3.0 / s.calls, 4) if seen_basis else None,
+        "interval": INTERVAL if seen_basis else "bounds: the fewest calls; no upper end without a keep rate",
+        "prompt_tokens_per_call": round(s.prompt_tokens / s.calls, 1) if seen_basis else None,
+        "completion_tokens_per_call": round(s.completion_tokens / s.calls, 1) if seen_basis else None,
+        # What the budget reserves for one generation call: the prompt's byte bound plus sampling.max_tokens.
+        "prompt_tokens_per_call_high": max_prompt, "prompt_tokens_per_call_bound_mean": mean_prompt,
+        "completion_tokens_per_call_high": gen.sampling.max_tokens,
+        "cost_known": price is not None,
+        "cost_usd_spent": None if price is None else round(spent[0] * price[0] + spent[1] * price[1], 6),
+        "cost_usd_per_call_high": None if price is None else round(worst[0] * price[0] + worst[1] * price[1], 6),
+        "seconds_spent": round(s.seconds, 1),
+        "seconds_parts": list(s.timed),  # without "train", the seconds leave training out (no round trained yet)
+    }  # fmt: skip
+    for end, n in zip(("", "_low", "_high"), calls, strict=True):
+        # Spent plus the per-call means seen times the calls left; nothing to go on for bounds.
+        p, c, sec = (None if n is None or not seen_basis else spent[i] + spent[i] / s.calls * (n - s.calls)
+                     for i in range(3))  # fmt: skip
+        out["calls" + end] = n
+        out["prompt_tokens" + end] = None if p is None else round(p)
+        out["completion_tokens" + end] = None if c is None else round(c)
+        cost = None if price is None or p is None or c is None else round(p * price[0] + c * price[1], 6)
+        out["cost_usd" + end] = 0.0 if price == (0.0, 0.0) else cost  # a free teacher costs $0 whatever the calls
+        out["seconds" + end] = None if sec is None else round(sec, 1)
+    out["stops_early"] = _stops_early(config, out, rounds[0] if rounds[0] is not None else rounds[1])
+    return out
+
+
+def _stops_early(config: SediConfig, out: dict[str, Any], slots: int | None) -> list[str]:
+    """The caps that end the run before the target at the forecast (for bounds: even at the fewest calls)."""
+    calls = out["calls"] if out["calls"] is not None else out["calls_low"]
+    most, budget, notes = config.run.max_rounds * config.generation.calls_per_round, config.budget, []
+    if slots is not None and slots > most:
+        notes.append(f"run.max_rounds ({config.run.max_rounds}) ends the run after {most} generation calls")
+    tokens = None if out["prompt_tokens"] is None else out["prompt_tokens"] + out["completion_tokens"]
+    for name, cap, value in (("max_calls", budget.max_calls, calls), ("max_cost_usd", budget.max_cost_usd,
+                             out["cost_usd"]), ("max_tokens", budget.max_tokens, tokens)):  # fmt: skip
+        if cap is not None and value is not None and value > cap:
+            notes.append(f"budget.{name} ({cap}) ends the run first")
+    return [f"{note}: raise it to reach generation.target_kept" for note in notes]
+
+
+def _with_max_calls(config: SediConfig, max_calls: int) -> SediConfig:
+    data = config.model_dump(mode="json")
+    data["budget"]["max_calls"] = max_calls
+    return SediConfig.model_validate(data)
+
+
+def estimate(
+    config: SediConfig, run_dir: Path, source: str, pilot_calls: int = 0, progress: ProgressHook | None = None
+) -> dict[str, Any]:
+    """Check the inputs as ``sedi run`` does (one-line errors before anything is spent), run the pilot if asked
+    (``pilot_calls`` more calls in ``run_dir``, never beyond the config's own budget), and forecast."""
+    watching = not pilot_calls and run_dir.is_dir() and lock_held(run_dir)  # a run going on: read it, not resume
+    (seeds, _), _ = check_inputs(config, source, None if watching else run_dir)
+    before = read_seen(run_dir)
+    made = 0
+    if pilot_calls:
+        cap = (before.calls if before else 0) + pilot_calls
+        cap = cap if config.budget.max_calls is None else min(cap, config.budget.max_calls)
+        run(_with_max_calls(config, cap), run_dir, source, progress)
+        made = (read_seen(run_dir) or Seen()).calls - (before.calls if before else 0)
+    seen = read_seen(run_dir)
+    result = forecast(config, seen, seeds, "pilot" if pilot_calls else "run")
+    result.update(run_dir=str(run_dir), pilot_calls=made)
+    return result
+
+
+def _usd(value: float | None) -> str:
+    return "?" if value is None else f"${value:,.4f}"
+
+
+def _time(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:,.0f} s" if value < 120 else f"{value / 60:,.1f} min" if value < 7200 else f"{value / 3600:,.1f} h"
+
+
+def describe(r: dict[str, Any]) -> str:
+    """The estimate in words, one fact per line."""
+    target = f"generation.target_kept {r['target_kept']}"
+    if r["basis"] == "bounds":
+        lines = ["basis: bounds (no generation call seen, so the keep rate is unknown: --pilot-calls N measures it)"]
+        lines.append(
+            f"calls to reach {target}: unknown without a keep rate (no point estimate); at least {r['calls_low']}"
+        )
+        lines.append(
+            f"one generation call: at most {r['prompt_tokens_per_call_high']:,} prompt + "
+            f"{r['completion_tokens_per_call_high']:,} completion tokens"
+            + (f", at most {_usd(r['cost_usd_per_call_high'])}" if r["cost_known"] else "")
+        )
+    else:
+        where = f"a pilot of {r['pilot_calls']} calls" if r["basis"] == "pilot" else "the run so far"
+        lines = [f"basis: {r['basis']} ({where} in {r['run_dir']}: {r['kept']} of {r['candidates']} candidates kept "
+                 f"in {r['calls_spent']} calls)"]  # fmt: skip
+        if r["calls"] is None:
+            lines.append(f"calls to reach {target}: unknown (nothing kept yet); at least {r['calls_low']}")
+        else:
+            lines.append(
+                f"calls to reach {target}: {r['calls']} (95% interval {r['calls_low']} to {r['calls_high']}), "
+                f"{r['calls_spent']} of them made"
+            )
+            lines.append(
+                f"tokens: {r['prompt_tokens']:,} prompt + {r['completion_tokens']:,} completion "
+                f"({r['prompt_tokens_per_call']:,.0f} + {r['completion_tokens_per_call']:,.0f} per call)"
+            )
+        if r["kept_per_call"] is not None:
+            lines.append(
+                f"keep rate: {r['kept_per_call']:.2f} kept tasks per call (95% interval {r['kept_per_call_low']:.2f} "
+                f"to {r['kept_per_call_high']:.2f})"
+                + (f", {r['keep_rate']:.0%} of candidates" if r["keep_rate"] is not None else "")
+            )
+        if r["cost_known"] and r["calls_low"] is not None:
+            lines.append(
+                f"cost: {_usd(r['cost_usd'])} (95% interval {_usd(r['cost_usd_low'])} to {_usd(r['cost_usd_high'])}), "
+                f"{_usd(r['cost_usd_spent'])} spent"
+            )
+        lines.append(
+            f"wall time: {_time(r['seconds'])} (95% interval {_time(r['seconds_low'])} to {_time(r['seconds_high'])}), "
+            f"{_time(r['seconds_spent'])} spent"
+            + ("" if "train" in r["seconds_parts"] else "; no round has trained yet, so training time is left out")
+        )
+    if not r["cost_known"]:
+        lines.append("cost: unknown (no teacher.prices)")
+    lines += [f"note: {note}" for note in r["stops_early"]]
+    return "\n".join(lines)
