@@ -64,6 +64,7 @@ class AttemptOutcome:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     charged: Usage = Usage()
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
     latency_s: float | None = None
     error_class: str | None = None
     error: str | None = None

@@ -37,10 +37,16 @@ def prompt_token_bound(text_parts: list[str], tokens_per_byte: float = 1.0) -> i
     return int(n_bytes * tokens_per_byte) + 1 + overhead
 
 
-def cost_of(prompt_tokens: int, completion_tokens: int, prices: Prices | None) -> float:
+def cost_of(prompt_tokens: int, completion_tokens: int, prices: Prices | None, cached_tokens: int = 0) -> float:
+    """USD of a call. ``cached_tokens`` of the prompt tokens cost ``prices.cached_prompt`` when it is set (the prompt
+    rate otherwise); a worst case passes none, so a reservation never assumes a cache hit."""
     if prices is None:
         return 0.0
-    return (prompt_tokens * prices.prompt + completion_tokens * prices.completion) / 1_000_000
+    cached = min(max(cached_tokens, 0), prompt_tokens)
+    cached_rate = prices.prompt if prices.cached_prompt is None else prices.cached_prompt
+    return (
+        (prompt_tokens - cached) * prices.prompt + cached * cached_rate + completion_tokens * prices.completion
+    ) / 1_000_000
 
 
 class Budget:

@@ -28,6 +28,26 @@ class Prices(_Strict):
     completion: float = Field(
         0.0, ge=0, le=1_000_000, allow_inf_nan=False, description="USD per million completion (output) tokens."
     )
+    cached_prompt: float | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        allow_inf_nan=False,
+        description="USD per million cached prompt tokens (usage.prompt_tokens_details.cached_tokens), at most "
+        "teacher.prices.prompt. Unset: cached tokens cost the prompt rate. The budget always reserves the full "
+        "prompt rate (a cache hit is only known from the answer).",
+    )
+
+    @model_validator(mode="after")
+    def _cached_not_dearer(self) -> Prices:
+        # The worst case reserved before a request prices every prompt token at the prompt rate; a dearer cached
+        # rate would let an answer cost more than its reservation.
+        if self.cached_prompt is not None and self.cached_prompt > self.prompt:
+            raise ValueError(
+                f"teacher.prices.cached_prompt ({self.cached_prompt}) is above teacher.prices.prompt ({self.prompt}): "
+                "a cached prompt token costs at most a prompt token; fix the prices"
+            )
+        return self
 
 
 class LocalTeacherConfig(_Strict):

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from sedi._types import AttemptOutcome, CachedResponse
     from sedi.config_teacher import TeacherConfig
 
-# meta key recording the prices of the latest start: a JSON {"prompt", "completion"} (USD per million
-# tokens), "free" (a local teacher, or teacher.free), or "none" (no prices given: the cost is unknown).
+# meta key recording the prices of the latest start: a JSON {"prompt", "completion"} and, when given,
+# "cached_prompt" (USD per million tokens);
+# "free" (a local teacher, or teacher.free), or "none" (no prices given: the cost is unknown).
 PRICES_META_KEY = "prices"
 PRICES_FREE = "free"
 PRICES_NONE = "none"
@@ -54,31 +55,48 @@ def insert_attempt(
     return cur.lastrowid
 
 
-def _price_terms(prices: Any) -> tuple[float, float, float]:
-    """(prompt, completion, the higher of the two) in USD per token; zeros without prices."""
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
+
+
+def cached_tokens_sql(db: sqlite3.Connection) -> str:
+    """The calls' cached-token column, or 0 in a file written before it existed (read without migrating it)."""
+    return "cached_tokens" if has_column(db, "calls", "cached_tokens") else "0"
+
+
+def _price_terms(prices: Any) -> dict[str, float]:
+    """The SQL parameters of the prices, in USD per token (zeros without prices): p prompt, k cached prompt (the
+    prompt rate unless ``prices.cached_prompt`` is given), c completion, m the higher of prompt and completion."""
     if prices is None:
-        return 0.0, 0.0, 0.0
+        return {"p": 0.0, "k": 0.0, "c": 0.0, "m": 0.0}
     p, c = float(prices.prompt) / 1_000_000, float(prices.completion) / 1_000_000
-    return p, c, max(p, c)
+    cached = getattr(prices, "cached_prompt", None)
+    k = p if cached is None else float(cached) / 1_000_000
+    return {"p": p, "k": k, "c": c, "m": max(p, c)}
 
 
-def _charged_cost_sql() -> str:
+def _reported_cost_sql(cached: str) -> str:
+    """A row's reported tokens at the prices in force: its cached prompt tokens at the cached rate."""
+    return f"(prompt_tokens - {cached}) * :p + {cached} * :k + completion_tokens * :c"
+
+
+def _charged_cost_sql(cached: str) -> str:
     # A row's charge at the prices in force, never less than what it was charged when written (a price cut
     # cannot free budget already spent): its reported tokens at their own price and, for a row charged
     # without prices ($0), the tokens charged beyond those reported (the worst case of an unknown outcome,
     # whose prompt/completion split is not stored) at the higher of the two prices.
     return (
-        "MAX(charged_cost_usd, prompt_tokens * :p + completion_tokens * :c + CASE WHEN charged_cost_usd = 0 "
+        f"MAX(charged_cost_usd, {_reported_cost_sql(cached)} + CASE WHEN charged_cost_usd = 0 "
         "THEN MAX(charged_tokens - prompt_tokens - completion_tokens, 0) * :m ELSE 0 END)"
     )
 
 
 def spent(db: sqlite3.Connection, prices: Any = None) -> tuple[int, int, float]:
     """(calls, charged tokens, charged cost) of the whole ledger, the cost repriced at ``prices``."""
-    p, c, m = _price_terms(prices)
+    charged = _charged_cost_sql(cached_tokens_sql(db))
     row = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(charged_tokens), 0), COALESCE(SUM({_charged_cost_sql()}), 0) FROM calls",
-        {"p": p, "c": c, "m": m},
+        f"SELECT COUNT(*), COALESCE(SUM(charged_tokens), 0), COALESCE(SUM({charged}), 0) FROM calls",
+        _price_terms(prices),
     ).fetchone()
     return int(row[0]), int(row[1]), float(row[2])
 
@@ -86,7 +104,10 @@ def spent(db: sqlite3.Connection, prices: Any = None) -> tuple[int, int, float]:
 def pricing_label(config: TeacherConfig) -> str:
     """What :data:`PRICES_META_KEY` records for a teacher config."""
     if config.prices is not None:
-        return json.dumps({"prompt": config.prices.prompt, "completion": config.prices.completion}, sort_keys=True)
+        given = {"prompt": config.prices.prompt, "completion": config.prices.completion}
+        if config.prices.cached_prompt is not None:  # absent otherwise: the label of a run without it is unchanged
+            given["cached_prompt"] = config.prices.cached_prompt
+        return json.dumps(given, sort_keys=True)
     if config.provider == "local" or config.free:
         return PRICES_FREE
     return PRICES_NONE
@@ -98,8 +119,8 @@ def record_pricing(db: sqlite3.Connection, config: TeacherConfig) -> None:
 
 
 class _Prices:
-    def __init__(self, prompt: float, completion: float) -> None:
-        self.prompt, self.completion = prompt, completion
+    def __init__(self, prompt: float, completion: float, cached_prompt: float | None = None) -> None:
+        self.prompt, self.completion, self.cached_prompt = prompt, completion, cached_prompt
 
 
 def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]:
@@ -109,15 +130,16 @@ def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]
     if label not in (None, PRICES_FREE, PRICES_NONE):
         try:
             given = json.loads(str(label))
-            prices = _Prices(float(given["prompt"]), float(given["completion"]))
+            rate = given.get("cached_prompt")  # absent in a label written without it, or by an older sedi
+            prices = _Prices(float(given["prompt"]), float(given["completion"]), None if rate is None else float(rate))
         except (ValueError, KeyError, TypeError):
             label = PRICES_NONE  # unreadable: say unknown rather than guess
-    p, c, m = _price_terms(prices)
+    cached = cached_tokens_sql(db)
     row = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(MAX(cost_usd, prompt_tokens * :p + completion_tokens * :c)), 0), "
-        f"COALESCE(SUM({_charged_cost_sql()}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
+        f"SELECT COUNT(*), COALESCE(SUM(MAX(cost_usd, {_reported_cost_sql(cached)})), 0), "
+        f"COALESCE(SUM({_charged_cost_sql(cached)}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
         "COALESCE(SUM(error_class = 'UsageOverReservation'), 0) FROM calls",  # teacher_outcomes.USAGE_OVER_RESERVATION
-        {"p": p, "c": c, "m": m},
+        _price_terms(prices),
     ).fetchone()
     calls, cost, charged, tokens, over = int(row[0]), float(row[1]), float(row[2]), int(row[3]), int(row[4])
     # A run from before prices were recorded (no meta key): its costs were computed with the prices of the
@@ -139,14 +161,15 @@ def complete_attempt(
     try:
         db.execute(
             "UPDATE calls SET status = ?, http_status = ?, finish_reason = ?, prompt_tokens = ?, "
-            "completion_tokens = ?, cost_usd = ?, charged_tokens = ?, charged_cost_usd = ?, latency_s = ?, "
-            "error_class = ?, error = ? WHERE id = ?",
+            "completion_tokens = ?, cached_tokens = ?, cost_usd = ?, charged_tokens = ?, charged_cost_usd = ?, "
+            "latency_s = ?, error_class = ?, error = ? WHERE id = ?",
             (
                 outcome.status,
                 outcome.http_status,
                 outcome.finish_reason,
                 outcome.prompt_tokens,
                 outcome.completion_tokens,
+                outcome.cached_tokens,
                 outcome.cost_usd,
                 outcome.charged.tokens,
                 outcome.charged.cost_usd,

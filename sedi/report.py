@@ -169,6 +169,8 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "state": ("State", lambda r: str(r.summary["state"])),
     "calls": ("Teacher calls", _field("calls")),
     "tokens": ("Tokens (prompt + completion)", _field("prompt_tokens", "completion_tokens")),
+    "cached_share": ("Cached share of prompt tokens", lambda r: _field("cached_share", fmt="{:.1f}%", scale=100)(r)
+                     if "cached_share" in r.summary else "n/a"),
     "cost_usd": ("Cost (USD)", lambda r: _field("cost_usd", fmt="${:,.4f}")(r) if r.summary.get("cost_known", True)
                  else "unknown (no teacher.prices)"),
     "candidates": ("Candidate tasks", _field("candidates")),

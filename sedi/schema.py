@@ -1,10 +1,16 @@
 """The run database's tables: the SQL schema of ``sedi.db`` and its version.
 
 :class:`sedi.store.RunStore` creates these tables when it opens a run directory and refuses a database written
-with another :data:`SCHEMA_VERSION`. Readers (``sedi status``, ``sedi report``) query them directly.
+with another :data:`SCHEMA_VERSION` (and adds the :data:`ADDED_COLUMNS` an older file of this version lacks).
+Readers (``sedi status``, ``sedi report``) query them directly.
 """
 
 SCHEMA_VERSION = 2
+
+# Columns added to a table after its schema version shipped: (table, column, SQL type and default). Opening a run
+# directory adds any that are missing (an additive ALTER TABLE, so the version stays and older sedi versions of the
+# same schema still read and write the file); they come last in their table, as ALTER TABLE puts them.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("calls", "cached_tokens", "INTEGER NOT NULL DEFAULT 0"),)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,6 +40,7 @@ CREATE TABLE IF NOT EXISTS calls (
     error_class TEXT,
     error TEXT,
     started_at REAL NOT NULL,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,  -- of prompt_tokens, from the provider's prompt cache (ADDED_COLUMNS)
     UNIQUE (request_key, attempt)
 );
 -- The response cache, content-addressed by request_key (see sedi.teacher.request_key).

@@ -28,7 +28,7 @@ from sedi.rundir import (
     run_dir_errors,
     take_lock,
 )
-from sedi.schema import SCHEMA, SCHEMA_VERSION
+from sedi.schema import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from sedi.config_teacher import Prices
@@ -71,10 +71,17 @@ class RunStore:
                 f"{SCHEMA_VERSION}): use a new --run-dir, or the sedi version that created it"
             )
         self.db.executescript(SCHEMA)
+        self._add_missing_columns()
         self._set_default("schema_version", str(SCHEMA_VERSION))
         self._set_default("state", "created")
         self._set_default("cache_hits", "0")
         self.recovered_interrupted = self._mark_interrupted()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a file written before a column was added (same schema version) up to date: additive only."""
+        for table, column, decl in ADDED_COLUMNS:
+            if not ledger.has_column(self.db, table, column):
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _stored_schema_version(self) -> str | None:
         has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()

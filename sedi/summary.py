@@ -20,6 +20,7 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
     db.row_factory = sqlite3.Row
     calls = db.execute(
         "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c, "
+        f"COALESCE(SUM({ledger.cached_tokens_sql(db)}), 0) AS cached, "
         "COALESCE(SUM(status IN ('error', 'interrupted')), 0) AS failed, "
         "COALESCE(SUM(status = 'length'), 0) AS truncated, COALESCE(SUM(charged_tokens), 0) AS charged_tokens "
         "FROM calls"
@@ -47,6 +48,10 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "responses": int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]),
         "prompt_tokens": int(calls["p"]),
         "completion_tokens": int(calls["c"]),
+        # Prompt tokens the provider served from its prompt cache (usage.prompt_tokens_details.cached_tokens), and
+        # their share of all prompt tokens (null before any prompt token was reported).
+        "cached_prompt_tokens": int(calls["cached"]),
+        "cached_share": round(int(calls["cached"]) / int(calls["p"]), 4) if int(calls["p"]) else None,
         "budget_charged_tokens": int(calls["charged_tokens"]),
         # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given
         **cost,

@@ -336,6 +336,7 @@ class TeacherClient:
                 completion_tokens=found.completion_tokens,
                 cost_usd=found.reported.cost_usd,
                 charged=found.charged,
+                cached_tokens=found.cached_tokens,
                 latency_s=time.monotonic() - started,
                 error_class=error_class,
                 error=note,

@@ -61,6 +61,17 @@ def read_usage(usage: Any) -> tuple[int | None, int | None]:
     return _count(getattr(usage, "prompt_tokens", None)), _count(getattr(usage, "completion_tokens", None))
 
 
+def read_cached(usage: Any) -> int:
+    """Prompt tokens served from the provider's prompt cache (``usage.prompt_tokens_details.cached_tokens``);
+    0 when the provider does not say."""
+    name = "prompt_tokens_details"
+    details = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+    if details is None:
+        return 0
+    value = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
+    return _count(value) or 0
+
+
 @dataclass(frozen=True)
 class Charge:
     """What a 200 response is charged, and how far its report can be trusted."""
@@ -71,6 +82,7 @@ class Charge:
     charged: Usage  # what the budget counts
     usage_known: bool
     over_reservation: bool
+    cached_tokens: int = 0  # of prompt_tokens (never more), priced at teacher.prices.cached_prompt when set
 
 
 def charge(usage: Any, worst: Usage, prices: Prices | None) -> Charge:
@@ -78,13 +90,14 @@ def charge(usage: Any, worst: Usage, prices: Prices | None) -> Charge:
     (the budget cannot know better); as reported, and flagged, when the report exceeds the worst case."""
     prompt, completion = read_usage(usage)
     p, c = prompt or 0, completion or 0
-    reported = Usage(1, p + c, cost_of(p, c, prices))
+    cached = min(read_cached(usage), p)
+    reported = Usage(1, p + c, cost_of(p, c, prices, cached))
     known = prompt is not None and completion is not None
     charged = (
         reported if known else Usage(1, max(worst.tokens, reported.tokens), max(worst.cost_usd, reported.cost_usd))
     )
     over = reported.tokens > worst.tokens or reported.cost_usd > worst.cost_usd + 1e-12
-    return Charge(p, c, reported, charged, known, over)
+    return Charge(p, c, reported, charged, known, over, cached)
 
 
 def retry_after(response: httpx2.Response | None) -> float | None:
