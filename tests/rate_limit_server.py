@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.servers import read_body
+from tests.servers import read_body, replaying
 
 
 def duration(seconds: float) -> str:
@@ -90,14 +90,7 @@ class RateLimited:
             await send({"type": "http.response.start", "status": 429, "headers": head})
             await send({"type": "http.response.body", "body": raw})
             return
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return dict(await receive())
+        replay = replaying(body, receive)
 
         async def with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

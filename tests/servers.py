@@ -39,6 +39,20 @@ async def read_body(receive: Any) -> bytes:
             return body
 
 
+def replaying(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that hands a wrapped app the body already read, then the real messages."""
+    replayed = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return dict(await receive())
+
+    return replay
+
+
 def _json_or_empty(body: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(body)
@@ -72,14 +86,7 @@ class CountingMiddleware:
             self.counts[scope["path"]] += 1
             self.seen.append(Seen(scope["path"], _json_or_empty(body), headers.get("authorization", "")))
             self.in_flight += 1
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return dict(await receive())
+        replay = replaying(body, receive)
 
         try:
             if self.delay:
