@@ -14,6 +14,14 @@ with the float32 ones (1,200 T0 prompts). Casting the weights to bf16 instead is
 drifts to 0.997, and int8 dynamic quantisation to 0.86, which would move filter decisions; autocast keeps
 LayerNorm and softmax in float32. ``precision="auto"`` uses bf16 autocast only where the hardware has
 native bf16 (emulated bf16 is slower than float32).
+Other CPU backends, measured on 2,000 real T0 prompts against float32 torch (this AVX512-BF16/AMX machine, shared
+with other jobs, so CPU milliseconds per text, 2 threads; "agree" = identical filter decisions at cosine 0.95):
+torch float32 39.4 ms (reference); ONNX Runtime float32 35.6 (agree 100%); ONNX Runtime int8 dynamic
+(per-channel, reduce_range) 22.6 (agree 99.35%, mean cosine 0.9915: below the 99.5% goal, so not used);
+OpenVINO float32 22.6 (agree 100%); OpenVINO bf16 9.5 (agree 100%, min cosine 0.99996). OpenVINO is the next
+backend to adopt (not wired in yet). sentence-transformers' own ONNX/OpenVINO backends need ``optimum``,
+whose ONNX package pins transformers<4.58 and would downgrade transformers 5, so an export would be made
+with ``torch.onnx.export`` from the local model files.
 ``sentence_transformers`` and ``torch`` are imported in the constructor, so importing this module is cheap.
 """
 

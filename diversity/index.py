@@ -1,26 +1,44 @@
 """Nearest neighbours by inner product (cosine on normalised vectors) over FAISS, with caller-chosen ids.
 
-Three kinds, chosen by pool size:
+Four kinds:
 
-- ``"exact"`` (``IndexFlatIP``): every query scans every vector. Exact, no training, and on CPU a
-  scan of 100K 384-d vectors takes a few milliseconds per query, which is fine for pools well into the
-  hundreds of thousands. The default, because a near-duplicate filter should not miss neighbours.
-- ``"hnsw"`` (``IndexHNSWFlat``): a navigable graph; queries cost roughly log(n) instead of n, at the
-  price of ~``2·m`` extra links per vector, slower inserts and approximate answers (a true neighbour can
-  be missed, so a few near-duplicates slip through). Worth it beyond about a million vectors.
+- ``"exact"`` (``IndexFlatIP``): every query scans every vector. Exact, no training.
 - ``"ivf"`` (``IndexIVFFlat``): vectors are bucketed by k-means centroids and a query scans only
-  ``nprobe`` buckets; cheaper to build than HNSW, but needs training data. It keeps an exact flat index
-  until ``min_train`` vectors exist, then trains on them and switches, so small pools stay exact.
+  ``nprobe`` buckets; needs training data. It keeps an exact flat index until ``min_train`` vectors exist,
+  then trains on them and switches, so small pools stay exact.
+- ``"auto"``: ``"ivf"`` whose switch waits until :data:`AUTO_EXACT_BELOW` vectors, the size past which
+  exact search stops being cheap next to embedding (measured below). The default of ``filter.embedding_index``.
+- ``"hnsw"`` (``IndexHNSWFlat``): a navigable graph; queries cost roughly log(n), at the price of ~``2·m``
+  links per vector, slow inserts and answers that depend on insertion threads (see :meth:`VectorIndex.load`).
+
+Why ``"auto"`` switches at 100K (``scripts/bench_index_kinds.py``: pools of vectors derived from 2,000 real
+MiniLM vectors of T0 prompts, 1,000 fresh queries in batches of 20, IVF1024 probing 32 buckets; 2-core machine
+shared with other jobs, so the wall times are inflated several-fold, but both kinds ran under the same load):
+
+    pool      exact ms/query   ivf ms/query   decisions identical   recall@1
+    10K             5.2            4.4              100%               100%
+    50K            27.9            2.3              100%               100%
+    100K           55.7            3.5              100%               100%
+    300K          193.2           10.2              100%               100%
+
+Exact search grows linearly with the pool; near 100K it costs about as much per candidate as the 10% share
+of a 5 ms embedding that the filter may take on an unloaded machine (the stack notes' 0.25 ms per query at
+50K), while IVF's cost stays nearly flat and agreed on every decision. Training IVF at the switch is paid
+once (about 40 s for 100K vectors here).
 
 FAISS numbers vectors 0..n-1 in insertion order; the caller's ids live in a parallel array, which is
-simpler than ``IndexIDMap`` and works the same way for all three kinds. ``faiss`` is imported lazily.
+simpler than ``IndexIDMap`` and works the same way for all kinds. ``faiss`` is imported lazily.
+
+Saving (:meth:`VectorIndex.save`) appends to an index directory (:mod:`diversity.index_store`): after the
+first save, each save writes only the vectors added since the previous one. :meth:`VectorIndex.load` also
+reads the single ``.npz`` file that earlier versions wrote, so existing run directories keep working; the
+next save to a directory migrates them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +46,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["IndexKind", "VectorIndex"]
+from diversity.index_store import IndexStore
 
-IndexKind = Literal["exact", "hnsw", "ivf"]
-_KINDS = ("exact", "hnsw", "ivf")
+__all__ = ["AUTO_EXACT_BELOW", "IndexKind", "VectorIndex"]
+
+IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
+_KINDS = ("auto", "exact", "hnsw", "ivf")
+AUTO_EXACT_BELOW = 100_000  # measured: see the module docstring
 
 
 def as_matrix(vectors: npt.ArrayLike, dim: int) -> npt.NDArray[np.float32]:
@@ -59,7 +80,8 @@ class VectorIndex:
         min_train: int | None = None,
     ) -> None:
         """``min_train`` (IVF only): vectors needed before training; default ``39 * nlist``, the fewest
-        points per centroid for which FAISS's k-means does not warn."""
+        points per centroid for which FAISS's k-means does not warn (``"auto"``: at least
+        :data:`AUTO_EXACT_BELOW`)."""
         if dim < 1:
             raise ValueError("dim must be positive")
         if kind not in _KINDS:
@@ -70,9 +92,15 @@ class VectorIndex:
         self.ef_search = ef_search
         self.nlist = nlist
         self.nprobe = nprobe
-        self.min_train = 39 * nlist if min_train is None else max(min_train, nlist)
+        default_train = max(39 * nlist, AUTO_EXACT_BELOW) if kind == "auto" else 39 * nlist
+        self.min_train = default_train if min_train is None else max(min_train, nlist)
         self._ids = np.zeros(0, dtype=np.int64)
         self._index: Any = self._empty_index()
+        # Where this index was last saved, how many rows that save committed, and the rows added since
+        # (kept only while attached to a directory, so an index that is never saved holds no second copy).
+        self._store: IndexStore | None = None
+        self._store_state: dict[str, Any] | None = None
+        self._unsaved: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = []
 
     def _empty_index(self) -> Any:
         import faiss
@@ -81,12 +109,17 @@ class VectorIndex:
             index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = self.ef_search
             return index
-        return faiss.IndexFlatIP(self.dim)  # "ivf" starts exact and switches once trained
+        return faiss.IndexFlatIP(self.dim)  # "ivf" and "auto" start exact and switch once trained
+
+    @property
+    def _bucketed(self) -> bool:
+        return self.kind in ("ivf", "auto")
 
     @property
     def trained(self) -> bool:
-        """False for an IVF index still answering exactly because it has fewer than ``min_train`` vectors."""
-        return self.kind != "ivf" or not self._is_flat()
+        """False for an IVF (or auto) index still answering exactly because it has fewer than ``min_train``
+        vectors."""
+        return not self._bucketed or not self._is_flat()
 
     def _is_flat(self) -> bool:
         import faiss
@@ -111,18 +144,47 @@ class VectorIndex:
             return
         self._index.add(matrix)
         self._ids = np.concatenate([self._ids, id_array])
-        if self.kind == "ivf" and self._is_flat() and len(self._ids) >= self.min_train:
+        if self._store is not None:
+            self._unsaved.append((id_array.copy(), matrix.copy()))
+        if self._bucketed and self._is_flat() and len(self._ids) >= self.min_train:
             self._train_ivf()
 
-    def _train_ivf(self) -> None:
+    def _train_ivf(self, centroids: npt.NDArray[np.float32] | None = None) -> None:
+        """Switch to IVF: train k-means on the stored vectors, or take ``centroids`` saved by an earlier train."""
+        stored = self._index.reconstruct_n(0, self._index.ntotal)
+        self._index = self._ivf(centroids if centroids is not None else self._kmeans(stored))
+        self._index.add(stored)  # same order as before, so positions still map to self._ids
+
+    def _kmeans(self, data: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         import faiss
 
-        stored = self._index.reconstruct_n(0, self._index.ntotal)
         ivf: Any = faiss.index_factory(self.dim, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        ivf.train(stored)
-        ivf.add(stored)  # same order as before, so positions still map to self._ids
-        faiss.extract_index_ivf(ivf).nprobe = self.nprobe
-        self._index = ivf
+        ivf.train(data)
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        return np.asarray(quantizer.reconstruct_n(0, quantizer.ntotal), dtype=np.float32)
+
+    def _ivf(self, centroids: npt.NDArray[np.float32]) -> Any:
+        """An empty IVF index over fixed centroids: the same centroids give the same buckets, hence the same
+        search results, which is what makes a reloaded IVF index decide like the one that was saved."""
+        import faiss
+
+        quantizer = faiss.IndexFlatIP(self.dim)
+        quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        ivf: Any = faiss.IndexIVFFlat(quantizer, self.dim, len(centroids), faiss.METRIC_INNER_PRODUCT)
+        ivf.own_fields = True
+        quantizer.this.disown()  # type: ignore[attr-defined]  # the IVF index now frees it
+        ivf.is_trained = True
+        ivf.nprobe = self.nprobe
+        return ivf
+
+    def centroids(self) -> npt.NDArray[np.float32] | None:
+        """A trained IVF index's centroids (``None`` for other kinds or before training)."""
+        import faiss
+
+        if not self._bucketed or self._is_flat():
+            return None
+        quantizer = faiss.downcast_index(self._index.quantizer)
+        return np.asarray(quantizer.reconstruct_n(0, quantizer.ntotal), dtype=np.float32)
 
     def search(self, vectors: npt.ArrayLike, k: int = 1) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Per query, the ``k`` best ids and similarities, best first; ``-1`` / ``-inf`` where fewer exist."""
@@ -140,13 +202,8 @@ class VectorIndex:
         sims[:, :width] = np.where(valid, found_sims, -np.inf)
         return ids, sims
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write index, ids and settings to one ``.npz`` file, atomically (temporary file, then ``os.replace``)."""
-        import faiss
-
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        settings = {
+    def _settings(self) -> dict[str, Any]:
+        return {
             "dim": self.dim,
             "kind": self.kind,
             "hnsw_m": self.hnsw_m,
@@ -155,38 +212,114 @@ class VectorIndex:
             "nprobe": self.nprobe,
             "min_train": self.min_train,
         }
-        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(
-                    out,
-                    index=faiss.serialize_index(self._index),
-                    ids=self._ids,
-                    settings=np.array(json.dumps(settings)),
-                )
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> VectorIndex:
-        """An index equal to the one :meth:`save` wrote (same ids, same search results)."""
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Commit the index to the directory ``path``; returns the bytes written.
+
+        When the last save (or load) of this index was to the same directory and nothing else has been
+        committed there since, only the rows added since are appended (plus, once, an IVF index's
+        centroids); otherwise every row is written into a new generation (the first save, a migrated
+        ``.npz`` index, or a directory another index was saved to). Either way the state file is replaced
+        atomically only after the data are on disk, so a crash leaves the previous save readable."""
+        store = IndexStore(path)
+        state = store.state()
+        centroids = self.centroids()
+        same = (
+            self._store is not None
+            and self._store_state is not None
+            and state is not None
+            and self._store.directory.resolve() == store.directory.resolve()
+            and (state["generation"], state["count"]) == (self._store_state["generation"], self._store_state["count"])
+            and state["settings"]["kind"] == self.kind
+            and not (state.get("centroids") and centroids is None)
+        )
+        if same and state is not None:
+            ids = np.concatenate([i for i, _ in self._unsaved]) if self._unsaved else self._ids[:0]
+            vectors = (
+                np.concatenate([v for _, v in self._unsaved]) if self._unsaved else np.zeros((0, self.dim), np.float32)
+            )
+            new_state = store.append(state, ids, vectors, self._settings(), centroids)
+        else:
+            new_state = store.rewrite(self._all_rows(), self._settings(), centroids)
+        self._store, self._store_state, self._unsaved = store, new_state, []
+        return store.bytes_written
+
+    def _all_rows(self) -> Any:
+        """Every (ids, vectors) chunk in insertion order, reconstructed from FAISS (IVF needs a direct map)."""
         import faiss
 
-        with np.load(Path(path), allow_pickle=False) as data:
+        if not self._is_flat() and self._bucketed:
+            faiss.extract_index_ivf(self._index).make_direct_map()
+        step = 65_536
+        for start in range(0, len(self._ids), step):
+            stop = min(start + step, len(self._ids))
+            yield self._ids[start:stop], self._index.reconstruct_n(start, stop - start)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], kind: IndexKind | None = None) -> VectorIndex:
+        """The index :meth:`save` committed to the directory ``path`` (rows past the committed count, left by a
+        crash, are ignored), or the single ``.npz`` file older versions wrote.
+
+        Exact and IVF indexes come back deciding exactly as the saved one did: the same vectors in the same
+        order, and an IVF index over its saved centroids. An HNSW graph is rebuilt by inserting the saved
+        vectors again; FAISS builds it with several threads, so the graph (not the vectors) can differ from
+        the saved one and a borderline neighbour may be found in one and missed in the other, as between
+        any two HNSW builds. ``kind``: rebuild the stored vectors as another kind instead (a run whose
+        configured index kind changed); the rebuilt index trains fresh when it is bucketed."""
+        source = Path(path)
+        if source.is_file():
+            loaded = cls._load_npz(source)
+            return loaded if kind is None or kind == loaded.kind else loaded._as_kind(kind)
+        store = IndexStore(source)
+        state = store.state()
+        if state is None:
+            raise ValueError(f"{source}: no saved index")
+        settings = dict(state["settings"])
+        same_kind = kind is None or kind == settings["kind"]
+        if not same_kind:
+            settings["kind"], settings["min_train"] = kind, None
+        loaded = cls._from_settings(settings)
+        centroids = store.centroids(state) if same_kind else None
+        if centroids is not None:
+            loaded._index = loaded._ivf(centroids)
+        ids = store.ids(state)
+        start = 0
+        for chunk in store.vector_chunks(state):
+            loaded.add(ids[start : start + len(chunk)], chunk)  # an untrained bucketed index trains as it did
+            start += len(chunk)
+        if same_kind:  # attached: the next save appends
+            loaded._store, loaded._store_state = store, state
+        return loaded
+
+    @classmethod
+    def _from_settings(cls, settings: dict[str, Any]) -> VectorIndex:
+        """An empty index with the settings a saved one recorded."""
+        return cls(
+            settings["dim"],
+            settings["kind"],
+            hnsw_m=settings["hnsw_m"],
+            ef_search=settings["ef_search"],
+            nlist=settings["nlist"],
+            nprobe=settings["nprobe"],
+            min_train=settings["min_train"],
+        )
+
+    def _as_kind(self, kind: IndexKind) -> VectorIndex:
+        other = VectorIndex(
+            self.dim, kind, hnsw_m=self.hnsw_m, ef_search=self.ef_search, nlist=self.nlist, nprobe=self.nprobe
+        )
+        for ids, vectors in self._all_rows():
+            other.add(ids, vectors)
+        return other
+
+    @classmethod
+    def _load_npz(cls, path: Path) -> VectorIndex:
+        """Format 1: one ``.npz`` with the serialised FAISS index, the ids and the settings."""
+        import faiss
+
+        with np.load(path, allow_pickle=False) as data:
             settings = json.loads(str(data["settings"]))
-            loaded = cls(
-                settings["dim"],
-                settings["kind"],
-                hnsw_m=settings["hnsw_m"],
-                ef_search=settings["ef_search"],
-                nlist=settings["nlist"],
-                nprobe=settings["nprobe"],
-                min_train=settings["min_train"],
-            )
+            loaded = cls._from_settings(settings)
             loaded._index = faiss.deserialize_index(np.array(data["index"], dtype=np.uint8))
             loaded._ids = np.array(data["ids"], dtype=np.int64)
         if loaded.kind == "hnsw":

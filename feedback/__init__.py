@@ -2,8 +2,8 @@
 
 Never imports ``sedi`` or ``diversity``. Importing the package, or any of its pure modules (``config``,
 ``records``, ``bandit``, ``pool``, ``signals``, ``selection``), is light: the entry points that touch a model
-(``train_round``, ``per_example_loss``, ``greedy_answers``) are loaded on first use, and they import torch,
-transformers, TRL, peft and datasets only when called.
+(``train_round``, ``launch_round``, ``per_example_loss``, ``greedy_answers``) are loaded on first use, and they
+import torch, transformers, TRL, peft and datasets only when called.
 """
 
 import importlib
@@ -17,6 +17,7 @@ from feedback.selection import Attractive, Promotion, decided_through, promotion
 from feedback.signals import loss_drop
 
 if TYPE_CHECKING:
+    from feedback._launch import launch_round
     from feedback.answers import greedy_answers
     from feedback.scoring import per_example_loss
     from feedback.training import STEPS_FILE, train_round
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "STEPS_FILE": "feedback.training",
     "train_round": "feedback.training",
+    "launch_round": "feedback._launch",
     "per_example_loss": "feedback.scoring",
     "greedy_answers": "feedback.answers",
 }
@@ -62,6 +64,7 @@ __all__ = [
     "draw_thompson",
     "draw_uniform",
     "greedy_answers",
+    "launch_round",
     "loss_drop",
     "per_example_loss",
     "posterior_mean",

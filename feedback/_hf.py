@@ -200,6 +200,9 @@ def sft_args(config: TrainConfig, runtime: Runtime, output_dir: Path) -> SFTConf
         loss_type=config.loss_type,
         dataloader_num_workers=0,
         dataloader_drop_last=False,
+        # Under several processes (feedback._launch): every trainable weight is used in every forward, so DDP's
+        # search for unused ones is only an extra graph traversal per step.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -249,3 +252,14 @@ def prepare_rows(trainer: ComposedSFTTrainer, config: TrainConfig) -> tuple[Data
 
         rows = rows.map(_truncate, with_indices=True)
     return rows, dropped
+
+
+def with_ghost_row(rows: Dataset) -> tuple[Dataset, int]:
+    """``rows`` plus a copy of its shortest row with no supervised token, and that row's index: what a rank trains
+    when its share of a composed batch is empty (zero loss and gradient, but a forward and backward like the rest)."""
+    from feedback._trainer import GHOST_ID, ID_COLUMN
+
+    shortest = min(range(len(rows)), key=lambda index: len(rows[index]["input_ids"]))
+    ids = rows[shortest]["input_ids"]
+    ghost = {ID_COLUMN: GHOST_ID, "input_ids": ids, "labels": [-100] * len(ids)}
+    return rows.add_item(ghost), len(rows)

@@ -3,13 +3,20 @@
 Three small pieces, each with one job:
 
 - :class:`ComposedBatches` is the batch sampler: one micro-batch per composed batch, in the given order,
-  nothing shuffled or dropped (the Trainer's own sampler would shuffle and use a fixed batch size).
+  nothing shuffled or dropped (the Trainer's own sampler would shuffle and use a fixed batch size). Under
+  several processes each rank takes its contiguous slice of every composed batch, so the global micro-batch
+  is the composed batch; a rank whose slice is empty trains a ghost row without a supervised token (it adds
+  nothing to the loss or the gradient, but keeps the ranks' gradient all-reduces in step).
 - :class:`IdCollator` wraps TRL's collator: it takes the ``id`` column off each row and puts the micro-batch's
   ids into the batch under ``IDS_KEY``; the trainer removes them again before the forward pass, at the moment
-  the micro-batch is trained. Ids are therefore recorded when the batch is used, not when the dataloader
-  (which prefetches) builds it.
+  the micro-batch is trained, checks them against the composed batch it expects, and reports that batch's
+  task ids (each once: a task's instances share its id). Ids are therefore recorded when the batch is used,
+  not when the dataloader (which prefetches) builds it, and every rank records the whole composed batch.
 - :class:`StepRecorder` is a callback: at each optimizer step's end it closes the step's ids, and from the
   per-step log (``logging_steps=1``) it takes the pre-clipping ``grad_norm``, the loss and the learning rate.
+  Under DDP both are of the whole step: the norm is taken after the gradients' all-reduce, and the Trainer
+  scales each rank's token-sum loss by the global supervised-token count (``average_tokens_across_devices``),
+  so uneven slices weigh every token as one process would.
 
 The id column and the batch key live here, beside the collator that uses them: :mod:`feedback._hf` imports
 them and this trainer from here, never the other way round, so the two modules form no cycle. Importing this
@@ -45,11 +52,27 @@ ID_COLUMN = "id"
 IDS_KEY = "feedback_ids"
 
 
-class ComposedBatches(Sampler[list[int]]):
-    """Yields the given row-index lists as they are: a batch sampler with a fixed plan."""
+# Id of the ghost row that a rank trains when its slice of a composed batch is empty.
+GHOST_ID = -1
 
-    def __init__(self, plan: list[list[int]]) -> None:
-        self.plan = [list(batch) for batch in plan]
+
+def rank_slice(rows: list[int], rank: int, world: int) -> list[int]:
+    """This rank's contiguous share of one composed batch's rows; the shares of all ranks are the batch, in order
+    (sizes differ by at most one, the first ranks taking the extra rows, as ``numpy.array_split``)."""
+    size, extra = divmod(len(rows), world)
+    start = rank * size + min(rank, extra)
+    return rows[start : start + size + (1 if rank < extra else 0)]
+
+
+class ComposedBatches(Sampler[list[int]]):
+    """Yields the given row-index lists as they are (one process), or this rank's slice of each (several): a batch
+    sampler with a fixed plan. ``ghost`` is the row index trained by a rank whose slice is empty."""
+
+    def __init__(self, plan: list[list[int]], rank: int = 0, world: int = 1, ghost: int | None = None) -> None:
+        if world > 1 and ghost is None and any(len(batch) < world for batch in plan):
+            raise ValueError("a composed batch has fewer rows than processes and no ghost row was given.")
+        shares = [rank_slice(list(batch), rank, world) for batch in plan]
+        self.plan = [share or [ghost] for share in shares] if ghost is not None else shares
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter([list(batch) for batch in self.plan])
@@ -80,7 +103,7 @@ class StepRecorder(TrainerCallback):
         self.step_logs: dict[int, dict[str, float]] = {}
 
     def micro_batch(self, ids: list[int]) -> None:
-        self.pending.extend(ids)
+        self.pending.extend(dict.fromkeys(ids))  # a task once per micro-batch, however many instances it has
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.step_ids[state.global_step] = self.pending
@@ -119,7 +142,10 @@ class StepRecorder(TrainerCallback):
 class ComposedSFTTrainer(SFTTrainer):
     """SFTTrainer whose training dataloader follows ``self.composed_plan`` and reports ids to ``self.recorder``."""
 
-    composed_plan: list[list[int]]
+    composed_plan: list[list[int]]  # row indices of each composed batch (all ranks together)
+    composed_ids: list[list[int]]  # the task id of each of those rows
+    ghost_row: int | None  # row index trained by a rank whose share of a composed batch is empty
+    trained_micro_batches: int
     recorder: StepRecorder
     # Narrower than the Trainer's own annotations: make_trainer is given a Student and a datasets.Dataset.
     model: Student
@@ -128,23 +154,39 @@ class ComposedSFTTrainer(SFTTrainer):
     def get_train_dataloader(self) -> Any:
         if self.train_dataset is None:
             raise ValueError("ComposedSFTTrainer needs a train_dataset.")
+        world = self.args.world_size
+        sampler = ComposedBatches(self.composed_plan, self.args.process_index, world, self.ghost_row)
         loader = DataLoader(
             self.train_dataset,
-            batch_sampler=ComposedBatches(self.composed_plan),
+            batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=0,  # workers would not change the order, but they would copy the recorder
         )
+        self.trained_micro_batches = 0
+        if world > 1:
+            # accelerate's prepare would deal whole batches to the ranks in turn; the sampler already gives each
+            # rank its slice, and the Trainer moves every batch to the rank's device itself.
+            return loader
         return self.accelerator.prepare(loader)
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-        ids = inputs.pop(IDS_KEY)
-        self.recorder.micro_batch([int(i) for i in ids.tolist()])
+        got = [int(i) for i in inputs.pop(IDS_KEY).tolist() if int(i) != GHOST_ID]
+        expected = self.composed_ids[self.trained_micro_batches]
+        exact = self.args.world_size == 1 and self.ghost_row is None
+        if (got != expected) if exact else not set(got) <= set(expected):
+            raise RuntimeError(
+                f"micro-batch {self.trained_micro_batches} holds ids {got}, expected some of {expected}."
+            )
+        self.trained_micro_batches += 1
+        self.recorder.micro_batch(expected)
         return super().training_step(model, inputs, num_items_in_batch)
 
 
 def make_trainer(**kwargs: Any) -> ComposedSFTTrainer:
     trainer = ComposedSFTTrainer(**kwargs)
     trainer.composed_plan = []
+    trainer.composed_ids = []
+    trainer.ghost_row = None
     trainer.recorder = StepRecorder()
     trainer.add_callback(trainer.recorder)
     trainer.remove_callback(PrinterCallback)  # per-step logs go to steps.jsonl, not stdout

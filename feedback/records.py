@@ -20,7 +20,8 @@ class FrozenRecord(BaseModel):
 
 
 class TrainExample(FrozenRecord):
-    """One task to train on, as a prompt and its target completion.
+    """One training row, as a prompt and its target completion: a task, or one of its instances (examples
+    sharing an id are the instances of one task, and train in the same step).
 
     The same record serves chat and base students: with a chat template (``TrainConfig.chat``) the prompt
     becomes one user message and the completion one assistant message; without one the completion is
@@ -55,7 +56,8 @@ class RoundResult(FrozenRecord):
 
     steps: list[StepRecord] = Field(description="One record per optimizer step, in order.")
     dropped_ids: list[int] = Field(
-        description="Ids that were not trained on: too long for max_length, or left without a supervised token."
+        description="Ids none of whose examples were trained on: each too long for max_length, or left without a "
+        "supervised token."
     )
     adapter_path: str = Field(
         description="Directory holding the saved LoRA adapter (or the full model when lora=False) and tokenizer."

@@ -5,12 +5,19 @@ It needs a model, so it lives apart from the pure per-step signals (:mod:`feedba
 imports. ``per_example_loss`` imports torch when called, so importing the package stays light, and tokenises
 through the trainer's own preparation (:func:`feedback._hf.prepare_rows`), so a loss describes exactly the
 tokens a round trains on.
+
+A task with several instances (examples sharing its id) gets one loss: the mean over its instances of each
+instance's mean token loss, so every instance counts once whatever its length, and a task with one instance
+scores as before. Instances that do not fit are left out of that mean; the task is reported as dropped only when
+none fits.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections import defaultdict
 from pathlib import Path
+from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 from feedback.config import TrainConfig
@@ -29,7 +36,8 @@ def per_example_loss(
     config: TrainConfig,
     dropped: list[int] | None = None,
 ) -> dict[int, float]:
-    """Mean cross-entropy over each example's supervised tokens, by id, from a no-grad pass.
+    """Mean cross-entropy over each example's supervised tokens, by id (averaged over the instances sharing an
+    id), from a no-grad pass.
 
     The examples are tokenised by TRL's preparation with the same config as :func:`train_round`, so the tokens,
     the supervised positions and the length policy are the trainer's. ``adapter_path`` is a round's saved
@@ -39,6 +47,7 @@ def per_example_loss(
     import torch
 
     from feedback import _hf
+    from feedback._trainer import ID_COLUMN
 
     if not examples:
         return {}
@@ -52,21 +61,24 @@ def per_example_loss(
         )
         rows, left_out = _hf.prepare_rows(trainer, config)
     if dropped is not None:
-        dropped.extend(left_out)
+        dropped.extend(sorted(set(left_out) - {int(i) for i in rows[ID_COLUMN]}))
     model = trainer.model
     device = _hf.to_inference(model, runtime)
     pad = tokenizer.pad_token_id
-    losses: dict[int, float] = {}
+    instances: defaultdict[int, list[float]] = defaultdict(list)
     size = config.eval_batch_size
     autocast = torch.autocast(device_type=runtime.device, dtype=torch.bfloat16, enabled=runtime.bf16)
     with torch.no_grad(), autocast:
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
-            losses.update(_batch_losses(model, chunk, pad, device))
-    return losses
+            for task, loss in _batch_losses(model, chunk, pad, device):
+                instances[task].append(loss)
+    return {task: fmean(values) for task, values in instances.items()}
 
 
-def _batch_losses(model: Student, chunk: dict[str, list[Any]], pad: int, device: torch.device) -> dict[int, float]:
+def _batch_losses(
+    model: Student, chunk: dict[str, list[Any]], pad: int, device: torch.device
+) -> list[tuple[int, float]]:
     """Right-padded forward of a few rows; padding is masked in attention and ignored in the loss."""
     import torch
     import torch.nn.functional as F
@@ -87,4 +99,4 @@ def _batch_losses(model: Student, chunk: dict[str, list[Any]], pad: int, device:
     per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="none")
     supervised = (targets != -100).sum(dim=1).clamp(min=1)
     means = per_token.sum(dim=1) / supervised
-    return {int(i): float(v) for i, v in zip(chunk[ID_COLUMN], means.tolist(), strict=True)}
+    return [(int(i), float(v)) for i, v in zip(chunk[ID_COLUMN], means.tolist(), strict=True)]

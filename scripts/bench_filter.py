@@ -31,6 +31,17 @@ overhead per candidate is folded into the per-pair figure, which makes the extra
 pools are larger than on the prefix.
 
 When ``--limit`` exceeds the corpus, it is repeated with the suffix `` (variant k)`` on the k-th copy.
+
+Scale mode (``--limit`` above ``--real-max``, 100,000 by default; e.g. ``--limit 1000000 --index ivf``): there are
+only ~27K real T0 prompts, and embedding a million texts on a 2-core CPU takes hours, so this mode says
+what is real and what is derived. Real: ``--embed-sample`` corpus texts are embedded with the filter's encoder
+(``embed_seconds``, ``embed_ms_per_text``, ``embed_cpu_ms_per_text``); ``embed_seconds_projected`` is that rate
+times ``--limit``. Derived: the index is driven at ``--limit`` with vectors derived from those real embeddings
+(``diversity.scale.derived_vectors``: real vector plus noise of a per-vector scale, so near-duplicates and
+borderline pairs occur), through the embedding rule exactly as the filter applies it (``seconds``, measured, split
+into ``search_seconds``/``add_seconds``/``decide_seconds``). ``agreement_with_exact``: share of embedding-rule
+decisions identical to exact search's on the first ``--agreement-prefix`` candidates of the same stream.
+ROUGE-L is not run (derived vectors have no text). ``peak_rss_mb`` is the whole process's.
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ from diversity.benchmark import (
 )
 from diversity.dedup import DiversityFilter
 from diversity.embeddings import Encoder
+from diversity.index import VectorIndex
+from diversity.scale import derived_vectors, embedding_rule, exact_rule
 from sedi.tasks import bundled_path
 
 # Before the encoder first loads transformers (nothing imported above does).
@@ -95,7 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="processes (reference) and threads (ROUGE-L)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="encoder")
+    parser.add_argument("--index", choices=["auto", "exact", "ivf", "hnsw"], default="auto", help="FAISS index kind")
+    parser.add_argument("--real-max", type=int, default=100_000, help="above this --limit, run the scale mode")
+    parser.add_argument("--embed-sample", type=int, default=2000, help="scale mode: real texts embedded")
+    parser.add_argument("--agreement-prefix", type=int, default=100_000, help="scale mode: exact reference size")
     args = parser.parse_args(argv)
+    if args.limit > args.real_max:
+        scale_main(args)
+        return
 
     seeds = read_texts(Path(args.seeds)) if args.seeds else []
     candidates, copies = candidate_stream(read_texts(args.corpus), args.limit)
@@ -114,7 +134,12 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     dedup = DiversityFilter(
-        args.rouge_threshold, args.embedding_threshold, pool_texts=seeds, encoder=encoder, workers=args.workers
+        args.rouge_threshold,
+        args.embedding_threshold,
+        pool_texts=seeds,
+        encoder=encoder,
+        workers=args.workers,
+        index_kind=args.index,
     )
     kept = by_embedding = 0
     prefix_seconds = prefix_embed_seconds = 0.0
@@ -145,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
         seconds=round(seconds, 2),
         embed_seconds=round(encoder.seconds, 2),
         embedded=encoder.encoder.encoded_count,
+        embed_ms_per_text=round(1000 * encoder.seconds / max(encoder.encoder.encoded_count, 1), 2),
         precision=encoder.encoder.precision,
+        backend="sentence-transformers/torch",
+        index=args.index,
         load_seconds=round(load_seconds, 2),
         removed_by_embedding_beyond_rouge=by_embedding,
         reference_n=reference_n,
@@ -161,9 +189,67 @@ def main(argv: list[str] | None = None) -> None:
             if prefix_seconds > prefix_embed_seconds
             else None
         ),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_rss_mb=peak_rss_mb(),
         cpu_count=os.cpu_count(),
     )
+    print(json.dumps(result))
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def scale_main(args: argparse.Namespace) -> None:
+    """The index at ``--limit`` candidates on vectors derived from real embeddings (see the module docstring)."""
+    corpus = read_texts(args.corpus)
+    sample = [corpus[i] for i in np.random.default_rng(0).permutation(len(corpus))[: args.embed_sample]]
+    encoder = Encoder(device="auto", precision=args.precision)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    bases = encoder.encode(sample)
+    embed_seconds, embed_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    per_text = embed_seconds / len(sample)
+
+    index = VectorIndex(bases.shape[1], args.index)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    run = embedding_rule(index, derived_vectors(bases, args.limit), args.embedding_threshold, args.batch)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    decisions = run.decisions
+    prefix = min(args.agreement_prefix, args.limit)
+    started = time.perf_counter()
+    reference = exact_rule(derived_vectors(bases, prefix), args.embedding_threshold, prefix)
+    exact_seconds = time.perf_counter() - started
+    result = {
+        "mode": "scale: real embeddings of embed_sample texts, index driven with derived vectors",
+        "n": args.limit,
+        "batch": args.batch,
+        "index": args.index,
+        "index_trained": index.trained,
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "search_seconds": round(run.search_seconds, 1),
+        "add_seconds": round(run.add_seconds, 1),
+        "decide_seconds": round(run.other_seconds, 1),
+        "filter_ms_per_candidate": round(1000 * seconds / args.limit, 3),
+        "kept": int((~decisions).sum()),
+        "rejected_by_embedding": int(decisions.sum()),
+        "agreement_with_exact": round(float(np.mean(decisions[:prefix] == reference)), 5),
+        "agreement_prefix": prefix,
+        "exact_rejected_on_prefix": int(reference.sum()),
+        "exact_reference_seconds": round(exact_seconds, 1),
+        "embed_sample": len(sample),
+        "embed_seconds": round(embed_seconds, 1),
+        "embed_ms_per_text": round(1000 * per_text, 2),
+        "embed_cpu_ms_per_text": round(1000 * embed_cpu / len(sample), 2),
+        "embed_seconds_projected": round(per_text * args.limit, 0),
+        "projected_total_seconds": round(per_text * args.limit + seconds, 0),
+        "embed_device": encoder.device,
+        "precision": encoder.precision,
+        "backend": "sentence-transformers/torch",
+        "gpu_projection": None if encoder.device == "cpu" else "embed_seconds_projected is the GPU's",
+        "peak_rss_mb": peak_rss_mb(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(result))
 
 

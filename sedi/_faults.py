@@ -1,7 +1,8 @@
 """Crash points for resumption tests: with ``SEDI_CRASH_AT=<point>`` in the environment the process kills
 itself with SIGKILL at that point (no cleanup, no flush), exactly as a power cut or the OOM killer would.
 Points: ``generate:R`` (after round R's first response is stored), ``train:R`` (after round R's steps are
-recorded, before the stage is marked), ``feedback:R`` (inside the feedback transaction, before it commits).
+recorded, before the stage is marked), ``feedback:R`` (inside the feedback transaction, before it commits),
+``batch:created`` (after a Batch API job is created, before its id is recorded).
 Unset in normal use; costs one dictionary lookup."""
 
 from __future__ import annotations

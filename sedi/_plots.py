@@ -264,13 +264,34 @@ def seed_pool(runs: Mapping[str, Mapping[int, PoolRound]]) -> bytes:
     return _png(fig)
 
 
-def heldout_loss(series: Mapping[str, Mapping[int, float]]) -> bytes:
-    """The student's loss on held-out tasks at the end of each round (lower is better)."""
-    title = "Held-out loss per round"
+def heldout_loss(
+    series: Mapping[str, Mapping[int, float]],
+    calls: Mapping[str, Mapping[int, float]] | None = None,
+    usd: Mapping[str, Mapping[int, float]] | None = None,
+) -> bytes:
+    """The student's held-out loss after each evaluated round (lower is better) against what the run had paid
+    by then: cumulative USD when every run has prices, else cumulative teacher calls, else the round. This is
+    the curve ``run.stop_when`` judges: where it flattens, more data stopped paying for itself."""
+    title = "Held-out loss against teacher cost"
     if not has_data(series):
         return _empty(title, "no held-out evaluation recorded")
     fig, (ax,) = _figure()
-    _round_lines(ax, series, "held-out loss\n(mean cross-entropy per token)")
+    with_data = [label for label, by_round in series.items() if by_round]
+    if usd and all(usd.get(label) for label in with_data):
+        cost, xlabel = usd, "teacher cost, cumulative (USD)"
+    elif calls and all(calls.get(label) for label in with_data):
+        cost, xlabel = calls, "teacher calls, cumulative (count)"
+    else:
+        _round_lines(ax, series, "held-out loss\n(mean cross-entropy per token)")
+        ax.set_title("Held-out loss per round (lower is better)")
+        _legend(fig, ax)
+        return _png(fig)
+    for i, (label, by_round) in enumerate(series.items()):
+        rounds = [r for r in sorted(by_round) if r in cost.get(label, {})]
+        ax.plot([cost[label][r] for r in rounds], [by_round[r] for r in rounds], label=label, **_style(i))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out loss\n(mean cross-entropy per token)")
+    ax.grid(alpha=0.3)
     ax.set_title(title + " (lower is better)")
     _legend(fig, ax)
     return _png(fig)

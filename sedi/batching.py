@@ -110,6 +110,8 @@ def record_round_metrics(
             ).fetchone()[0]
         ),
     }
+    if config.teacher.prices is not None:  # the held-out-against-cost curve of the report
+        metrics["cost_usd"] = store.spent(config.teacher.prices).cost_usd
     if kept_texts:
         vectors = np.asarray(encode(kept_texts), dtype=np.float32)
         seed_vectors = np.asarray(encode(list(seeds)), dtype=np.float32)

@@ -49,6 +49,17 @@ def cost_of(prompt_tokens: int, completion_tokens: int, prices: Prices | None, c
     ) / 1_000_000
 
 
+def batch_prices(prices: Prices | None) -> Prices | None:
+    """The prices of a request sent through the Batch API: each rate less ``prices.batch_discount``."""
+    if prices is None:
+        return None
+    share = 1.0 - prices.batch_discount
+    cached = None if prices.cached_prompt is None else prices.cached_prompt * share
+    return prices.model_copy(
+        update={"prompt": prices.prompt * share, "completion": prices.completion * share, "cached_prompt": cached}
+    )
+
+
 class Budget:
     """Tracks spent and reserved usage against the caps of a :class:`BudgetConfig`."""
 
@@ -89,6 +100,24 @@ class Budget:
                 raise refusal
             self._settled.clear()
             await self._settled.wait()
+
+    def reserve_now(self, worst: Usage) -> Usage:
+        """Reserve ``worst`` or raise :class:`BudgetExceeded` at once, without waiting for requests in flight (a batch
+        job reserves all its lines before it is created, so nothing would settle while it waited)."""
+        refusal = self._refusal(worst)
+        if refusal is not None:
+            raise refusal
+        self.reserved = self.reserved + worst
+        self.in_flight += 1
+        return worst
+
+    def adopt(self, charged: Usage) -> Usage:
+        """Hold again as a reservation what an earlier process charged for a request it left unfinished (its batch
+        job still runs): moved from spent to reserved, never refused (it was paid for), settled as any other."""
+        self.spent = self.spent - charged
+        self.reserved = self.reserved + charged
+        self.in_flight += 1
+        return charged
 
     def settle(self, reservation: Usage, charged: Usage) -> None:
         """Replace a reservation by what the attempt was actually charged."""

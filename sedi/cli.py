@@ -248,6 +248,62 @@ def status(
         typer.echo(f"{key:>24}: {value}")
 
 
+LicenseOption = Annotated[
+    str | None,
+    typer.Option("--license", help="Licence of the seed tasks of seeds.path (the embedded seeds are Apache-2.0)."),
+]
+
+
+@app.command("export")
+def export_data(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="messages, prompt-completion (TRL's conversational), alpaca or sharegpt.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Data file: .jsonl, .json or .parquet; README.md goes beside.")],
+    push_to_hub: Annotated[
+        str | None, typer.Option("--push-to-hub", help="Also push data and card to this Hub dataset repo (HF_TOKEN).")
+    ] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
+    license_: LicenseOption = None,
+) -> None:
+    """Write the run's kept tasks (one row per instance) in a fine-tuning format, with a dataset card."""
+    from sedi.export_formats import export_dataset
+    from sedi.export_hub import check_push
+    from sedi.export_hub import push_to_hub as push
+
+    if push_to_hub is None:
+        _offline_defaults()  # only a push talks to the Hub
+    else:
+        check_push()  # a missing token is refused before anything is written
+    done = export_dataset(run_dir, fmt, out, license_)
+    typer.echo(f"{done.rows} rows ({done.tasks} tasks) -> {done.data}\ndataset card -> {done.card}")
+    if push_to_hub is not None:
+        typer.echo(f"pushed -> {push(done, push_to_hub, private)}")
+
+
+@app.command("export-model")
+def export_model(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="New or empty directory for the model and its card.")],
+    round_index: Annotated[
+        int | None, typer.Option("--round", min=0, help="The round's student; default: the latest trained.")
+    ] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Merge the LoRA adapter into the base weights.")] = False,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Hub dataset repo the data was pushed to (the card links it).")
+    ] = None,
+    license_: LicenseOption = None,
+) -> None:
+    """Save the student (its adapter, or the base with it merged) loadable by AutoModelForCausalLM, with a card."""
+    from sedi.export_model import export_model as save_model
+
+    _offline_defaults()
+    done = save_model(run_dir, out, round_index, merge=merge, dataset=dataset, license_=license_)
+    typer.echo(f"round {done.round_index} student ({done.kind}, base {done.base}) -> {done.out}")
+    typer.echo(f"files: {', '.join(done.files)}")
+
+
 @app.command("serve-teacher")
 def serve_teacher(
     model: Annotated[str, typer.Option(help="'gemma-3-270m' (bundled) or a transformers model directory.")] = (

@@ -15,7 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from feedback import FeedbackConfig, TrainConfig
+from feedback import FeedbackConfig
+from sedi.config_run import RunConfig
+from sedi.config_student import StudentConfig
 from sedi.config_teacher import BudgetConfig, TeacherConfig, _Strict
 from sedi.exceptions import ConfigError
 
@@ -140,11 +142,11 @@ class FilterConfig(_Strict):
         None,
         description="sentence-transformers model directory for embeddings. Unset: the bundled all-MiniLM-L6-v2.",
     )
-    # Exact search scans every vector (milliseconds per query at 10^5); approximate ones pay off past ~10^6.
-    embedding_index: Literal["exact", "hnsw", "ivf"] = Field(
-        "exact",
-        description="FAISS index of the embedding pool: 'exact' (flat inner product, never misses a neighbour), "
-        "'hnsw' (graph, for pools beyond about a million) or 'ivf' (k-means buckets; exact until trained).",
+    # 'auto' is exact below diversity.index.AUTO_EXACT_BELOW vectors and IVF past it (the measured crossover).
+    embedding_index: Literal["auto", "exact", "hnsw", "ivf"] = Field(
+        "auto",
+        description="FAISS index of the embedding pool: 'auto' (exact, then IVF past the measured size), 'exact' "
+        "(flat inner product, never misses a neighbour), 'hnsw' (graph) or 'ivf' (k-means; exact until trained).",
     )
     embedding_precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
@@ -176,50 +178,6 @@ class BatchConfig(_Strict):
     )
 
 
-def _cpu_friendly_training() -> TrainConfig:
-    # Small batches and short examples: the embedded run trains a 270M student on 2 CPU cores.
-    return TrainConfig(per_device_batch_size=4, max_length=256)
-
-
-class StudentConfig(_Strict):
-    """The student fine-tuned every round on the new batches (LoRA by default)."""
-
-    model: str = Field(
-        "gemma-3-270m",
-        description="'gemma-3-270m' (the bundled base model, converted once into the cache) or a directory "
-        "holding a transformers causal LM and its tokenizer.",
-    )
-    train: TrainConfig = Field(
-        default_factory=_cpu_friendly_training,
-        description="Training settings of each round (LoRA, learning rate, batch size, max length, device).",
-    )
-    heldout_size: int = Field(
-        32,
-        ge=0,
-        description="Held-out tasks (the first N of seeds.heldout_path) whose mean loss is measured after "
-        "every round, the same way for both methods. 0 disables the evaluation.",
-    )
-    # A loss can fall while the answers stay poor, so a few greedy answers are scored too. 16 tasks of 64 new
-    # tokens cost about 20 s per round for the bundled 270M student on 2 CPU cores (batched, bf16).
-    heldout_generate: int = Field(
-        16,
-        ge=0,
-        description="Of those held-out tasks, the first N also get a greedy answer from the student after every "
-        "round, scored by ROUGE-L F1 against the reference output (metric heldout_rouge_l). 0 disables it.",
-    )
-    heldout_max_new_tokens: int = Field(
-        64, ge=1, description="Token limit of each greedy held-out answer (the reference is not truncated)."
-    )
-    # Held-out evaluation of the bundled 270M student costs about 55 s per round on 2 CPU cores (32 losses and
-    # 16 greedy answers), as much as a round's generation: long experiments evaluate every few rounds.
-    eval_every: int = Field(
-        1,
-        ge=1,
-        description="Evaluate the student on the held-out tasks after every N-th round, after the last round and "
-        "whenever the run ends (the same for every method).",
-    )
-
-
 class SeedsConfig(_Strict):
     """Where the human seed tasks and the held-out evaluation tasks come from."""
 
@@ -233,15 +191,6 @@ class SeedsConfig(_Strict):
         None,
         description="Held-out evaluation tasks, never used as seeds, in the same JSONL or CSV format. Unset: the "
         "252 user-oriented tasks shipped with sedi.",
-    )
-
-
-class RunConfig(_Strict):
-    """Run-level settings."""
-
-    seed: int = Field(0, description="Seed of every random choice (in-context sampling, request seeds).")
-    max_rounds: int = Field(
-        2, ge=1, description="Most generate-filter-train-feedback rounds (small for the embedded run)."
     )
 
 
@@ -275,6 +224,15 @@ class SediConfig(_Strict):
             raise ValueError(
                 "budget.max_cost_usd is set but teacher.prices is not: set teacher.prices.prompt and "
                 "teacher.prices.completion (USD per million tokens)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _stop_rule_needs_heldout(self) -> SediConfig:
+        if self.run.stop_when is not None and not self.student.heldout_size:
+            raise ValueError(
+                "run.stop_when judges held-out evaluations, but student.heldout_size is 0: set "
+                "student.heldout_size > 0 or remove run.stop_when"
             )
         return self
 

@@ -12,6 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# OpenAI's Batch API bills half the synchronous price (its pricing page); the ledger and the budget apply it to
+# the requests sent in batch jobs.
+BATCH_DISCOUNT_DEFAULT = 0.5
 
 
 class _Strict(BaseModel):
@@ -36,6 +39,15 @@ class Prices(_Strict):
         description="USD per million cached prompt tokens (usage.prompt_tokens_details.cached_tokens), at most "
         "teacher.prices.prompt. Unset: cached tokens cost the prompt rate. The budget always reserves the full "
         "prompt rate (a cache hit is only known from the answer).",
+    )
+    batch_discount: float = Field(
+        BATCH_DISCOUNT_DEFAULT,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Share of every price taken off for requests sent through the Batch API (teacher.batch): "
+        "0.5, OpenAI's batch pricing, charges them half. Their reservation and their ledger cost use the "
+        "discounted prices.",
     )
 
     @model_validator(mode="after")
@@ -88,6 +100,14 @@ class TeacherConfig(_Strict):
         None,
         description="API base URL, e.g. https://api.openai.com/v1. Unset: $OPENAI_BASE_URL, else OpenAI's. "
         "Ignored with provider 'local'.",
+    )
+    base_urls: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Instead of base_url: several servers serving the same model (e.g. one vLLM per GPU), each "
+        "attempt sent to the one with the fewest requests in flight; one that refuses connections, times out or "
+        "answers 5xx repeatedly is set aside for a while and its requests retried on another. Each gets the key "
+        "of teacher.api_key_env. Provider 'openai' only.",
     )
     model: str = Field(
         "gemma-3-270m",
@@ -156,6 +176,20 @@ class TeacherConfig(_Strict):
         "provider 'openai' at a non-loopback base_url runs without teacher.prices and reports $0. Not "
         "needed for provider 'local' or a loopback base_url; cannot be combined with teacher.prices.",
     )
+    batch: bool = Field(
+        False,
+        description="Send each round's requests as one OpenAI Batch API job (POST /v1/files, /v1/batches; "
+        "completion window 24h, billed at teacher.prices.batch_discount) instead of one HTTP call each; the job "
+        "is polled until it ends, and a killed run resumes the same job. Answers may take up to 24 hours. "
+        "Needs provider 'openai' with an endpoint that implements /v1/batches.",
+    )
+    batch_poll_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds between two status checks of a running batch job (teacher.batch); at most 3600.",
+    )
     local: LocalTeacherConfig = Field(
         default_factory=LocalTeacherConfig, description="Settings of the embedded local teacher server."
     )
@@ -180,6 +214,32 @@ class TeacherConfig(_Strict):
             raise ValueError(
                 "teacher.free is true but teacher.prices is set: keep teacher.prices for a paid teacher, or "
                 "remove it for a free one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_needs_openai(self) -> TeacherConfig:
+        if self.batch and self.provider == "local":
+            raise ValueError(
+                "teacher.batch is true but teacher.provider is 'local': the embedded teacher has no Batch API "
+                "(/v1/batches); set teacher.batch: false, or use provider 'openai' with an endpoint that has one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_kind_of_url(self) -> TeacherConfig:
+        if self.base_urls is None:
+            return self
+        if self.base_url is not None:
+            raise ValueError("teacher.base_url and teacher.base_urls are both set: keep one of them")
+        if self.provider == "local":
+            raise ValueError(
+                "teacher.base_urls is set but teacher.provider is 'local': set provider 'openai' to use your servers"
+            )
+        if self.batch and len(self.base_urls) > 1:
+            raise ValueError(
+                "teacher.batch sends jobs to one provider endpoint, but teacher.base_urls lists several: keep one "
+                "URL, or set teacher.batch: false"
             )
         return self
 

@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import httpx2
 
 from sedi.config_teacher import TeacherConfig
+from sedi.endpoint_pool import Endpoint
 from sedi.exceptions import ConfigError, TeacherError
-from sedi.teacher import Endpoint
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Sent to servers that need no key (loopback, the embedded server): the openai client insists on one.
@@ -32,12 +32,23 @@ def _is_loopback(url: str) -> bool:
     return host in {"localhost", "::1"} or host.startswith("127.")
 
 
-def openai_endpoint(config: TeacherConfig, source: str) -> Endpoint:
-    """Base URL and key for ``provider: openai``. A missing key, or missing prices (unless ``teacher.free``),
-    is a :class:`ConfigError` unless the URL is loopback; the key's value never appears in a message."""
-    base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+def openai_endpoints(config: TeacherConfig, source: str) -> list[Endpoint]:
+    """Base URL and key of each server of ``provider: openai``: ``teacher.base_urls``, else the one of
+    :func:`openai_endpoint`. Each is checked as that checks one."""
+    if config.base_urls is None:
+        return [openai_endpoint(config, source)]
+    return [openai_endpoint(config, source, url, f"teacher.base_urls[{i}]") for i, url in enumerate(config.base_urls)]
+
+
+def openai_endpoint(
+    config: TeacherConfig, source: str, url: str | None = None, field: str = "teacher.base_url"
+) -> Endpoint:
+    """Base URL and key for ``provider: openai`` (``url``, else ``teacher.base_url``, else $OPENAI_BASE_URL, else
+    OpenAI's). A missing key, or missing prices (unless ``teacher.free``), is a :class:`ConfigError` unless the URL
+    is loopback; the key's value never appears in a message."""
+    base_url = url or config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     if urlparse(base_url).scheme not in {"http", "https"}:
-        raise ConfigError(f"{source}: field 'teacher.base_url' is {base_url!r}: give an http(s) URL ending in /v1")
+        raise ConfigError(f"{source}: field '{field}' is {base_url!r}: give an http(s) URL ending in /v1")
     key = os.environ.get(config.api_key_env, "")
     if not key:
         if not _is_loopback(base_url):

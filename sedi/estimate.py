@@ -95,9 +95,12 @@ def read_seen(run_dir: Path) -> Seen | None:
 
 
 def _prices(config: SediConfig) -> tuple[float, float] | None:
-    """USD per prompt and per completion token; (0, 0) for a free teacher; None when unknown."""
-    if config.teacher.prices is not None:
-        return config.teacher.prices.prompt / 1e6, config.teacher.prices.completion / 1e6
+    """USD per prompt and per completion token (less teacher.prices.batch_discount with teacher.batch); (0, 0) for a
+    free teacher; None when unknown."""
+    prices = config.teacher.prices
+    if prices is not None:
+        share = 1.0 - prices.batch_discount if config.teacher.batch else 1.0
+        return prices.prompt * share / 1e6, prices.completion * share / 1e6
     return None if ledger.pricing_label(config.teacher) == ledger.PRICES_NONE else (0.0, 0.0)
 
 

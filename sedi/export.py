@@ -12,8 +12,9 @@ half a file):
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sedi._io import fsync_write
 from sedi.candidates import machine_task_id
@@ -36,7 +37,13 @@ def user_turn(instruction: str, input_text: str) -> str:
     return f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
 
 
-def kept_records(store: RunStore, before_round: int | None = None) -> list[dict[str, Any]]:
+class HasDb(Protocol):
+    """What ``kept_records`` reads: a RunStore, or a read-only view of a run (``sedi export``)."""
+
+    db: sqlite3.Connection  # with row_factory sqlite3.Row
+
+
+def kept_records(store: HasDb, before_round: int | None = None) -> list[dict[str, Any]]:
     where = "" if before_round is None else f"AND c.round < {int(before_round)}"
     stored: dict[int, list[dict[str, str]]] = {}
     rows = store.db.execute("SELECT candidate_id, input, output FROM instances ORDER BY candidate_id, idx")

@@ -10,11 +10,14 @@ passes.
   ``filter.embedding_threshold``, via FAISS); a candidate the embedding rule rejects never joins the
   pool. Rule ``embedding`` counts what the embedding rule removed beyond ROUGE-L.
 
-The pool's FAISS index is saved with the run after every filter stage (``RUN_DIR/index/pool.npz``, with
-``pool.json`` saying what it was built from). A resumed run loads it when it was built from exactly the
-pool being rebuilt (same texts in the same order, same embedding model, precision and index kind), so no
-pool vector is embedded or indexed again, which matters for approximate indexes over large pools; in any
-other case the index is rebuilt from the embedding cache.
+The pool's vectors are saved with the run after every filter stage (the index directory
+``RUN_DIR/index/pool``, with ``pool.json`` saying what it was built from). Each save appends only the
+vectors that joined the pool since the previous one (:mod:`diversity.index_store`: a rewrite per round
+would cost 1.5 GB at a million 384-d vectors). A resumed run loads it when it was built from exactly the
+pool being rebuilt (same texts in the same order, same embedding model and precision), so no pool vector is
+embedded again; when only ``filter.embedding_index`` changed, the stored vectors are re-indexed as the new
+kind. In any other case the index is rebuilt from the embedding cache. A ``pool.npz`` left by an earlier
+version is read the same way and replaced by the directory at the next save.
 """
 
 from __future__ import annotations
@@ -92,9 +95,14 @@ class _RougeAndEmbedding:
             return None
         try:
             recorded = json.loads((self.index_dir / "pool.json").read_text(encoding="utf-8"))
-            if recorded != _built_from(self.config, pool):
+            wanted = _built_from(self.config, pool)
+            if {**recorded, "index": None} != {**wanted, "index": None}:
                 return None  # another pool (e.g. killed between saving and marking the round) or other settings
-            index = VectorIndex.load(self.index_dir / "pool.npz")
+            path = self.index_dir / "pool"
+            if not path.is_dir():
+                path = self.index_dir / "pool.npz"  # written by an earlier version
+            kind = self.config.filter.embedding_index
+            index = VectorIndex.load(path, kind=None if recorded["index"] == kind else kind)
         except (OSError, ValueError, KeyError):  # unreadable or torn: rebuild, which is always correct
             return None
         return index if index.ids.tolist() == list(range(len(pool))) else None
@@ -104,8 +112,9 @@ class _RougeAndEmbedding:
         index = self.filter.index
         if self.index_dir is None or index is None:
             return
-        index.save(self.index_dir / "pool.npz")
+        index.save(self.index_dir / "pool")
         fsync_write(self.index_dir / "pool.json", json.dumps(_built_from(self.config, self.filter.texts)))
+        (self.index_dir / "pool.npz").unlink(missing_ok=True)  # migrated: the directory holds it all now
 
     def check(self, text: str) -> tuple[str | None, Detail]:
         # Pool ids are join positions, so a filter rebuilt on resume numbers the pool the same way.

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from sedi.config_teacher import BATCH_DISCOUNT_DEFAULT
 from sedi.exceptions import RunDirError
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from sedi.config_teacher import TeacherConfig
 
 # meta key recording the prices of the latest start: a JSON {"prompt", "completion"} and, when given,
-# "cached_prompt" (USD per million tokens);
+# "cached_prompt" (USD per million tokens) and, when not the default, "batch_discount";
 # "free" (a local teacher, or teacher.free), or "none" (no prices given: the cost is unknown).
 PRICES_META_KEY = "prices"
 PRICES_FREE = "free"
@@ -41,15 +42,22 @@ def ledger_writes(db_path: object) -> Iterator[None]:
 
 
 def insert_attempt(
-    db: sqlite3.Connection, request_key: str, floor: int, model: str, endpoint: str, tokens: int, cost: float
+    db: sqlite3.Connection,
+    request_key: str,
+    floor: int,
+    model: str,
+    endpoint: str,
+    tokens: int,
+    cost: float,
+    base_url: str | None = None,
 ) -> int:
     """Insert a 'sent' row and return its id. The attempt number is taken in the same statement as one
     more than the key's highest so far: two tasks sending the same key can never collide on it."""
     cur = db.execute(
         "INSERT INTO calls (request_key, attempt, model, endpoint, status, reserved_tokens, reserved_cost_usd, "
-        "started_at) SELECT ?, MAX(COALESCE(MAX(attempt), -1) + 1, ?), ?, ?, 'sent', ?, ?, ? "
+        "started_at, base_url) SELECT ?, MAX(COALESCE(MAX(attempt), -1) + 1, ?), ?, ?, 'sent', ?, ?, ?, ? "
         "FROM calls WHERE request_key = ?",
-        (request_key, floor, model, endpoint, tokens, cost, time.time(), request_key),
+        (request_key, floor, model, endpoint, tokens, cost, time.time(), base_url, request_key),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -64,36 +72,46 @@ def cached_tokens_sql(db: sqlite3.Connection) -> str:
     return "cached_tokens" if has_column(db, "calls", "cached_tokens") else "0"
 
 
+def batch_rate_sql(db: sqlite3.Connection) -> str:
+    """The share of the price a row pays: ``:b`` (1 - teacher.prices.batch_discount) for a request sent in a batch
+    job (its batch id is set), 1 otherwise, and in a file written before the column existed."""
+    return "(CASE WHEN batch_id IS NULL THEN 1.0 ELSE :b END)" if has_column(db, "calls", "batch_id") else "1.0"
+
+
 def _price_terms(prices: Any) -> dict[str, float]:
     """The SQL parameters of the prices, in USD per token (zeros without prices): p prompt, k cached prompt (the
-    prompt rate unless ``prices.cached_prompt`` is given), c completion, m the higher of prompt and completion."""
+    prompt rate unless ``prices.cached_prompt`` is given), c completion, m the higher of prompt and completion;
+    b the share of them a batch request pays."""
     if prices is None:
-        return {"p": 0.0, "k": 0.0, "c": 0.0, "m": 0.0}
+        return {"p": 0.0, "k": 0.0, "c": 0.0, "m": 0.0, "b": 1.0}
     p, c = float(prices.prompt) / 1_000_000, float(prices.completion) / 1_000_000
     cached = getattr(prices, "cached_prompt", None)
     k = p if cached is None else float(cached) / 1_000_000
-    return {"p": p, "k": k, "c": c, "m": max(p, c)}
+    discount = getattr(prices, "batch_discount", None)
+    b = 1.0 - float(BATCH_DISCOUNT_DEFAULT if discount is None else discount)
+    return {"p": p, "k": k, "c": c, "m": max(p, c), "b": b}
 
 
-def _reported_cost_sql(cached: str) -> str:
-    """A row's reported tokens at the prices in force: its cached prompt tokens at the cached rate."""
-    return f"(prompt_tokens - {cached}) * :p + {cached} * :k + completion_tokens * :c"
+def _reported_cost_sql(cached: str, rate: str) -> str:
+    """A row's reported tokens at the prices in force: its cached prompt tokens at the cached rate, all of it at
+    the batch share for a batch request."""
+    return f"{rate} * ((prompt_tokens - {cached}) * :p + {cached} * :k + completion_tokens * :c)"
 
 
-def _charged_cost_sql(cached: str) -> str:
+def _charged_cost_sql(cached: str, rate: str) -> str:
     # A row's charge at the prices in force, never less than what it was charged when written (a price cut
     # cannot free budget already spent): its reported tokens at their own price and, for a row charged
     # without prices ($0), the tokens charged beyond those reported (the worst case of an unknown outcome,
     # whose prompt/completion split is not stored) at the higher of the two prices.
     return (
-        f"MAX(charged_cost_usd, {_reported_cost_sql(cached)} + CASE WHEN charged_cost_usd = 0 "
-        "THEN MAX(charged_tokens - prompt_tokens - completion_tokens, 0) * :m ELSE 0 END)"
+        f"MAX(charged_cost_usd, {_reported_cost_sql(cached, rate)} + CASE WHEN charged_cost_usd = 0 "
+        f"THEN MAX(charged_tokens - prompt_tokens - completion_tokens, 0) * :m * {rate} ELSE 0 END)"
     )
 
 
 def spent(db: sqlite3.Connection, prices: Any = None) -> tuple[int, int, float]:
     """(calls, charged tokens, charged cost) of the whole ledger, the cost repriced at ``prices``."""
-    charged = _charged_cost_sql(cached_tokens_sql(db))
+    charged = _charged_cost_sql(cached_tokens_sql(db), batch_rate_sql(db))
     row = db.execute(
         f"SELECT COUNT(*), COALESCE(SUM(charged_tokens), 0), COALESCE(SUM({charged}), 0) FROM calls",
         _price_terms(prices),
@@ -107,6 +125,8 @@ def pricing_label(config: TeacherConfig) -> str:
         given = {"prompt": config.prices.prompt, "completion": config.prices.completion}
         if config.prices.cached_prompt is not None:  # absent otherwise: the label of a run without it is unchanged
             given["cached_prompt"] = config.prices.cached_prompt
+        if config.prices.batch_discount != BATCH_DISCOUNT_DEFAULT:  # likewise; absent reads as the default
+            given["batch_discount"] = config.prices.batch_discount
         return json.dumps(given, sort_keys=True)
     if config.provider == "local" or config.free:
         return PRICES_FREE
@@ -119,8 +139,11 @@ def record_pricing(db: sqlite3.Connection, config: TeacherConfig) -> None:
 
 
 class _Prices:
-    def __init__(self, prompt: float, completion: float, cached_prompt: float | None = None) -> None:
+    def __init__(
+        self, prompt: float, completion: float, cached_prompt: float | None = None, batch_discount: float | None = None
+    ) -> None:
         self.prompt, self.completion, self.cached_prompt = prompt, completion, cached_prompt
+        self.batch_discount = batch_discount
 
 
 def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]:
@@ -131,13 +154,19 @@ def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]
         try:
             given = json.loads(str(label))
             rate = given.get("cached_prompt")  # absent in a label written without it, or by an older sedi
-            prices = _Prices(float(given["prompt"]), float(given["completion"]), None if rate is None else float(rate))
+            discount = given.get("batch_discount")
+            prices = _Prices(
+                float(given["prompt"]),
+                float(given["completion"]),
+                None if rate is None else float(rate),
+                None if discount is None else float(discount),
+            )
         except (ValueError, KeyError, TypeError):
             label = PRICES_NONE  # unreadable: say unknown rather than guess
-    cached = cached_tokens_sql(db)
+    cached, share = cached_tokens_sql(db), batch_rate_sql(db)
     row = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(MAX(cost_usd, {_reported_cost_sql(cached)})), 0), "
-        f"COALESCE(SUM({_charged_cost_sql(cached)}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
+        f"SELECT COUNT(*), COALESCE(SUM(MAX(cost_usd, {_reported_cost_sql(cached, share)})), 0), "
+        f"COALESCE(SUM({_charged_cost_sql(cached, share)}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
         "COALESCE(SUM(error_class = 'UsageOverReservation'), 0) FROM calls",  # teacher_outcomes.USAGE_OVER_RESERVATION
         _price_terms(prices),
     ).fetchone()

@@ -1,4 +1,5 @@
-"""One run, top to bottom: open the run directory, then rounds until a stop condition.
+"""One run, top to bottom: open the run directory, then rounds until a stop condition (generation.target_kept,
+run.stop_when's marginal-value rule on held-out evaluations (sedi.stopping), run.max_rounds, or the budget).
 
 A round: generate (plan from the seed pool, see sedi.steering; send, parse, store) -> filter (parse problems,
 heuristics, similarity) -> instances (instruction-only prompts) -> batches -> train the student -> feedback
@@ -30,7 +31,7 @@ from sedi.candidates import kept_count, pooled_instructions, round_candidates, s
 from sedi.checks import check_models
 from sedi.config import SediConfig, dump_config
 from sedi.embeddings import LazyEncoder
-from sedi.endpoint import LocalTeacher, openai_endpoint
+from sedi.endpoint import LocalTeacher, openai_endpoints
 from sedi.exceptions import BudgetExceeded
 from sedi.export import write_datasets
 from sedi.filtering import TaskFilter
@@ -40,6 +41,7 @@ from sedi.resume import SEEDS_DIGEST, check_resume, check_seeds, seeds_digest
 from sedi.rundir import check_run_dir, recorded_meta, run_dir_errors
 from sedi.seedpool import apply_feedback, init_pool, record_pool_metrics, settle
 from sedi.steering import round_picker
+from sedi.stopping import marginal_stop
 from sedi.store import RunStore
 from sedi.student import evaluate, example_losses, train
 from sedi.tasks import Task, load_heldout_tasks, load_seed_tasks
@@ -160,6 +162,13 @@ def _finish(job: _Job) -> None:
         _evaluate(job, last)
 
 
+def _stop_rule(job: _Job) -> str | None:
+    rule = job.config.run.stop_when
+    if rule is None:
+        return None
+    return marginal_stop(rule, job.store.metric("heldout_loss"), job.store.metric("calls"))
+
+
 async def _until_stop(job: _Job) -> RunOutcome:
     config, store = job.config, job.store
     for round_index in range(config.run.max_rounds):
@@ -168,6 +177,9 @@ async def _until_stop(job: _Job) -> RunOutcome:
         kept = kept_count(store)
         if kept >= config.generation.target_kept and not job.reached(round_index, "filtered"):
             return RunOutcome("finished", f"reached generation.target_kept ({kept} kept)")
+        why = _stop_rule(job)
+        if why is not None and not job.reached(round_index, "filtered"):
+            return RunOutcome("finished", why)
         stop = await _round(job, round_index)
         if stop is not None:
             return RunOutcome("budget_exhausted", str(stop))
@@ -178,7 +190,7 @@ async def _rounds(
     config: SediConfig,
     store: RunStore,
     inputs: tuple[list[Task], list[Task]],
-    endpoint: Callable[[], Endpoint],
+    endpoint: Callable[[], Endpoint | list[Endpoint]],
     progress: ProgressHook,
 ) -> RunOutcome:
     seeds, heldout = inputs
@@ -203,16 +215,16 @@ async def _rounds(
 
 def check_inputs(
     config: SediConfig, source: str, run_dir: Path | None = None
-) -> tuple[tuple[list[Task], list[Task]], Endpoint | None]:
+) -> tuple[tuple[list[Task], list[Task]], list[Endpoint] | None]:
     """Fail on bad seeds, bad held-out tasks, missing models, a missing key, a broken run directory or a
     resume that would change the plan of started rounds, before anything is paid or the run directory is
     touched: every later failure of these would come after money was spent.
 
-    Returns (human seed tasks, held-out tasks) and, for ``provider: openai``, the remote endpoint."""
+    Returns (human seed tasks, held-out tasks) and, for ``provider: openai``, the remote endpoints."""
     seeds = load_seed_tasks(config.seeds.path)
     heldout = load_heldout_tasks(config.seeds.heldout_path) if config.student.heldout_size else []
     check_models(config, source)
-    remote = None if config.teacher.provider == "local" else openai_endpoint(config.teacher, source)
+    remote = None if config.teacher.provider == "local" else openai_endpoints(config.teacher, source)
     if run_dir is not None:
         recorded = check_run_dir(run_dir)
         if recorded is not None:
@@ -221,18 +233,18 @@ def check_inputs(
     return (seeds, heldout), remote
 
 
-def resolved(config: SediConfig, remote: Endpoint | None) -> SediConfig:
+def resolved(config: SediConfig, remote: list[Endpoint] | None) -> SediConfig:
     """The config as it runs: with ``provider: openai`` and no ``teacher.base_url``, the URL actually used
     ($OPENAI_BASE_URL, else OpenAI's), so the run records which teacher answered and a resume pointed at
     another one is refused like a changed ``teacher.base_url`` (the response cache is keyed by request)."""
-    if remote is None or config.teacher.base_url is not None:
+    if remote is None or config.teacher.base_url is not None or config.teacher.base_urls is not None:
         return config
-    return config.model_copy(update={"teacher": config.teacher.model_copy(update={"base_url": remote.base_url})})
+    return config.model_copy(update={"teacher": config.teacher.model_copy(update={"base_url": remote[0].base_url})})
 
 
-def _fixed(endpoint: Endpoint | None) -> Callable[[], Endpoint]:
-    assert endpoint is not None
-    return lambda: endpoint
+def _fixed(endpoints: list[Endpoint] | None) -> Callable[[], list[Endpoint]]:
+    assert endpoints is not None
+    return lambda: endpoints
 
 
 def run(
@@ -255,8 +267,9 @@ def run(
         store.set_meta(SEEDS_DIGEST, seeds_digest(inputs[0]))
         fsync_write(run_dir / "config.yaml", body)
         store.set_state("running")
+        store.set_meta("outcome", "")
         server = LocalTeacher(config.teacher, run_dir / "logs") if local else None
-        factory: Callable[[], Endpoint] = server if server is not None else _fixed(remote)
+        factory: Callable[[], Endpoint | list[Endpoint]] = server if server is not None else _fixed(remote)
         started = time.monotonic()
         try:
             outcome = asyncio.run(_rounds(config, store, inputs, factory, progress or (lambda *_: None)))
@@ -271,5 +284,6 @@ def run(
                 server.stop()
             spent = float(store.get_meta("wall_seconds", "0") or 0)
             store.set_meta("wall_seconds", f"{spent + time.monotonic() - started:.1f}")
+        store.set_meta("outcome", outcome.message)  # why it ended, for status and the report
         store.set_state(outcome.state)
         return outcome

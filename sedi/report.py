@@ -247,8 +247,10 @@ PLOTS: list[_Plot] = [
           "each bar. Bottom: the tasks promoted "
           "into the pool (green) and demoted out of it (red) in that round.",
           _each(lambda r: r.pool), _plots.seed_pool),
-    _Plot("heldout_loss", "The student's loss on held-out user tasks after each round; a line going down means "
-          "the student is learning to follow unseen instructions.", _each(_metric("heldout_loss")),
+    _Plot("heldout_loss", "The student's loss on held-out user tasks after each evaluated round, against the "
+          "teacher cost paid by then (USD when prices are set, else calls); a line going down means the student "
+          "is learning to follow unseen instructions, and where it flattens more data stopped paying for itself "
+          "(what run.stop_when judges).", _each(_metric("heldout_loss"), _metric("calls"), _metric("cost_usd")),
           _plots.heldout_loss),
     _Plot("diversity", "How different the kept tasks are from each other: left, the mean pairwise cosine distance "
           "of their embeddings; right, the Vendi score (an effective number of distinct tasks). Higher is more "
@@ -276,6 +278,7 @@ def _paragraph(runs: list[RunData], note: str | None = None) -> str:
             f"{_name(runs, i)} (method {html.escape(run.method)}, state {cell['state']}) made {cell['calls']} teacher"
             f" calls; {cell['kept']} of {cell['candidates']} candidate tasks were kept"
             f" ({cost if run.summary['calls_per_kept'] is not None else 'no task has been kept yet'})."
+            + (f" It ended: {html.escape(run.summary['outcome'])}." if run.summary.get("outcome") else "")
         )
     note = None if note is None else html.escape(note)
     if len(runs) != 2:

@@ -46,11 +46,14 @@ MAY_CHANGE = (
     "teacher.local.device",  # where the same teacher runs; cached answers stay that teacher's
     "teacher.local.dtype",
     "run.max_rounds",
+    "run.stop_when",  # when to stop: a run stopped by it may resume under a looser rule
     "generation.target_kept",
     "student.heldout_size",
     "student.heldout_generate",
     "student.heldout_max_new_tokens",
     "student.eval_every",
+    "student.processes",  # the same steps and batches, split across processes (float rounding only)
+    "student.accelerate_config",
     "seeds.heldout_path",  # held-out tasks are measured, never planned from
 )
 
@@ -72,11 +75,24 @@ def _known(flat: dict[str, Any], key: str) -> bool:
 def _allowed(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
     if any(key == name or key.startswith(name + ".") for name in MAY_CHANGE):
         return True
+    if key in ("teacher.base_url", "teacher.base_urls") and _shared_server(old, new):
+        return True
     providers = {old.get("teacher.provider"), new.get("teacher.provider")}
     # Each provider ignores the other's settings, so changing them changes no request.
     if key == "teacher.base_url" and providers == {"local"}:
         return True
     return key.startswith("teacher.local.") and providers == {"openai"}
+
+
+def _servers(flat: dict[str, Any]) -> set[Any]:
+    urls = flat.get("teacher.base_urls") or [flat.get("teacher.base_url")]
+    return {normalise_url(url) for url in urls} - {None}
+
+
+def _shared_server(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A pool of servers of one model may grow, shrink or be replaced one by one across resumes (replicas come
+    and go), but a resume must keep at least one server the run already used, so it is still that teacher."""
+    return bool(_servers(old) & _servers(new))
 
 
 def normalise_url(url: Any) -> Any:

@@ -10,7 +10,11 @@ SCHEMA_VERSION = 2
 # Columns added to a table after its schema version shipped: (table, column, SQL type and default). Opening a run
 # directory adds any that are missing (an additive ALTER TABLE, so the version stays and older sedi versions of the
 # same schema still read and write the file); they come last in their table, as ALTER TABLE puts them.
-ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("calls", "cached_tokens", "INTEGER NOT NULL DEFAULT 0"),)
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("calls", "cached_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("calls", "batch_id", "TEXT"),
+    ("calls", "base_url", "TEXT"),
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,6 +45,8 @@ CREATE TABLE IF NOT EXISTS calls (
     error TEXT,
     started_at REAL NOT NULL,
     cached_tokens INTEGER NOT NULL DEFAULT 0,  -- of prompt_tokens, from the provider's prompt cache (ADDED_COLUMNS)
+    batch_id TEXT,  -- the Batch API job that carried the request, once created (teacher.batch; ADDED_COLUMNS)
+    base_url TEXT,  -- the endpoint the attempt went to (one of teacher.base_urls; ADDED_COLUMNS)
     UNIQUE (request_key, attempt)
 );
 -- The response cache, content-addressed by request_key (see sedi.teacher.request_key).
@@ -53,6 +59,27 @@ CREATE TABLE IF NOT EXISTS responses (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     created_at REAL NOT NULL
+);
+-- Batch API jobs (teacher.batch; see sedi.teacher_batch). A row is written, with its lines, before anything is
+-- uploaded: marker is sent as the job's metadata (sedi_job) and names its input file, so a process killed between
+-- a create and its record finds the file or the job again instead of making a second one.
+-- state: new | uploaded | created | ended.
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    marker TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    input_file_id TEXT,
+    batch_id TEXT,
+    status TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+-- One line of a job: its ledger row (custom_id is 'call-<call_id>') and the request as the cache stores it.
+CREATE TABLE IF NOT EXISTS batch_lines (
+    call_id INTEGER PRIMARY KEY REFERENCES calls(id),
+    job_id INTEGER NOT NULL REFERENCES batch_jobs(id),
+    request TEXT NOT NULL
 );
 -- Every planned teacher request with its purpose: which round, which in-context tasks (provenance)
 -- or, for instance generation, which candidate it serves.

@@ -162,14 +162,16 @@ class RunStore:
         row = self.db.execute("SELECT COUNT(*) AS n FROM calls WHERE request_key = ?", (request_key,)).fetchone()
         return int(row["n"])
 
-    def begin_attempt(self, request_key: str, attempt: int, model: str, endpoint: str, reserved: Usage) -> int:
+    def begin_attempt(
+        self, request_key: str, attempt: int, model: str, endpoint: str, reserved: Usage, base_url: str | None = None
+    ) -> int:
         """Write the ledger row before the request leaves, so a crash cannot hide a sent request.
 
         The attempt number is assigned at insert (one more than the key's highest, at least ``attempt``),
         so concurrent attempts of one key never collide. A failed write raises :class:`RunDirError`."""
         with ledger.ledger_writes(self.run_dir / self.DB_NAME):
             return ledger.insert_attempt(
-                self.db, request_key, attempt, model, endpoint, reserved.tokens, reserved.cost_usd
+                self.db, request_key, attempt, model, endpoint, reserved.tokens, reserved.cost_usd, base_url
             )
 
     def finish_attempt(
@@ -217,6 +219,11 @@ class RunStore:
         else:
             with self.transaction() as db:
                 db.executemany(sql, rows)
+
+    def metric(self, name: str) -> dict[int, float]:
+        """One metric's value per round (rounds that recorded it)."""
+        rows = self.db.execute("SELECT round, value FROM round_metrics WHERE name = ? AND value IS NOT NULL", (name,))
+        return {int(r): float(v) for r, v in rows}
 
     def has_metric(self, round_index: int, name: str) -> bool:
         row = self.db.execute("SELECT 1 FROM round_metrics WHERE round = ? AND name = ?", (round_index, name))

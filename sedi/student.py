@@ -4,7 +4,15 @@ and the held-out evaluation measured the same way for both methods.
 Steps are numbered across rounds (round 2 continues where round 1 stopped), so "every 10 steps" and the
 report's gradient-norm plot read as one training run. The adapter of round r lives in
 ``RUN_DIR/student/round-r/``; a round killed mid-training is retrained from the previous round's adapter,
-with the same seed and the same batches.
+with the same seed and the same batches. With ``student.processes > 1`` the round trains in that many processes
+(:mod:`feedback._launch`): the same steps, ids and gradient norms (to float rounding); a killed launch leaves no
+``done`` marker either, so it is retrained the same way.
+
+Every instance of a kept task is trained on: each is a training row under the task's id, and the trainer puts
+all of a task's rows in the micro-batch of the composed batch that names the task (:mod:`feedback.training`).
+Batches therefore stay sets of task ids (their diversity is the one composed), rows per step vary with the
+instance counts, the recorded step ids are task ids that feedback decides on, and a task's per-example loss is
+the mean over its instances. Held-out evaluation is unchanged: it scores the held-out tasks, one row each.
 """
 
 from __future__ import annotations
@@ -14,7 +22,15 @@ from pathlib import Path
 from statistics import fmean
 
 from diversity import rouge_l_f1
-from feedback import StepRecord, TrainConfig, TrainExample, greedy_answers, per_example_loss, train_round
+from feedback import (
+    StepRecord,
+    TrainConfig,
+    TrainExample,
+    greedy_answers,
+    launch_round,
+    per_example_loss,
+    train_round,
+)
 from sedi.config import SediConfig
 from sedi.export import user_turn
 from sedi.store import RunStore
@@ -50,10 +66,12 @@ def latest_adapter(run_dir: Path, before_round: int) -> Path | None:
 
 
 def round_examples(store: RunStore, round_index: int) -> list[TrainExample]:
-    """The round's kept tasks as training examples (first instance), keyed by candidate id."""
+    """The round's kept tasks as training examples, one per instance (the task's own input and output when it
+    has no instance rows), all keyed by the task's candidate id."""
     rows = store.db.execute(
         "SELECT c.id, c.instruction, COALESCE(i.input, c.input), COALESCE(i.output, c.output) FROM candidates c "
-        "LEFT JOIN instances i ON i.candidate_id = c.id AND i.idx = 0 WHERE c.round = ? AND c.verdict = 'kept'",
+        "LEFT JOIN instances i ON i.candidate_id = c.id WHERE c.round = ? AND c.verdict = 'kept' "
+        "ORDER BY c.id, i.idx",
         (round_index,),
     )
     return [TrainExample(id=r[0], prompt=user_turn(r[1], r[2]), completion=r[3]) for r in rows]
@@ -75,9 +93,11 @@ def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool
     run_dir = store.run_dir
     out = _round_dir(run_dir, round_index)
     (out / "done").unlink(missing_ok=True)
-    result = train_round(
-        student_path(config), examples, batches, train_config(config), out, latest_adapter(run_dir, round_index)
-    )
+    inputs = (student_path(config), examples, batches, train_config(config), out, latest_adapter(run_dir, round_index))
+    if config.student.processes > 1:
+        result = launch_round(*inputs, config.student.processes, config.student.accelerate_config)
+    else:
+        result = train_round(*inputs)
     offset = store.db.execute("SELECT COALESCE(MAX(step), 0) FROM train_steps WHERE round < ?", (round_index,))
     first = int(offset.fetchone()[0])
     steps = [s.model_copy(update={"step": first + s.step}) for s in result.steps]

@@ -40,6 +40,7 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         "state": meta.get("state", "created"),
+        "outcome": meta.get("outcome") or None,  # why the latest start ended (null while running or if killed)
         "calls": int(calls["calls"]),
         "failed_calls": int(calls["failed"]),
         "truncated_responses": int(calls["truncated"]),

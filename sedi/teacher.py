@@ -5,7 +5,9 @@ the same request was already paid for, (2) otherwise reserves the request's wors
 budget, waits for room under the rate limits (:mod:`sedi.ratelimit`), writes a ledger row, sends it
 through the official ``openai`` client, and (3) stores the response and completes the ledger row in one
 transaction. Retries happen here, not in the openai client (``max_retries=0`` there), so that every HTTP
-attempt is a ledger row and a budgeted call.
+attempt is a ledger row and a budgeted call. With ``teacher.base_urls`` each attempt goes to one server of a
+pool (:mod:`sedi.endpoint_pool`: least outstanding, failing servers set aside, a retry fails over at once); the
+ledger row names it, and the cache key does not (the servers serve one model), nor does the budget (one for all).
 
 Money rules: every reservation is settled in a ``finally`` whatever happens (an odd header, a database
 error, a cancellation); one request per cache key is in flight, so identical requests pay once; a
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +34,16 @@ from sedi._io import dumps
 from sedi._types import AttemptOutcome, CachedResponse, Usage
 from sedi.budget import Budget, cost_of, prompt_token_bound
 from sedi.config_teacher import TeacherConfig
+from sedi.endpoint_pool import Endpoint, EndpointPool, endpoint_fault
 from sedi.exceptions import BudgetExceeded, RunDirError, SediError, TeacherError, TeacherUnreachable
 from sedi.ratelimit import WINDOW_S, RateLimiter
 from sedi.store import RunStore
+from sedi.teacher_batch import BatchSender
 from sedi.teacher_outcomes import (
     MAX_RETRY_AFTER_S,
     USAGE_OVER_RESERVATION,
     USAGE_UNKNOWN,
+    Attempt,
     UsageMisreported,
     charge,
     classify,
@@ -67,12 +72,6 @@ class BatchResult:
     budget_stop: BudgetExceeded | None = None
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    base_url: str
-    api_key: str
-
-
 class _Skipped(Exception):
     """A batch stopped sending (budget refusal or an error) before this request's turn came."""
 
@@ -83,21 +82,6 @@ class _KeyLock:
     users: int = 0
 
 
-@dataclass
-class _Attempt:
-    """How one attempt ended: a response (with its charge), or a classified failure."""
-
-    charged: Usage
-    response: TeacherResponse | None = None
-    misreport: str | None = None
-    error: Exception | None = None
-    retryable: bool = False
-    wait: float | None = None
-    connect_error: bool = False
-    summary: str = ""
-    headers: Mapping[str, str] | None = None  # of the response, when one came back
-
-
 class TeacherClient:
     """Budgeted, cached, retrying access to one teacher model."""
 
@@ -106,7 +90,7 @@ class TeacherClient:
         config: TeacherConfig,
         store: RunStore,
         budget: Budget,
-        endpoint: Callable[[], Endpoint],
+        endpoint: Callable[[], Endpoint | Sequence[Endpoint]],
         *,
         http_client: httpx2.AsyncClient | None = None,
         tokens_per_byte: float = 1.0,
@@ -120,8 +104,8 @@ class TeacherClient:
         self._http_client = http_client
         self._tokens_per_byte = tokens_per_byte
         self._sleep = sleep
-        self._client: openai.AsyncOpenAI | None = None
-        self._endpoint: Endpoint | None = None
+        self._pool: EndpointPool[openai.AsyncOpenAI] | None = None
+        self._last_url = "?"
         self._semaphore = asyncio.Semaphore(config.concurrency)
         # The embedded local server has no rate limits; any other provider may say in its headers.
         read_headers = config.provider == "openai"
@@ -130,31 +114,45 @@ class TeacherClient:
         self._keys: dict[str, _KeyLock] = {}
         self._halted: SediError | None = None
         self._rng = random.Random()
+        # teacher.batch: complete_all sends batch jobs (sedi.teacher_batch). With it off, the sender still collects
+        # the jobs an earlier start left running (paid for: their requests must not be sent again).
+        self._batch: BatchSender | None = None
+        if config.provider == "openai":
+            self._batch = BatchSender(
+                config, store, budget, self._openai, self._cache_hit, tokens_per_byte=tokens_per_byte, sleep=sleep
+            )
         # The spend so far at the prices in force, whoever built the budget: a run first started without
         # prices has tokens in its ledger but $0 charged, and must not restart from $0.
         budget.account_for(store.spent(config.prices))
         with ledger.ledger_writes(store.run_dir / store.DB_NAME):
             ledger.record_pricing(store.db, config)
 
-    async def _openai(self) -> openai.AsyncOpenAI:
+    async def _endpoints(self) -> EndpointPool[openai.AsyncOpenAI]:
         # Resolved lazily: a rerun served wholly from the cache never starts a local server. The lock
         # makes concurrent first requests share one endpoint (one local server, not one each).
         async with self._connect_lock:
-            if self._client is not None:
-                return self._client
-            self._endpoint = await asyncio.to_thread(self._endpoint_factory)
-            self._client = openai.AsyncOpenAI(
-                base_url=self._endpoint.base_url,
-                api_key=self._endpoint.api_key,
-                max_retries=0,
-                timeout=self.config.timeout_s,
-                http_client=self._http_client,
-            )
-            return self._client
+            if self._pool is None:
+                found = await asyncio.to_thread(self._endpoint_factory)
+                endpoints = [found] if isinstance(found, Endpoint) else list(found)
+                self._pool = EndpointPool([(e.base_url, self._client_for(e)) for e in endpoints])
+            return self._pool
+
+    def _client_for(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            max_retries=0,
+            timeout=self.config.timeout_s,
+            http_client=self._http_client,
+        )
+
+    async def _openai(self) -> openai.AsyncOpenAI:
+        """The first endpoint's client: Batch API jobs live at one provider endpoint (never a pool)."""
+        return (await self._endpoints()).members[0].client
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        for member in self._pool.members if self._pool is not None else ():
+            await member.client.close()
 
     # -- public -----------------------------------------------------------------------------
     async def complete(self, request: TeacherRequest) -> TeacherResponse:
@@ -208,7 +206,12 @@ class TeacherClient:
     ) -> BatchResult:
         """Run requests concurrently (bounded). Stops sending at the first budget refusal or error and
         returns what it has, answers already in the cache included (they cost nothing); an error then
-        propagates once the requests in flight have finished."""
+        propagates once the requests in flight have finished. With ``teacher.batch`` they go as batch jobs."""
+        if self._batch is not None and self.config.batch:
+            responses, refusal = await self._batch.complete_all(requests, on_done)
+            return BatchResult(responses, refusal)
+        if self._batch is not None:
+            await self._batch.resume()
         results: list[TeacherResponse | None] = [None] * len(requests)
         stop: list[BudgetExceeded] = []
         failed: list[BaseException] = []
@@ -248,11 +251,12 @@ class TeacherClient:
 
     @property
     def _url(self) -> str:
-        return self._endpoint.base_url if self._endpoint else "?"
+        return self._last_url
 
     async def _fetch(self, request: TeacherRequest, payload: dict[str, Any], key: str) -> TeacherResponse:
-        client = await self._openai()
+        pool = await self._endpoints()
         worst = self._worst_case(request)
+        avoid: str | None = None  # a retry goes to another endpoint than the one that just failed, if any
         endpoint = "chat/completions" if self.config.mode == "chat" else "completions"
         last_error = ""
         all_connect_errors = True
@@ -264,11 +268,17 @@ class TeacherClient:
                 # Waits for room under teacher.rpm/tpm and the provider's limits; a cancelled wait sent nothing.
                 async with self._limiter.slot(worst.tokens) as slot:
                     self._raise_if_halted()  # it may have happened while this request waited for room
-                    call_id = self.store.begin_attempt(key, 0, self.config.model, endpoint, reservation)
-                    charged = worst  # the request may leave now: until its outcome is recorded, assume the worst
-                    slot.sent = True
-                    result = await self._attempt(client, request, payload, key, call_id, worst)
-                    charged, slot.headers = result.charged, result.headers
+                    with pool.attempt(avoid) as member:
+                        self._last_url = member.base_url
+                        call_id = self.store.begin_attempt(
+                            key, 0, self.config.model, endpoint, reservation, member.base_url
+                        )
+                        charged = worst  # the request may leave now: until its outcome is recorded, assume the worst
+                        slot.sent = True
+                        result = await self._attempt(member.client, request, payload, key, call_id, worst)
+                        charged, slot.headers = result.charged, result.headers
+                        fault = result.response is None and endpoint_fault(result.error)
+                        pool.record(member, failed=fault)
             except RunDirError as exc:
                 self._halted = exc  # the ledger cannot record calls: nothing more may be sent
                 raise
@@ -286,6 +296,9 @@ class TeacherClient:
                 raise TeacherError(fatal_message(result.error, self.config, self._url)) from result.error
             if retry == self.config.max_retries:
                 break
+            avoid = member.base_url if fault else None
+            if fault and pool.failover(member):
+                continue  # another endpoint takes the retry at once: the wait was for this one to recover
             await self._sleep(self._backoff(retry, result.wait))
         attempts = self.config.max_retries + 1
         if all_connect_errors:
@@ -306,7 +319,7 @@ class TeacherClient:
         key: str,
         call_id: int,
         worst: Usage,
-    ) -> _Attempt:
+    ) -> Attempt:
         """Send once and record the outcome in the ledger row ``call_id`` (and the cache, for an answer)."""
         started = time.monotonic()
         try:
@@ -317,7 +330,7 @@ class TeacherClient:
             self.store.finish_attempt(call_id, outcome)
             summary = f"{outcome.error_class}: {outcome.error}"
             error_headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else None
-            return _Attempt(
+            return Attempt(
                 outcome.charged, None, None, exc, failed.retryable, failed.wait, failed.not_sent, summary, error_headers
             )
         found = charge(usage, worst, self.config.prices)
@@ -343,7 +356,7 @@ class TeacherClient:
             ),
             response=(dumps(payload), response),
         )
-        return _Attempt(found.charged, _from_cached(response, from_cache=False), misreport, headers=headers)
+        return Attempt(found.charged, _from_cached(response, from_cache=False), misreport, headers=headers)
 
     def _backoff(self, retry: int, wait: float | None) -> float:
         if wait is not None:

@@ -22,7 +22,7 @@ from sedi._types import AttemptOutcome, Usage
 from sedi.budget import cost_of
 from sedi.config_teacher import Prices, TeacherConfig
 from sedi.exceptions import TeacherError
-from sedi.teacher_request import TeacherRequest
+from sedi.teacher_request import TeacherRequest, TeacherResponse
 
 # A server asking us to wait longer than this is treated as this (a run should not sleep for hours).
 MAX_RETRY_AFTER_S = 600.0
@@ -129,6 +129,21 @@ def _http_date_delay(value: str) -> float | None:
         return when.timestamp() - time.time()
     except (ValueError, OverflowError, OSError):
         return None
+
+
+@dataclass
+class Attempt:
+    """How one attempt ended: a response (with its charge), or a classified failure."""
+
+    charged: Usage
+    response: TeacherResponse | None = None
+    misreport: str | None = None
+    error: Exception | None = None
+    retryable: bool = False
+    wait: float | None = None
+    connect_error: bool = False
+    summary: str = ""
+    headers: Mapping[str, str] | None = None  # of the response, when one came back
 
 
 @dataclass(frozen=True)

@@ -204,8 +204,6 @@ def test_batches_are_validated(tiny_model_dir: Path, tmp_path: Path) -> None:
         train_round(str(tiny_model_dir), EXAMPLES, [[10, 11, 12, 13, 14]], config(), tmp_path)
     with pytest.raises(ValueError, match="not in examples"):
         train_round(str(tiny_model_dir), EXAMPLES, [[10, 12345]], config(), tmp_path)
-    with pytest.raises(ValueError, match="more than once"):
-        train_round(str(tiny_model_dir), [*EXAMPLES, EXAMPLES[0]], [[10]], config(), tmp_path)
 
 
 def test_per_example_loss_matches_the_models_own_loss(tiny_model_dir: Path, round1: RoundResult) -> None:

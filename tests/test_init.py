@@ -26,7 +26,7 @@ KINDS: dict[str, dict[str, Any]] = {
         "base_url": "https://api.openai.com/v1",
         "model": "gpt-4o-mini",
         "mode": "chat",
-        "prices": {"prompt": 0.15, "completion": 0.6, "cached_prompt": None},
+        "prices": {"prompt": 0.15, "completion": 0.6, "cached_prompt": None, "batch_discount": 0.5},
     },
     "vllm": {
         "provider": "openai",

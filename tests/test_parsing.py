@@ -1,6 +1,7 @@
 """Parsing what teachers really write: outputs recorded from the bundled Gemma-3-270m (base model, alpaca-style
-blocks, chat-style requests it answered as a base model, instance prompts) plus the shapes instruction-tuned
-API models use (fenced JSON, arrays, markdown bold), written by hand and marked as such."""
+blocks, chat-style requests it answered as a base model, instance prompts) and from a real instruction-tuned chat
+model (SmolLM2-135M-Instruct, both chat requests), plus the shapes larger chat APIs use (fenced JSON, arrays,
+markdown bold), written by hand and marked as such."""
 
 from __future__ import annotations
 
@@ -71,6 +72,27 @@ def test_recorded_instances_parse_output_first_and_input_first() -> None:
     assert all(i.input for i in labels)
     breakfast = by_instruction["Suggest a healthy breakfast for a busy morning."]
     assert len(breakfast) == 1 and breakfast[0].input == "" and breakfast[0].output.startswith("Walk")
+
+
+def test_recorded_answers_of_a_real_chat_model_to_both_chat_requests() -> None:
+    """SmolLM2-135M-Instruct (scripts/record_chat_outputs.py): it answers the numbered-list request with clean
+    lists, and mostly ignores the block request (code, JSON keyed by task, bare 'Task 1:' headers)."""
+    numbered_items = 0
+    for record in recorded("smollm2_chat.jsonl"):
+        text, truncated, style = str(record["text"]), record["finish_reason"] == "length", str(record["style"])
+        items = parse_generated(text, style=style, starts_inside_item=False, truncated=truncated)
+        for item in items:
+            assert item.instruction.strip() == item.instruction
+            assert not re.match(r"(task\s*)?\d+\s*[.):]", item.instruction, re.IGNORECASE)
+            assert not re.search(r"^\s*(instruction|input|output)\s*:", item.instruction, re.IGNORECASE | re.MULTILINE)
+        kept = [i for i in items if i.problem is None]
+        if style == "self-instruct":  # one item per 'Task N:' line, all complete when the answer ended by itself
+            assert len(items) == len(re.findall(r"^Task \d+:", text, re.MULTILINE)), text[:300]
+            assert truncated or len(kept) == len(items)
+            numbered_items += len(kept)
+        elif "Instruction:" not in text:  # no field labels: nothing may pass as a task, and code never does
+            assert kept == [], text[:300]
+    assert numbered_items >= 40
 
 
 def test_fenced_json_lines_from_a_chat_model() -> None:  # hand-written, in the shape chat APIs answer

@@ -28,7 +28,7 @@ def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(
     assert "embedding" not in a["rejected_by_rule"]  # the baseline stays ROUGE-L only
     assert a["diversity"] and b["diversity"]["topics_covered"] >= 1
     # The pool's index is saved with the run: the 175 seeds and every instruction that joined the pool.
-    saved = VectorIndex.load(sedi_dir / "index" / "pool.npz")
+    saved = VectorIndex.load(sedi_dir / "index" / "pool")
     assert len(saved) == 175 + rows(sedi_dir, "SELECT COUNT(*) FROM candidates WHERE pooled = 1")[0][0]
     assert not (base / "index").exists()  # the ROUGE-L-only baseline has no index
     # every copied in-context instruction is rejected by ROUGE-L (score 1.0 against a seed)

@@ -124,7 +124,7 @@ def test_a_saved_pool_index_is_reused_only_for_the_same_pool(tmp_path: Path) -> 
     first.save()
     pooled = [c.instruction for c, (_, v) in zip(first_round, verdicts, strict=True) if v.pooled]
     assert 0 < len(pooled) < len(first_round)  # the ROUGE-L rule caught some, so the pool is a true subset
-    saved = VectorIndex.load(tmp_path / "pool.npz")
+    saved = VectorIndex.load(tmp_path / "pool")
     assert saved.kind == "hnsw" and saved.ids.tolist() == list(range(len(seeds) + len(pooled)))
 
     resumed_encoder, rebuilt_encoder = CountingEncoder(), CountingEncoder()
@@ -138,7 +138,7 @@ def test_a_saved_pool_index_is_reused_only_for_the_same_pool(tmp_path: Path) -> 
     other = CountingEncoder()  # a different pool (one text short): the saved index must not be used
     TaskFilter(config, seeds + pooled[:-1], other, index_dir=tmp_path)
     assert len(other.embedded) == len(seeds) + len(pooled) - 1
-    (tmp_path / "pool.npz").write_bytes(b"torn")  # an unreadable index is rebuilt, never trusted
+    (tmp_path / "pool" / "state.json").write_bytes(b"torn")  # an unreadable index is rebuilt, never trusted
     torn = CountingEncoder()
     TaskFilter(config, seeds + pooled, torn, index_dir=tmp_path)
     assert len(torn.embedded) == len(seeds) + len(pooled)

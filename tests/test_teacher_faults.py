@@ -17,12 +17,10 @@ import httpx2
 import pytest
 
 from sedi.budget import Budget
-from sedi.config import SediConfig, load_config
-from sedi.endpoint import openai_endpoint
-from sedi.exceptions import ConfigError, RunDirError, TeacherError, TeacherUnreachable
+from sedi.config import SediConfig
+from sedi.exceptions import RunDirError, TeacherError, TeacherUnreachable
 from sedi.store import RunStore, Usage
 from sedi.summary import summarize
-from sedi.tasks import load_tasks
 from sedi.teacher import Endpoint, TeacherClient, TeacherRequest, UsageMisreported
 from sedi.teacher_outcomes import retry_after
 
@@ -386,50 +384,3 @@ def test_a_run_without_prices_is_repriced_when_prices_are_given(tmp_path: Path) 
     assert priced.client.budget.spent.cost_usd == pytest.approx(25e-6)
     summary = summarize(priced.store.db, priced.store.run_dir)
     assert summary["cost_known"] is True and summary["cost_usd"] == pytest.approx(25e-6)
-
-
-@pytest.mark.parametrize(
-    ("teacher", "error"),
-    [
-        ({"base_url": "https://api.example.invalid/v1"}, r"field 'teacher.prices' is not set.*teacher.free: true"),
-        ({"base_url": "https://api.example.invalid/v1", "free": True}, None),
-        ({"base_url": "https://api.example.invalid/v1", "prices": {"prompt": 1}}, None),
-        ({"base_url": "http://127.0.0.1:9/v1"}, None),
-    ],
-)
-def test_a_remote_teacher_needs_prices_or_free(
-    monkeypatch: pytest.MonkeyPatch, teacher: dict[str, Any], error: str | None
-) -> None:
-    monkeypatch.setenv("SEDI_TEST_KEY", "sk-test")
-    config = SediConfig.model_validate({"teacher": {"provider": "openai", "api_key_env": "SEDI_TEST_KEY", **teacher}})
-    if error is None:
-        openai_endpoint(config.teacher, "c.yaml")
-    else:
-        with pytest.raises(ConfigError, match=error):
-            openai_endpoint(config.teacher, "c.yaml")
-
-
-@pytest.mark.parametrize(
-    ("override", "field"),
-    [
-        ("teacher.timeout_s=.inf", "teacher.timeout_s"),
-        ("teacher.backoff_base_s=.inf", "teacher.backoff_base_s"),
-        ("teacher.backoff_max_s=.nan", "teacher.backoff_max_s"),
-        ("teacher.timeout_s=1e9", "teacher.timeout_s"),
-        ("budget.max_cost_usd=.nan", "budget.max_cost_usd"),
-        ("teacher.api_key_env=sk-proj-SECRETSECRET", "teacher"),
-        ("teacher.api_key_env=MY KEY", "teacher"),
-    ],
-)
-def test_unbounded_waits_and_pasted_keys_are_rejected(override: str, field: str) -> None:
-    with pytest.raises(ConfigError, match=f"field '{field}'") as err:
-        load_config(None, [override, "teacher.prices.prompt=1"])
-    assert "SECRET" not in str(err.value)
-
-
-def test_seed_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
-    path = tmp_path / "seeds.jsonl"
-    path.write_text('{"instruction": "Say hello.", "input": "", "output": "Hello."}\n', encoding="utf-8-sig")
-    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
-    (task,) = load_tasks(path)
-    assert task.instruction == "Say hello."
