@@ -2,7 +2,7 @@
 
 - test modules share code through ``tests/helpers.py`` and ``tests/conftest.py``, never by importing another
   test module, and never import ``scripts/``; scripts import the installed packages, never ``tests``, and never
-  edit ``sys.path``;
+  edit the import path (the ``path`` list of ``sys``);
 - no module of ``sedi``, ``diversity`` or ``feedback`` is over 400 lines;
 - the modules of those packages import each other without cycles, counting every import statement at any
   depth (inside functions and ``if TYPE_CHECKING:`` blocks too), and ``diversity`` and ``feedback`` import
@@ -57,7 +57,7 @@ def imports(tree: ast.AST, module: str = "", is_init: bool = False) -> Iterator[
                 yield Import(node.args[0].value, node.lineno)
 
 
-def _is_sys_path(node: ast.AST) -> bool:
+def _is_import_path(node: ast.AST) -> bool:
     return (
         isinstance(node, ast.Attribute)
         and node.attr == "path"
@@ -66,18 +66,18 @@ def _is_sys_path(node: ast.AST) -> bool:
     )
 
 
-def sys_path_edits(tree: ast.AST) -> list[int]:
-    """Lines that change the import path: a call of a method on it (insert, append, ...), assignments to ``sys.path`` or
-    its items, ``from sys import path``, ``site.addsitedir`` and pytest's ``syspath_prepend``."""
+def import_path_edits(tree: ast.AST) -> list[int]:
+    """Lines that change the import path: a call of a method on it (insert, append, ...), assignments to that list or
+    its items, importing ``path`` from ``sys``, ``site.addsitedir`` and pytest's ``syspath_prepend``."""
     lines = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if _is_sys_path(node.func.value) or node.func.attr in ("addsitedir", "syspath_prepend"):
+            if _is_import_path(node.func.value) or node.func.attr in ("addsitedir", "syspath_prepend"):
                 lines.append(node.lineno)
         elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
-                if _is_sys_path(target) or (isinstance(target, ast.Subscript) and _is_sys_path(target.value)):
+                if _is_import_path(target) or (isinstance(target, ast.Subscript) and _is_import_path(target.value)):
                     lines.append(node.lineno)
         elif isinstance(node, ast.ImportFrom) and node.module == "sys" and any(a.name == "path" for a in node.names):
             lines.append(node.lineno)
@@ -96,7 +96,7 @@ def _names(folder: str, prefix: str) -> set[str]:
     return {path.stem for path in _files(folder) if path.stem.startswith(prefix)}
 
 
-def test_tests_import_neither_other_test_modules_nor_scripts_nor_edit_sys_path() -> None:
+def test_tests_import_neither_other_test_modules_nor_scripts_nor_edit_the_import_path() -> None:
     test_modules = _names("tests", "test_")
     scripts = _names("scripts", "")
     assert "test_layout" in test_modules and scripts  # the scan sees the files
@@ -107,15 +107,15 @@ def test_tests_import_neither_other_test_modules_nor_scripts_nor_edit_sys_path()
             parts = imported.name.split(".")
             if parts[0] == "tests" and len(parts) > 1 and parts[1] in test_modules:
                 offences.add(f"tests/{path.name}:{imported.line} imports tests.{parts[1]}")
-            elif parts[0] in test_modules or parts[0] in scripts or parts[0] == "scripts":  # bare: via sys.path
+            elif parts[0] in test_modules or parts[0] in scripts or parts[0] == "scripts":  # bare: via an edited path
                 offences.add(f"tests/{path.name}:{imported.line} imports {parts[0]}")
-        offences |= {f"tests/{path.name}:{line} edits sys.path" for line in sys_path_edits(tree)}
+        offences |= {f"tests/{path.name}:{line} edits the import path" for line in import_path_edits(tree)}
     assert not offences, "shared test code belongs in tests/helpers.py or tests/conftest.py:\n" + "\n".join(
         sorted(offences)
     )
 
 
-def test_no_script_imports_the_tests_or_edits_sys_path() -> None:
+def test_no_script_imports_the_tests_or_edits_the_import_path() -> None:
     test_files = _names("tests", "")
     assert _files("scripts")
     offences = set()
@@ -125,7 +125,7 @@ def test_no_script_imports_the_tests_or_edits_sys_path() -> None:
             top = imported.name.split(".")[0]
             if top == "tests" or top in test_files:
                 offences.add(f"scripts/{path.name}:{imported.line} imports {top}")
-        offences |= {f"scripts/{path.name}:{line} edits sys.path" for line in sys_path_edits(tree)}
+        offences |= {f"scripts/{path.name}:{line} edits the import path" for line in import_path_edits(tree)}
     assert not offences, "scripts import the installed packages only:\n" + "\n".join(sorted(offences))
 
 
@@ -267,10 +267,10 @@ def test_the_import_scan_resolves_relative_imports_and_sees_them_at_any_depth() 
     assert "sedi.sub.x.y" in in_init and "sedi.sub.x" in in_init
 
 
-def test_sys_path_edits_are_found_in_every_form() -> None:
+def test_import_path_edits_are_found_in_every_form() -> None:
     # The sample lives in a data file: written here it would be a path edit to any text scan of the tests.
-    source = (REPO / "tests" / "data" / "sys_path_edits.py.txt").read_text(encoding="utf-8")
-    assert sys_path_edits(ast.parse(source)) == [2, 3, 4, 5, 6, 7]
+    source = (REPO / "tests" / "data" / "import_path_edits.py.txt").read_text(encoding="utf-8")
+    assert import_path_edits(ast.parse(source)) == [2, 3, 4, 5, 6, 7]
 
 
 def test_the_graph_finds_a_cycle_hidden_in_a_function_and_ignores_parent_package_imports(tmp_path: Path) -> None:
