@@ -18,10 +18,11 @@ Other CPU backends, measured on 2,000 real T0 prompts against float32 torch (thi
 with other jobs, so CPU milliseconds per text, 2 threads; "agree" = identical filter decisions at cosine 0.95):
 torch float32 39.4 ms (reference); ONNX Runtime float32 35.6 (agree 100%); ONNX Runtime int8 dynamic
 (per-channel, reduce_range) 22.6 (agree 99.35%, mean cosine 0.9915: below the 99.5% goal, so not used);
-OpenVINO float32 22.6 (agree 100%); OpenVINO bf16 9.5 (agree 100%, min cosine 0.99996). OpenVINO is the next
-backend to adopt (not wired in yet). sentence-transformers' own ONNX/OpenVINO backends need ``optimum``,
-whose ONNX package pins transformers<4.58 and would downgrade transformers 5, so an export would be made
-with ``torch.onnx.export`` from the local model files.
+OpenVINO float32 22.6 (agree 100%); OpenVINO bf16 9.5 (agree 100%, min cosine 0.99996). So on a CPU the
+encoder runs on OpenVINO when it is installed and the model is a plain transformer + mean pooling
+(``backend="auto"``; :mod:`diversity._openvino`), and on torch otherwise (GPUs included). sentence-transformers'
+own ONNX/OpenVINO backends need ``optimum``, whose ONNX package pins transformers<4.58 and would downgrade
+transformers 5, so the conversion is our own, from the loaded torch modules.
 ``sentence_transformers`` and ``torch`` are imported in the constructor, so importing this module is cheap.
 """
 
@@ -36,10 +37,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Encoder", "Precision", "cpu_has_native_bf16", "default_model_path", "resolve_precision"]
+__all__ = ["Backend", "Encoder", "Precision", "cpu_has_native_bf16", "default_model_path", "resolve_precision"]
 
 FloatArray = npt.NDArray[np.float32]
 Precision = Literal["auto", "float32", "bfloat16"]
+Backend = Literal["auto", "torch", "openvino"]
 
 # SQLite limits the number of `?` parameters per statement (999 in older builds); stay well below it.
 _LOOKUP_CHUNK = 500
@@ -97,7 +99,13 @@ class Encoder:
         batch_size: int = 32,
         cache_path: Path | None = None,
         precision: Precision = "auto",
+        backend: Backend = "auto",
+        compiled_cache: Path | None = None,
     ) -> None:
+        """``backend``: ``"auto"`` is OpenVINO on a CPU where it is installed and the model is transformer + mean
+        pooling, torch otherwise; ``"openvino"`` insists (``ValueError`` naming why it cannot).
+        ``compiled_cache``: a folder where the OpenVINO conversion is kept between processes (None: converted
+        in every process, about 8 s)."""
         from sentence_transformers import SentenceTransformer
 
         if batch_size < 1:
@@ -118,8 +126,22 @@ class Encoder:
         self.batch_size = batch_size
         self.model_name = source
         self._model: Any = SentenceTransformer(source, device=self.device)
-        # Truncation and precision change the vectors, so they are part of what identifies them in the cache.
+        self.backend: Literal["torch", "openvino"] = self._choose_backend(backend)
+        self._openvino: Any = None
+        if self.backend == "openvino":
+            from diversity._openvino import OpenVinoRunner
+
+            self._openvino = OpenVinoRunner(
+                self._model,
+                bf16=self.precision == "bfloat16",
+                cache=compiled_cache,
+                identity=identity,
+                folder=Path(source) if Path(source).is_dir() else None,
+            )
+        # Truncation, precision and backend change the vectors (slightly), so they identify them in the cache.
         self.identity = f"{identity}|max_seq_length={self._model.max_seq_length}|{self.precision}"
+        if self.backend != "torch":
+            self.identity += f"|{self.backend}"
         dimension = self._model.get_embedding_dimension()
         if dimension is None:  # a model without a declared output size: measure it once
             dimension = self._model.encode(["dimension probe"], convert_to_numpy=True).shape[1]
@@ -132,6 +154,20 @@ class Encoder:
             self._cache = sqlite3.connect(str(cache_path))
             self._cache.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
             self._cache.commit()
+
+    def _choose_backend(self, backend: Backend) -> Literal["torch", "openvino"]:
+        from diversity._openvino import openvino_available, unsupported_reason
+
+        if backend == "torch" or (backend == "auto" and self.device != "cpu"):
+            return "torch"
+        reason = "OpenVINO runs on CPU only here" if self.device != "cpu" else None
+        reason = reason or (None if openvino_available() else "openvino is not installed (pip install openvino)")
+        reason = reason or unsupported_reason(self._model)
+        if reason is None:
+            return "openvino"
+        if backend == "openvino":
+            raise ValueError(f"backend 'openvino' cannot run {self.model_name} on {self.device}: {reason}")
+        return "torch"
 
     @property
     def dim(self) -> int:
@@ -182,6 +218,9 @@ class Encoder:
     def _embed(self, texts: list[str]) -> FloatArray:
         import torch
 
+        if self._openvino is not None:
+            self.encoded_count += len(texts)
+            return np.ascontiguousarray(self._openvino.encode(texts, self.batch_size), dtype=np.float32)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
             vectors = self._model.encode(

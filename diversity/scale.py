@@ -35,14 +35,19 @@ def derived_vectors(
     bases: npt.NDArray[np.float32], n: int, seed: int = 0, chunk: int = 100_000
 ) -> Iterator[npt.NDArray[np.float32]]:
     """``n`` unit vectors in chunks: base ``i mod len(bases)`` (bases shuffled once) plus noise, normalised.
-    The same arguments give the same vectors, so an exact and an approximate run see one stream."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(bases))
-    for start in range(0, n, chunk):
+
+    The first ``m`` vectors of a stream of ``n >= m`` are the stream of ``m``: each chunk draws from its own
+    generator (seeded by ``seed`` and the chunk's number) and always draws a whole chunk, so a short
+    reference stream is a true prefix of a long approximate one. (An earlier version drew only the rows it
+    returned from one shared generator, so a 50K reference differed from the first 50K of a 1M stream.)"""
+    order = np.random.default_rng(seed).permutation(len(bases))
+    for number, start in enumerate(range(0, n, chunk)):
         rows = min(chunk, n - start)
-        picked = bases[order[np.arange(start, start + rows) % len(bases)]]
-        scale = np.exp(rng.uniform(np.log(NOISE_LOW), np.log(NOISE_HIGH), size=(rows, 1))).astype(np.float32)
-        out = picked + scale * rng.standard_normal((rows, bases.shape[1]), dtype=np.float32)
+        rng = np.random.default_rng([seed, number])
+        picked = bases[order[np.arange(start, start + chunk) % len(bases)]]
+        scale = np.exp(rng.uniform(np.log(NOISE_LOW), np.log(NOISE_HIGH), size=(chunk, 1))).astype(np.float32)
+        out = picked + scale * rng.standard_normal((chunk, bases.shape[1]), dtype=np.float32)
+        out = out[:rows]
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         yield np.ascontiguousarray(out, dtype=np.float32)
 

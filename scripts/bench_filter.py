@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="processes (reference) and threads (ROUGE-L)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto", help="encoder")
+    parser.add_argument("--backend", choices=["auto", "torch", "openvino"], default="auto", help="encoder backend")
+    parser.add_argument("--backend-check", type=int, default=1000, help="texts compared with float32 torch")
     parser.add_argument("--index", choices=["auto", "exact", "ivf", "hnsw"], default="auto", help="FAISS index kind")
     parser.add_argument("--real-max", type=int, default=100_000, help="above this --limit, run the scale mode")
     parser.add_argument("--embed-sample", type=int, default=2000, help="scale mode: real texts embedded")
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     reference_n, reference_seconds = reference.n, reference.seconds
 
     started = time.perf_counter()
-    encoder = TimedEncoder(Encoder(device="cpu", precision=args.precision))
+    encoder = TimedEncoder(Encoder(device="cpu", precision=args.precision, backend=args.backend))
     load_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -172,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         embedded=encoder.encoder.encoded_count,
         embed_ms_per_text=round(1000 * encoder.seconds / max(encoder.encoder.encoded_count, 1), 2),
         precision=encoder.encoder.precision,
-        backend="sentence-transformers/torch",
+        backend=encoder.encoder.backend,
+        **backend_agreement(candidates[: args.backend_check], encoder.encoder, args.embedding_threshold),
         index=args.index,
         load_seconds=round(load_seconds, 2),
         removed_by_embedding_beyond_rouge=by_embedding,
@@ -195,6 +198,22 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(result))
 
 
+def backend_agreement(texts: list[str], encoder: Encoder, threshold: float) -> dict[str, object]:
+    """How far the encoder under test is from float32 torch on ``texts``: the embedding rule's decisions over them
+    (in order, exact search) with each set of vectors, and the lowest cosine between a text's two vectors."""
+    if (encoder.backend == "torch" and encoder.precision == "float32") or not texts:
+        return {"backend_agreement": 1.0, "backend_checked": len(texts)}
+    ours = encoder.encode(texts)  # answered from the run's cache when the run embedded them already
+    reference = Encoder(encoder.model_name, device="cpu", precision="float32", backend="torch").encode(texts)
+    same = exact_rule(iter([ours]), threshold) == exact_rule(iter([reference]), threshold)
+    return {
+        "backend_agreement": round(float(same.mean()), 5),
+        "backend_checked": len(texts),
+        "backend_rejected_by_reference": int(exact_rule(iter([reference]), threshold).sum()),
+        "backend_min_cosine": round(float((ours * reference).sum(axis=1).min()), 6),
+    }
+
+
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -203,7 +222,7 @@ def scale_main(args: argparse.Namespace) -> None:
     """The index at ``--limit`` candidates on vectors derived from real embeddings (see the module docstring)."""
     corpus = read_texts(args.corpus)
     sample = [corpus[i] for i in np.random.default_rng(0).permutation(len(corpus))[: args.embed_sample]]
-    encoder = Encoder(device="auto", precision=args.precision)
+    encoder = Encoder(device="auto", precision=args.precision, backend=args.backend)
     started, cpu_started = time.perf_counter(), time.process_time()
     bases = encoder.encode(sample)
     embed_seconds, embed_cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -244,7 +263,8 @@ def scale_main(args: argparse.Namespace) -> None:
         "projected_total_seconds": round(per_text * args.limit + seconds, 0),
         "embed_device": encoder.device,
         "precision": encoder.precision,
-        "backend": "sentence-transformers/torch",
+        "backend": encoder.backend,
+        **backend_agreement(sample[: args.backend_check], encoder, args.embedding_threshold),
         "gpu_projection": None if encoder.device == "cpu" else "embed_seconds_projected is the GPU's",
         "peak_rss_mb": peak_rss_mb(),
         "cpu_count": os.cpu_count(),

@@ -72,6 +72,7 @@ def _built_from(config: SediConfig, pool: Sequence[str]) -> dict[str, object]:
         "texts_sha256": digest,
         "embedding_model": settings.embedding_model,
         "embedding_precision": settings.embedding_precision,
+        "embedding_backend": settings.embedding_backend,
         "index": settings.embedding_index,
     }
 

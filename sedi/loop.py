@@ -199,7 +199,10 @@ async def _rounds(
     rounds = range(config.run.max_rounds)
     unfiltered = next((r for r in rounds if store.round_stage(r) is None), config.run.max_rounds)
     encode = LazyEncoder(
-        config.filter.embedding_model, store.run_dir / "embeddings.sqlite", config.filter.embedding_precision
+        config.filter.embedding_model,
+        store.run_dir / "embeddings.sqlite",
+        config.filter.embedding_precision,
+        config.filter.embedding_backend,
     )
     pool = [t.instruction for t in seeds] + pooled_instructions(store, unfiltered)
     task_filter = TaskFilter(config, pool, encode, store.run_dir / "index")

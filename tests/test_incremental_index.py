@@ -148,3 +148,16 @@ def test_the_exact_reference_of_the_scale_benchmark_decides_like_the_filters_exa
     assert exact_rule(iter(stream), threshold=0.95, limit=700).tolist() == exact[:700].tolist()
     ivf = embedding_rule(VectorIndex(DIM, "ivf", nlist=8, nprobe=8, min_train=400), iter(stream), 0.95, 20)
     np.testing.assert_array_equal(ivf.decisions, exact)  # every bucket probed: IVF is exact too
+
+
+def test_a_shorter_derived_stream_is_a_prefix_of_a_longer_one() -> None:
+    """The scale benchmark checks a long approximate run against a short exact one: that only means something
+    if the short stream is the long one's beginning, whatever the chunking."""
+    bases = unit_rows(50, 9)
+    long = np.concatenate(list(derived_vectors(bases, 1000, seed=1, chunk=300)))
+    short = np.concatenate(list(derived_vectors(bases, 450, seed=1, chunk=300)))
+    assert long.shape == (1000, DIM) and short.shape == (450, DIM)
+    np.testing.assert_array_equal(short, long[:450])
+    np.testing.assert_allclose(np.linalg.norm(long, axis=1), 1.0, rtol=1e-5)
+    other_seed = np.concatenate(list(derived_vectors(bases, 450, seed=2, chunk=300)))
+    assert not np.allclose(other_seed, short)
