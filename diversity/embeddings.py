@@ -29,6 +29,7 @@ transformers 5, so the conversion is our own, from the loaded torch modules.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = ["Backend", "Encoder", "Precision", "cpu_has_native_bf16", "default_model_path", "resolve_precision"]
+
+logger = logging.getLogger("diversity.embeddings")
 
 FloatArray = npt.NDArray[np.float32]
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -131,13 +134,19 @@ class Encoder:
         if self.backend == "openvino":
             from diversity._openvino import OpenVinoRunner
 
-            self._openvino = OpenVinoRunner(
-                self._model,
-                bf16=self.precision == "bfloat16",
-                cache=compiled_cache,
-                identity=identity,
-                folder=Path(source) if Path(source).is_dir() else None,
-            )
+            try:
+                self._openvino = OpenVinoRunner(
+                    self._model,
+                    bf16=self.precision == "bfloat16",
+                    cache=compiled_cache,
+                    identity=identity,
+                    folder=Path(source) if Path(source).is_dir() else None,
+                )
+            except Exception as exc:  # conversion or compilation on a platform not tested here
+                if backend == "openvino":
+                    raise
+                logger.warning("OpenVINO could not compile %s (%s); embedding with torch", source, exc)
+                self.backend = "torch"
         # Truncation, precision and backend change the vectors (slightly), so they identify them in the cache.
         self.identity = f"{identity}|max_seq_length={self._model.max_seq_length}|{self.precision}"
         if self.backend != "torch":

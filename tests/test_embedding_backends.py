@@ -101,3 +101,20 @@ def test_the_conversion_is_saved_once_and_read_back_by_the_next_process(tmp_path
     assert not list(cache.glob(".partial-*"))
     # The saved graph is optimised again on reading, so the last float bits may differ (measured: 3e-8).
     np.testing.assert_allclose(second.encode(texts[:8]), first.encode(texts[:8]), atol=1e-6)
+
+
+def test_auto_falls_back_to_torch_when_openvino_fails_and_openvino_says_why(
+    monkeypatch: pytest.MonkeyPatch, texts: list[str], torch_vectors: np.ndarray
+) -> None:
+    """A platform where OpenVINO cannot compile the model cannot be provoked here, so its failure is simulated."""
+    import diversity._openvino
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(diversity._openvino, "OpenVinoRunner", refuse)
+    encoder = Encoder(device="cpu", precision="float32")
+    assert encoder.backend == "torch" and not encoder.identity.endswith("openvino")
+    np.testing.assert_allclose(encoder.encode(texts[:4]), torch_vectors[:4], atol=1e-6)
+    with pytest.raises(RuntimeError, match="no kernel for this CPU"):
+        Encoder(device="cpu", precision="float32", backend="openvino")
