@@ -76,7 +76,7 @@ class VectorIndex:
         hnsw_m: int = 32,  # links per node: FAISS's usual choice, good recall at 384-d
         ef_search: int = 128,  # candidates kept while searching; higher = better recall, slower queries
         nlist: int = 1024,  # IVF buckets; ~sqrt(n) to 4·sqrt(n) is the usual range for a million vectors
-        nprobe: int = 32,  # buckets scanned per query: ~3% of nlist keeps recall high for duplicates
+        nprobe: int = 32,  # buckets per query (~3% of nlist): decided as exact search on all of a 200K derived stream
         min_train: int | None = None,
     ) -> None:
         """``min_train`` (IVF only): vectors needed before training; default ``39 * nlist``, the fewest
