@@ -17,6 +17,7 @@ torch (see :func:`unsupported_reason`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["OpenVinoRunner", "openvino_available", "unsupported_reason"]
+__all__ = ["OpenVinoRunner", "openvino_available", "unsupported_files_reason", "unsupported_reason"]
 
 # Bump when _wrapper or the conversion changes, so that conversions saved by an older recipe are not reused.
 _RECIPE = 1
@@ -42,14 +43,38 @@ def openvino_available() -> bool:
     return True
 
 
+def _reason(names: list[str], pooling: str | None) -> str | None:
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return f"its pipeline is {names}, not Transformer + Pooling (+ Normalize)"
+    if pooling != "mean":
+        return f"it pools by {pooling!r}, not by the mean"
+    return None
+
+
 def unsupported_reason(model: Any) -> str | None:
     """Why ``model`` (a SentenceTransformer) cannot run here, or ``None`` when it can."""
     names = [type(module).__name__ for module in model]
-    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-        return f"its pipeline is {names}, not Transformer + Pooling (+ Normalize)"
-    if getattr(model[1], "pooling_mode", None) != "mean":
-        return f"it pools by {getattr(model[1], 'pooling_mode', None)!r}, not by the mean"
-    return None
+    return _reason(names, getattr(model[1], "pooling_mode", None) if len(names) > 1 else None)
+
+
+def unsupported_files_reason(folder: Path) -> str | None:
+    """:func:`unsupported_reason` read from a sentence-transformers folder's files, without loading the model, so
+    that a run can refuse a config before it spends anything. ``None`` also when the folder is not one (no
+    readable ``modules.json``): the model is then checked when it is loaded."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        names = [str(module["type"]).rsplit(".", 1)[-1] for module in modules]
+        pooling = None
+        if len(modules) > 1:
+            flags = json.loads((folder / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
+            if "pooling_mode" in flags:  # newer sentence-transformers write the mode by name
+                pooling = str(flags["pooling_mode"])
+            else:  # older ones one boolean per mode: mean alone is "mean_tokens"
+                on = sorted(key for key, value in flags.items() if key.startswith("pooling_mode_") and value)
+                pooling = "mean" if on == ["pooling_mode_mean_tokens"] else "+".join(on) or "none"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _reason(names, pooling)
 
 
 def _wrapper(model: Any, inputs: list[str]) -> Any:

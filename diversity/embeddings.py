@@ -38,7 +38,18 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Backend", "Encoder", "Precision", "cpu_has_native_bf16", "default_model_path", "resolve_precision"]
+from diversity._openvino import openvino_available, unsupported_files_reason
+
+__all__ = [
+    "Backend",
+    "Encoder",
+    "Precision",
+    "cpu_has_native_bf16",
+    "default_model_path",
+    "openvino_available",
+    "resolve_precision",
+    "unsupported_files_reason",
+]
 
 logger = logging.getLogger("diversity.embeddings")
 
@@ -124,7 +135,8 @@ class Encoder:
             source = model
             local = Path(model)
             identity = str(local.resolve()) if local.exists() else model
-        self.device = _resolve_device(device)
+        # OpenVINO asked for by name runs on the CPU even where torch would pick a GPU.
+        self.device = "cpu" if backend == "openvino" and device == "auto" else _resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size
         self.model_name = source
@@ -165,7 +177,7 @@ class Encoder:
             self._cache.commit()
 
     def _choose_backend(self, backend: Backend) -> Literal["torch", "openvino"]:
-        from diversity._openvino import openvino_available, unsupported_reason
+        from diversity._openvino import unsupported_reason
 
         if backend == "torch" or (backend == "auto" and self.device != "cpu"):
             return "torch"

@@ -65,7 +65,21 @@ def check_models(config: SediConfig, source: str) -> None:
     if embedder is not None:
         what = "a sentence-transformers model directory (modules.json or config.json), or unset it for the bundled one"
         _model_dir(source, "filter.embedding_model", embedder, ("modules.json", "config.json"), what)
+    if config.filter.embedding_backend == "openvino":
+        _check_openvino(source, embedder)
     teacher = config.teacher.local.model
     if config.teacher.provider == "local" and teacher != BUNDLED_MODEL_NAME:
         what = f"'{BUNDLED_MODEL_NAME}' or {_TRANSFORMERS}"
         _model_dir(source, "teacher.local.model", teacher, ("config.json",), what)
+
+
+def _check_openvino(source: str, embedder: str | None) -> None:
+    """``filter.embedding_backend: openvino`` can run: the package is there and the model is one it converts."""
+    from diversity.embeddings import default_model_path, openvino_available, unsupported_files_reason
+
+    key = "field 'filter.embedding_backend' is 'openvino'"
+    if not openvino_available():
+        raise ConfigError(f"{source}: {key} but openvino is not installed: pip install openvino, or set it to auto")
+    reason = unsupported_files_reason(Path(embedder).expanduser() if embedder else default_model_path())
+    if reason is not None:
+        raise ConfigError(f"{source}: {key} but filter.embedding_model cannot run on it ({reason}): set it to auto")

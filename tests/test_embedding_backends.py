@@ -15,7 +15,7 @@ import pytest
 
 from diversity import Encoder
 from diversity.benchmark import SAMPLE_CORPUS, read_texts
-from diversity.embeddings import cpu_has_native_bf16, default_model_path
+from diversity.embeddings import cpu_has_native_bf16, default_model_path, unsupported_files_reason
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -85,6 +85,9 @@ def test_a_model_openvino_cannot_run_falls_back_to_torch_or_is_refused_by_name(t
     config = json.loads(pooling.read_text())
     config.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
     pooling.write_text(json.dumps(config))
+    # The run's pre-flight check reads the same from the files, before anything is loaded or paid for.
+    assert unsupported_files_reason(default_model_path()) is None
+    assert unsupported_files_reason(model) == "it pools by 'pooling_mode_cls_token', not by the mean"
     assert Encoder(str(model), device="cpu").backend == "torch"
     with pytest.raises(ValueError, match=r"backend 'openvino' cannot run .*cls-pooled on cpu: it pools by 'cls'"):
         Encoder(str(model), device="cpu", backend="openvino")

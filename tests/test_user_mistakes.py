@@ -8,6 +8,7 @@ where a mistake costs most; the teacher is a counting loopback server that would
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,18 @@ def _config_file(text: str) -> Callable[[Path], list[str]]:
     return lambda tmp: [str(_file("c.yaml", text)(tmp))]
 
 
+def _cls_pooled(path: Path) -> Path:
+    """A sentence-transformers folder (as far as its files tell) that pools by the CLS token."""
+    fake_model(path, files=("config.json",))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir()
+    flags = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(flags))
+    return path
+
+
 def _set(key: str, make: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
     return lambda tmp: ["--set", f"{key}={make(tmp)}"]
 
@@ -131,6 +144,13 @@ MISTAKES = [
         "embedding dir without modules.json or config.json",
         "filter.embedding_model",
         prepare=_set("filter.embedding_model", lambda tmp: fake_model(tmp / "e", files=("README.md",))),
+    ),
+    Mistake(
+        "openvino asked for an embedding model it cannot convert",
+        "field 'filter.embedding_backend' is 'openvino' but filter.embedding_model cannot run on it (it pools by "
+        "'pooling_mode_cls_token', not by the mean)",
+        sets=["filter.embedding_backend=openvino"],
+        prepare=_set("filter.embedding_model", lambda tmp: _cls_pooled(tmp / "cls")),
     ),
     Mistake(
         "local teacher model missing",
