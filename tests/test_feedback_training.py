@@ -229,6 +229,25 @@ def test_per_example_loss_matches_the_models_own_loss(tiny_model_dir: Path, roun
             assert losses[example.id] == pytest.approx(expected, rel=1e-5), example.id
 
 
+def test_scoring_cuts_passes_by_logits_size_and_scores_the_same(
+    tiny_model_dir: Path, round1: RoundResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import feedback.scoring as scoring
+
+    # Plain numbers first: rows x longest x vocabulary stays under the cap, a lone long row still passes.
+    monkeypatch.setattr(scoring, "LOGITS_PER_PASS", 1000)
+    assert scoring._chunks([10, 10, 10, 40, 5, 5], rows_per_pass=8, vocabulary=10) == [(0, 3), (3, 5), (5, 6)]
+    assert scoring._chunks([200], rows_per_pass=8, vocabulary=10) == [(0, 1)]
+    assert scoring._chunks([1] * 5, rows_per_pass=2, vocabulary=10) == [(0, 2), (2, 4), (4, 5)]
+    monkeypatch.undo()
+    together = per_example_loss(str(tiny_model_dir), round1.adapter_path, EXAMPLES, config(eval_batch_size=8))
+    monkeypatch.setattr(scoring, "LOGITS_PER_PASS", 1)  # every pass one row
+    alone = per_example_loss(str(tiny_model_dir), round1.adapter_path, EXAMPLES, config(eval_batch_size=8))
+    assert sorted(alone) == sorted(together)
+    for task, loss in together.items():
+        assert alone[task] == pytest.approx(loss, rel=1e-5), task
+
+
 def test_base_model_without_chat_template_trains_on_text(tiny_model_dir_no_template: Path, tmp_path: Path) -> None:
     examples = [
         TrainExample(id=i, prompt=f"Instruction: Write a poem {i}.\nOutput: ", completion="The sea.") for i in range(4)
