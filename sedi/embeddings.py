@@ -25,7 +25,6 @@ class LazyEncoder:
     def __call__(self, texts: Sequence[str]) -> Any:
         if self._encoder is None:
             from diversity import Encoder
-
             from sedi.serve import cache_dir
 
             self._encoder = Encoder(
