@@ -9,14 +9,15 @@ float32 torch). The figures on an idle machine come from ``scripts/bench_filter.
 The model is converted from the loaded torch modules (``openvino.convert_model`` traces them; no ONNX file and no
 ``optimum``, whose ONNX package pins an older transformers). Converting takes about 8 s and reading a saved
 conversion 0.5 s (measured on this 2-core machine under load), so with ``cache`` the converted model is kept on
-disk under a key of the model's files, the OpenVINO version and the recipe below. Only the pipeline the filter's default
-uses is converted: a transformer, mean pooling, and optionally L2 normalisation; any other pipeline stays on
-torch (see :func:`unsupported_reason`).
+disk under a key of the model's files, the OpenVINO version and the recipe below. Only the pipeline the filter's
+default uses is converted: a transformer, mean pooling, and optionally L2 normalisation; any other pipeline stays
+on torch (see :func:`unsupported_reason`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -36,11 +37,8 @@ _RECIPE = 1
 
 
 def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether openvino is installed, without importing it (the pre-flight checks must stay cheap)."""
+    return importlib.util.find_spec("openvino") is not None
 
 
 def _reason(names: list[str], pooling: str | None) -> str | None:

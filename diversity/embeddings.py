@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from diversity._openvino import openvino_available, unsupported_files_reason
+from diversity._openvino import OpenVinoRunner, openvino_available, unsupported_files_reason, unsupported_reason
 
 __all__ = [
     "Backend",
@@ -144,8 +144,6 @@ class Encoder:
         self.backend: Literal["torch", "openvino"] = self._choose_backend(backend)
         self._openvino: Any = None
         if self.backend == "openvino":
-            from diversity._openvino import OpenVinoRunner
-
             try:
                 self._openvino = OpenVinoRunner(
                     self._model,
@@ -177,8 +175,6 @@ class Encoder:
             self._cache.commit()
 
     def _choose_backend(self, backend: Backend) -> Literal["torch", "openvino"]:
-        from diversity._openvino import unsupported_reason
-
         if backend == "torch" or (backend == "auto" and self.device != "cpu"):
             return "torch"
         reason = "OpenVINO runs on CPU only here" if self.device != "cpu" else None

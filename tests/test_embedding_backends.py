@@ -110,12 +110,12 @@ def test_auto_falls_back_to_torch_when_openvino_fails_and_openvino_says_why(
     monkeypatch: pytest.MonkeyPatch, texts: list[str], torch_vectors: np.ndarray
 ) -> None:
     """A platform where OpenVINO cannot compile the model cannot be provoked here, so its failure is simulated."""
-    import diversity._openvino
+    import diversity.embeddings
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no kernel for this CPU")
 
-    monkeypatch.setattr(diversity._openvino, "OpenVinoRunner", refuse)
+    monkeypatch.setattr(diversity.embeddings, "OpenVinoRunner", refuse)
     encoder = Encoder(device="cpu", precision="float32")
     assert encoder.backend == "torch" and not encoder.identity.endswith("openvino")
     np.testing.assert_allclose(encoder.encode(texts[:4]), torch_vectors[:4], atol=1e-6)
