@@ -262,6 +262,8 @@ def scale_main(args: argparse.Namespace) -> None:
         "embed_cpu_ms_per_text": round(1000 * embed_cpu / len(sample), 2),
         "embed_seconds_projected": round(per_text * args.limit, 0),
         "projected_total_seconds": round(per_text * args.limit + seconds, 0),
+        # The filter's own work (search, adds, decisions) as a share of the whole, embedding projected to --limit.
+        "filter_share_projected": round(seconds / (per_text * args.limit + seconds), 4),
         "embed_device": encoder.device,
         "precision": encoder.precision,
         "backend": encoder.backend,

@@ -9,6 +9,10 @@
   (sum of calls over sum of kept, per arm). Percentile interval. Seeds are the independent unit; the rounds
   inside a seed add the within-run variation that three seeds alone cannot show.
 
+- Seeds known only by their totals (run directories gone, or per-seed tables from elsewhere): the same paired
+  bootstrap over seeds, with the rounds level replaced by a Poisson redraw of each drawn seed's kept count at its
+  fixed calls (:func:`totals_bootstrap_ratio_ci`), the within-run noise the single-pair interval assumes.
+
 A difference is only called a difference when its interval excludes 1 (:func:`verdict`). The same Poisson
 interval forecasts the calls a run still needs (:func:`calls_to_keep`, used by ``sedi estimate``).
 """
@@ -94,6 +98,31 @@ def bootstrap_ratio_ci(
         return None
     values.sort()
     return values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))]
+
+
+def totals_bootstrap_ratio_ci(
+    totals_a: Sequence[tuple[float, float]], totals_b: Sequence[tuple[float, float]], draws: int = 4000, seed: int = 0
+) -> tuple[float, float] | None:
+    """95% interval of the pooled ratio (b over a) from each seed's (calls, kept) totals: resample seeds with
+    replacement, redraw each drawn seed's kept counts as Poisson around the observed ones (calls stay fixed), take
+    the ratio of the pooled sums. Percentile interval; None when most resamples leave an arm with nothing kept."""
+    import numpy as np
+
+    pairs = np.array([(a[0], a[1], b[0], b[1]) for a, b in zip(totals_a, totals_b, strict=True)], dtype=float)
+    if not len(pairs):
+        return None
+    rng = np.random.default_rng(seed)
+    drawn = pairs[rng.integers(0, len(pairs), size=(draws, len(pairs)))]  # draws x seeds x (ca, ka, cb, kb)
+    kept_a = rng.poisson(drawn[..., 1]).sum(axis=1)
+    kept_b = rng.poisson(drawn[..., 3]).sum(axis=1)
+    usable = (kept_a > 0) & (kept_b > 0)
+    if usable.sum() < draws // 2:
+        return None
+    values = (drawn[..., 2].sum(axis=1) / np.where(usable, kept_b, 1)) / (
+        drawn[..., 0].sum(axis=1) / np.where(usable, kept_a, 1)
+    )
+    low, high = np.percentile(values[usable], [2.5, 97.5])
+    return float(low), float(high)
 
 
 def verdict(point: float | None, interval: tuple[float, float] | None) -> str:

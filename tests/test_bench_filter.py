@@ -40,4 +40,7 @@ def test_the_scale_mode_reports_its_backend_and_checks_it_against_float32_torch(
     assert result["n"] == 3000 and result["kept"] + result["rejected_by_embedding"] == 3000
     assert result["agreement_prefix"] == 2000 and result["agreement_with_exact"] == 1.0  # IVF untrained: exact
     assert result["backend"] == "openvino" and result["backend_checked"] == 120
+    share = result["seconds"] / (result["embed_ms_per_text"] / 1000 * 3000 + result["seconds"])
+    assert 0 < result["filter_share_projected"] < 1
+    assert result["filter_share_projected"] == pytest.approx(share, abs=0.01)
     assert result["backend_agreement"] >= 0.995 and result["backend_min_cosine"] > 0.999

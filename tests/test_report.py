@@ -206,6 +206,20 @@ def test_paired_bootstrap_interval_covers_the_pooled_ratio_and_shrinks_with_data
     assert stats.bootstrap_ratio_ci([[(10.0, 0.0)]], [[(10.0, 3.0)]]) is None  # arm a never kept anything
 
 
+def test_totals_bootstrap_covers_the_pooled_ratio_and_widens_when_seeds_disagree() -> None:
+    from sedi import stats
+
+    agree_a, agree_b = [(150.0, 300.0)] * 3, [(150.0, 240.0)] * 3  # b needs 1.25x the calls per kept task
+    disagree_a, disagree_b = [(150.0, 300.0)] * 3, [(150.0, 180.0), (150.0, 300.0), (150.0, 240.0)]
+    agree = stats.totals_bootstrap_ratio_ci(agree_a, agree_b)
+    disagree = stats.totals_bootstrap_ratio_ci(disagree_a, disagree_b)
+    assert agree is not None and disagree is not None
+    assert agree[0] < 1.25 < agree[1] and agree[0] > 1  # 720 against 900 kept: the difference is clear
+    assert disagree[1] - disagree[0] > 2 * (agree[1] - agree[0])  # seed-to-seed spread counts, not only Poisson
+    assert stats.totals_bootstrap_ratio_ci(agree_a, agree_b) == agree  # seeded: the same interval every time
+    assert stats.totals_bootstrap_ratio_ci([(10.0, 0.0)], [(10.0, 3.0)]) is None  # arm a never kept anything
+
+
 def test_plots_draw_three_runs_one_of_them_without_data() -> None:
     """Comparisons are not only pairs, and a run that has just started sits beside finished ones."""
     point = _plots.StepPoint(0, 1, 1.5, True)
