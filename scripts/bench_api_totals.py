@@ -36,13 +36,12 @@ def summarise(recorded: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for suffix, (base, arm) in PAIRS.items():
         a, b = runs[base], runs[arm]
+        totals_a, totals_b = [(r["calls"], r["kept"]) for r in a], [(r["calls"], r["kept"]) for r in b]
         result[f"calls_per_kept_ratio{suffix}"] = round(pooled(b) / pooled(a), 4)
-        interval = stats.totals_bootstrap_ratio_ci(
-            [(r["calls"], r["kept"]) for r in a], [(r["calls"], r["kept"]) for r in b]
-        )
+        interval = stats.totals_bootstrap_ratio_ci(totals_a, totals_b)
         result[f"calls_per_kept_ratio{suffix}_ci95"] = [round(x, 4) for x in interval] if interval else None
-        per_seed = [round(pooled([y]) / pooled([x]), 4) for x, y in zip(a, b, strict=True)]
-        result[f"calls_per_kept_ratio{suffix}_per_seed"] = per_seed
+        per_seed = [stats.ratio(*x, *y) for x, y in zip(totals_a, totals_b, strict=True)]
+        result[f"calls_per_kept_ratio{suffix}_per_seed"] = [None if r is None else round(r, 4) for r in per_seed]
         result[f"answered_per_kept_ratio{suffix}"] = round(pooled(b, "answered") / pooled(a, "answered"), 4)
     for name, arm in ARMS.items():
         result[f"calls_per_kept_{name}"] = round(pooled(runs[arm]), 4)

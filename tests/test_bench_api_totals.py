@@ -54,6 +54,12 @@ def test_the_committed_150_call_results_reproduce_their_table() -> None:
     ratio = (calls["sedi"] / kept["sedi"]) / (calls["self-instruct"] / kept["self-instruct"])
     assert result["calls_per_kept_ratio"] == pytest.approx(ratio, abs=1e-4)
     assert result["seeds"] == [0, 1, 2]
+    per_seed = [
+        (s["arms"]["sedi"]["calls"] / s["arms"]["sedi"]["kept"])
+        / (s["arms"]["self-instruct"]["calls"] / s["arms"]["self-instruct"]["kept"])
+        for _, s in sorted(recorded.items(), key=lambda item: int(item[0]))
+    ]
+    assert result["calls_per_kept_ratio_per_seed"] == pytest.approx(per_seed, abs=1e-4)
     for name in ("", "_paper", "_steer"):
         low, high = result[f"calls_per_kept_ratio{name}_ci95"]
         assert low < result[f"calls_per_kept_ratio{name}"] < high
