@@ -143,6 +143,11 @@ class Encoder:
         self._model: Any = SentenceTransformer(source, device=self.device)
         self.backend: Literal["torch", "openvino"] = self._choose_backend(backend)
         self._openvino: Any = None
+        if self.backend == "openvino" and self.precision == "bfloat16" and not cpu_has_native_bf16():
+            # OpenVINO ignores its bf16 hint on such a CPU and computes float32 (measured on an AVX2-only EPYC):
+            # say so, and key the cache by what is really computed.
+            logger.warning("this CPU has no native bf16; OpenVINO embeds in float32")
+            self.precision = "float32"
         if self.backend == "openvino":
             try:
                 self._openvino = OpenVinoRunner(

@@ -57,6 +57,7 @@ def test_auto_runs_openvino_on_cpu_with_torch_float32_vectors(texts: list[str], 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 is only chosen on CPUs that compute it natively")
 def test_openvino_bf16_keeps_the_filters_decisions(texts: list[str], torch_vectors: np.ndarray) -> None:
     encoder = Encoder(device="cpu", precision="bfloat16", backend="openvino")
+    assert encoder.identity.endswith("|bfloat16|openvino")
     vectors = encoder.encode(texts)
     assert (vectors * torch_vectors).sum(axis=1).min() > 0.9995
     ours, reference = _pair_decisions(vectors), _pair_decisions(torch_vectors)
@@ -64,6 +65,14 @@ def test_openvino_bf16_keeps_the_filters_decisions(texts: list[str], torch_vecto
     assert near.sum() > 10 and np.abs(ours - reference)[near].max() < 1e-3
     clear = np.abs(reference - THRESHOLD) > 1e-3  # pairs farther from the threshold than bf16 moves them
     assert ((reference > THRESHOLD) == (ours > THRESHOLD))[clear].all()
+
+
+@pytest.mark.skipif(cpu_has_native_bf16(), reason="only CPUs without native bf16 fall back to float32")
+def test_openvino_asked_for_bf16_without_native_bf16_says_float32(caplog: pytest.LogCaptureFixture) -> None:
+    # OpenVINO computes float32 there whatever the hint; the cache key must say what was computed.
+    encoder = Encoder(device="cpu", precision="bfloat16", backend="openvino")
+    assert encoder.precision == "float32" and encoder.identity.endswith("|float32|openvino")
+    assert "no native bf16" in caplog.text
 
 
 def test_backends_never_share_cached_vectors(tmp_path: Path, texts: list[str]) -> None:
