@@ -1,0 +1,94 @@
+"""What each kind of generation prompt yielded: kept candidates per request, by how many machine tasks the prompt
+showed and by its length in prompt tokens, plus the share of candidates each rule rejected. One JSON line.
+
+    python scripts/prompt_yield.py RUN_DIR [RUN_DIR ...] [--from-round 1] [--token-edges 800,1000,1200]
+
+Written to find out why the SeDi arms of the 150-call benchmark needed more calls per kept task than the baseline:
+the in-context tasks a prompt shows decide much of what a small teacher writes back (see the README's Results).
+Reads the run databases only (read-only); works on a finished, stopped or running run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sedi.rundir import DB_NAME, connect_readonly
+
+_REQUESTS = """
+SELECT r.context, s.prompt_tokens, s.finish_reason,
+       (SELECT COUNT(*) FROM candidates c WHERE c.request_key = r.request_key),
+       (SELECT COUNT(*) FROM candidates c WHERE c.request_key = r.request_key AND c.verdict = 'kept')
+FROM requests r JOIN responses s USING (request_key)
+WHERE r.kind = 'tasks' AND r.round >= ?
+"""
+
+
+def _group(rows: list[tuple[int, int, bool]]) -> dict[str, float]:
+    n = len(rows)
+    return {
+        "requests": n,
+        "candidates_per_request": round(sum(r[0] for r in rows) / n, 3),
+        "kept_per_request": round(sum(r[1] for r in rows) / n, 3),
+        "length_stopped_share": round(sum(r[2] for r in rows) / n, 3),  # finish_reason 'length': cut at max_tokens
+    }
+
+
+def _bin(tokens: int, edges: list[int]) -> str:
+    low = 0
+    for edge in edges:
+        if tokens < edge:
+            return f"{low}-{edge}"
+        low = edge
+    return f">={low}"
+
+
+def run_yield(run_dir: Path, from_round: int, edges: list[int]) -> dict[str, Any]:
+    db = connect_readonly(run_dir / DB_NAME)
+    try:
+        human = {row[0] for row in db.execute("SELECT task_id FROM seed_pool WHERE origin = 'human'")}
+        requests = db.execute(_REQUESTS, (from_round,)).fetchall()
+        rules = db.execute(
+            "SELECT COALESCE(rule, verdict), COUNT(*) FROM candidates WHERE round >= ? GROUP BY 1", (from_round,)
+        ).fetchall()
+    finally:
+        db.close()
+    by_machine: dict[str, list[tuple[int, int, bool]]] = {}
+    by_tokens: dict[str, list[tuple[int, int, bool]]] = {}
+    for context, prompt_tokens, finish, candidates, kept in requests:
+        row = (int(candidates), int(kept), finish == "length")
+        machine = sum(1 for task in json.loads(context) if task not in human)
+        by_machine.setdefault(str(machine), []).append(row)
+        by_tokens.setdefault(_bin(int(prompt_tokens), edges), []).append(row)
+    counts = Counter({str(rule): int(n) for rule, n in rules})
+    total = sum(counts.values()) or 1
+    return {
+        "all": _group([r for rows in by_machine.values() for r in rows]) if requests else {},
+        "by_machine_tasks_shown": {k: _group(v) for k, v in sorted(by_machine.items(), key=lambda kv: int(kv[0]))},
+        "by_prompt_tokens": {k: _group(by_tokens[k]) for k in sorted(by_tokens, key=_bin_order)},
+        "candidate_share": {rule: round(n / total, 3) for rule, n in counts.most_common()},
+    }
+
+
+def _bin_order(label: str) -> int:
+    return int(label.removeprefix(">=").split("-")[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument(
+        "--from-round", type=int, default=0, help="Leave out earlier rounds (round 0 shows no machine task in any arm)."
+    )
+    parser.add_argument("--token-edges", default="800,1000,1200", help="Prompt-token bin edges, comma-separated.")
+    args = parser.parse_args()
+    edges = sorted(int(e) for e in args.token_edges.split(","))
+    out = {str(d): run_yield(d, args.from_round, edges) for d in args.run_dirs}
+    print(json.dumps({"from_round": args.from_round, "runs": out}))
+
+
+if __name__ == "__main__":
+    main()
