@@ -1,0 +1,118 @@
+"""Which in-context tasks the SeDi prompts should show: ``self-instruct``, ``sedi-paper`` (``feedback.in_context:
+pool``, a uniform subset of the whole seed pool, as the method states) and ``sedi-split`` (the same run with
+``feedback.in_context: split``: 6 human seeds and 2 promoted ones, Self-Instruct's mix) on the embedded defaults,
+paired by seed, with a fixed call budget. One JSON line: each arm's pooled calls per kept task, the ratios with a
+95% interval (the rounds-level paired bootstrap of ``sedi.stats``), diversity, topics, held-out loss, per seed.
+
+    python scripts/bench_in_context.py [--run-dir runs/bench-in-context] [--max-calls 64] [--repeat 3]
+                                       [--parallel 2] [--arms self-instruct,sedi-split,sedi-paper] [--set k=v ...]
+
+Each arm's config is the one ``sedi compare`` builds (``sedi.compare.method_config``); ``sedi-split`` differs
+from ``sedi-paper`` only in ``feedback.in_context``. Every run is its own ``sedi run`` process; ``--parallel 2``
+runs two at once with one OpenMP thread each (on the 2-core machine, 1.6x the throughput of one two-thread run at
+a time). Rerunning with the same --run-dir resumes the runs from their caches (nothing is generated twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sedi import stats
+from sedi.compare import method_config, run_row
+from sedi.config import SediConfig, load_config
+
+ARMS = ("self-instruct", "sedi-split", "sedi-paper")
+PAIRS = (("self-instruct", "sedi-split"), ("self-instruct", "sedi-paper"), ("sedi-paper", "sedi-split"))
+PER_SEED = ("calls", "kept", "calls_per_kept", "diversity_mean_cosine_distance", "topics_covered", "heldout_loss")
+
+
+def arm_config(base: SediConfig, arm: str, seed: int) -> SediConfig:
+    """``arm``'s config under run seed ``seed``: compare's, with ``sedi-split`` showing the split over the pool."""
+    config = method_config(base, "sedi-paper" if arm == "sedi-split" else arm, "budget", seed)
+    if arm != "sedi-split":
+        return config
+    data = config.model_dump(mode="json")
+    data["feedback"]["in_context"] = "split"
+    return SediConfig.model_validate(data)
+
+
+def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The JSON line's fields from each arm's per-seed run rows (``sedi.compare.run_row``), seeds in order."""
+    out: dict[str, Any] = {}
+    for arm, runs in rows.items():
+        name = arm.replace("-", "_")
+        calls, kept = sum(r["calls"] for r in runs), sum(r["kept"] for r in runs)
+        out[f"calls_per_kept_{name}"] = round(calls / kept, 4) if kept else None
+        for key in ("diversity_mean_cosine_distance", "topics_covered", "heldout_loss"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            out[f"{key}_{name}"] = round(sum(values) / len(values), 4) if values else None
+        out[f"per_seed_{name}"] = [{k: r.get(k) for k in PER_SEED} for r in runs]
+    for base, arm in PAIRS:
+        if base not in rows or arm not in rows:
+            continue
+        a, b = rows[base], rows[arm]
+        key = f"{arm.replace('-', '_')}_over_{base.replace('-', '_')}"
+        point = stats.ratio(sum(r["calls"] for r in a), sum(r["kept"] for r in a),
+                            sum(r["calls"] for r in b), sum(r["kept"] for r in b))  # fmt: skip
+        interval = stats.bootstrap_ratio_ci([r["rounds"] for r in a], [r["rounds"] for r in b])
+        per_seed = [stats.ratio(x["calls"], x["kept"], y["calls"], y["kept"]) for x, y in zip(a, b, strict=True)]
+        out[key] = round(point, 4) if point is not None else None
+        out[f"{key}_ci95"] = [round(v, 4) for v in interval] if interval else None
+        out[f"{key}_per_seed"] = [round(v, 4) if v is not None else None for v in per_seed]
+    return out
+
+
+def _run(config_path: Path, run_dir: Path, threads: int | None) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    log = (run_dir.parent / f"{run_dir.name}.log").open("a")
+    command = [sys.executable, "-m", "sedi", "run", str(config_path), "--run-dir", str(run_dir)]
+    subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-in-context"))
+    parser.add_argument("--max-calls", type=int, default=64, help="Teacher calls per run (the fixed budget).")
+    parser.add_argument("--repeat", type=int, default=3, help="Seeds per arm (run.seed, run.seed + 1, ...).")
+    parser.add_argument("--parallel", type=int, default=2, help="Runs at once (one OpenMP thread each when > 1).")
+    parser.add_argument("--arms", default=",".join(ARMS), help="Comma-separated, from: " + ", ".join(ARMS))
+    parser.add_argument("--set", action="append", default=[], help="Config overrides, as for `sedi run`.")
+    parser.add_argument("--report-only", action="store_true", help="Summarise the run directories; run nothing.")
+    args = parser.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"--arms: unknown {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    base = load_config(None, [f"budget.max_calls={args.max_calls}", *args.set])
+    seeds = [base.run.seed + k for k in range(args.repeat)]
+    jobs = []
+    for seed in seeds:
+        for arm in arms:
+            path = args.run_dir / f"seed-{seed}" / f"{arm}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not args.report_only:
+                path.write_text(yaml.safe_dump(arm_config(base, arm, seed).model_dump(mode="json"), sort_keys=False))
+            jobs.append((path, args.run_dir / f"seed-{seed}" / arm))
+    started = time.monotonic()
+    threads = 1 if args.parallel > 1 else None
+    if not args.report_only:
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            list(pool.map(lambda job: _run(job[0], job[1], threads), jobs))
+    rows = {arm: [run_row(args.run_dir / f"seed-{seed}" / arm) for seed in seeds] for arm in arms}
+    result = summarise(rows) | {"seeds": seeds, "max_calls": args.max_calls}
+    print(json.dumps(result | {"seconds": round(time.monotonic() - started, 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""`scripts/bench_in_context.py`: the arms' configs differ only where they should, and the JSON line's ratios come
+from the runs' numbers (rows whose answers are known; no run is started)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sedi.config import load_config
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_in_context.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_in_context", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_in_context"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_split_arm_differs_from_the_method_as_stated_only_in_its_in_context_tasks(bench: Any) -> None:
+    base = load_config(None, ["budget.max_calls=64", "generation.calls_per_round=16"])
+    paper = bench.arm_config(base, "sedi-paper", 2).model_dump(mode="json")
+    split = bench.arm_config(base, "sedi-split", 2).model_dump(mode="json")
+    baseline = bench.arm_config(base, "self-instruct", 2).model_dump(mode="json")
+    assert paper["method"] == split["method"] == "sedi" and baseline["method"] == "self-instruct"
+    assert (paper["feedback"]["in_context"], split["feedback"]["in_context"]) == ("pool", "split")
+    assert not split["feedback"]["steer"] and split["run"]["seed"] == 2 and split["budget"]["max_calls"] == 64
+    split["feedback"]["in_context"] = "pool"
+    assert split == paper
+
+
+def row(calls: int, kept: int, rounds: list[tuple[float, float]], diversity: float) -> dict[str, Any]:
+    return {"calls": calls, "kept": kept, "calls_per_kept": calls / kept, "rounds": rounds,
+            "diversity_mean_cosine_distance": diversity, "topics_covered": 20, "heldout_loss": None}  # fmt: skip
+
+
+def test_summary_pools_seeds_and_pairs_rounds(bench: Any) -> None:
+    rows = {
+        "self-instruct": [row(32, 40, [(16, 20), (16, 20)], 0.9), row(32, 60, [(16, 30), (16, 30)], 0.8)],
+        "sedi-split": [row(32, 50, [(16, 25), (16, 25)], 0.7), row(32, 70, [(16, 35), (16, 35)], 0.8)],
+    }
+    out = bench.summarise(rows)
+    assert out["calls_per_kept_self_instruct"] == round(64 / 100, 4)
+    assert out["calls_per_kept_sedi_split"] == round(64 / 120, 4)
+    assert out["sedi_split_over_self_instruct"] == pytest.approx(100 / 120, abs=1e-4)
+    assert out["sedi_split_over_self_instruct_per_seed"] == [0.8, round(60 / 70, 4)]
+    low, high = out["sedi_split_over_self_instruct_ci95"]
+    assert low <= out["sedi_split_over_self_instruct"] <= high < 1  # every resample keeps more with the split
+    assert out["diversity_mean_cosine_distance_sedi_split"] == 0.75 and out["heldout_loss_sedi_split"] is None
+    assert "sedi_paper_over_self_instruct" not in out  # an arm that did not run has no ratio
