@@ -55,6 +55,18 @@ def test_yaml_then_set_overrides(tmp_path: Path) -> None:
     assert cfg.teacher.prices is not None and cfg.teacher.prices.prompt == 0.5
 
 
+def test_prompts_show_the_split_by_default_and_steering_takes_the_pool(tmp_path: Path) -> None:
+    assert SediConfig().feedback.in_context == "split"  # measured fewer calls per kept task than 'pool'
+    steered = load_config(None, ["feedback.steer=true"])
+    assert steered.feedback.in_context == "pool"
+    again = SediConfig.model_validate(steered.model_dump(mode="json"))  # a recorded config reads back the same
+    assert again.feedback == steered.feedback
+    path = tmp_path / "c.yaml"
+    path.write_text("feedback:\n  steer: true\n  in_context: split\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: .*set feedback.in_context to 'pool'"):
+        load_config(path)
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "pattern"),
     [

@@ -77,7 +77,7 @@ def test_the_bandit_moves_prompts_to_productive_seeds(
     run_dir = tmp_path / "run"
     extra = ["--set", f"seeds.path={seeds_file}", "--set", "student.heldout_size=0", "--set", "run.max_rounds=5"]
     extra += ["--set", "generation.calls_per_round=12", "--set", f"feedback.steer={str(steer).lower()}"]
-    extra += ["--set", "filter.embedding_threshold=null"]
+    extra += ["--set", "filter.embedding_threshold=null", "--set", "feedback.in_context=pool"]  # uniform when off
     result = sedi(*scripted_args(run_dir, server, tiny_model_dir, *extra))
     assert result.returncode == 0, result.stderr
     share = _share_by_round(run_dir, seeds_file)
