@@ -2,7 +2,8 @@
 pool``, a uniform subset of the whole seed pool, as the method states) and ``sedi-split`` (the same run with
 ``feedback.in_context: split``: 6 human seeds and 2 promoted ones, Self-Instruct's mix) on the embedded defaults,
 paired by seed, with a fixed call budget. One JSON line: each arm's pooled calls per kept task, the ratios with a
-95% interval (the rounds-level paired bootstrap of ``sedi.stats``), diversity, topics, held-out loss, per seed.
+95% interval (``sedi.compare.pair_ratios``: the rounds-level paired bootstrap for several seeds), diversity,
+topics, held-out loss, per seed.
 
     python scripts/bench_in_context.py [--run-dir runs/bench-in-context] [--max-calls 64] [--repeat 3]
                                        [--parallel 2] [--arms self-instruct,sedi-split,sedi-paper] [--set k=v ...]
@@ -27,8 +28,7 @@ from typing import Any
 
 import yaml
 
-from sedi import stats
-from sedi.compare import method_config, run_row
+from sedi.compare import method_config, pair_ratios, run_row
 from sedi.config import SediConfig, load_config
 
 ARMS = ("self-instruct", "sedi-split", "sedi-paper")
@@ -58,17 +58,12 @@ def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             out[f"{key}_{name}"] = round(sum(values) / len(values), 4) if values else None
         out[f"per_seed_{name}"] = [{k: r.get(k) for k in PER_SEED} for r in runs]
     for base, arm in PAIRS:
-        if base not in rows or arm not in rows:
-            continue
-        a, b = rows[base], rows[arm]
-        key = f"{arm.replace('-', '_')}_over_{base.replace('-', '_')}"
-        point = stats.ratio(sum(r["calls"] for r in a), sum(r["kept"] for r in a),
-                            sum(r["calls"] for r in b), sum(r["kept"] for r in b))  # fmt: skip
-        interval = stats.bootstrap_ratio_ci([r["rounds"] for r in a], [r["rounds"] for r in b])
-        per_seed = [stats.ratio(x["calls"], x["kept"], y["calls"], y["kept"]) for x, y in zip(a, b, strict=True)]
-        out[key] = round(point, 4) if point is not None else None
-        out[f"{key}_ci95"] = [round(v, 4) for v in interval] if interval else None
-        out[f"{key}_per_seed"] = [round(v, 4) if v is not None else None for v in per_seed]
+        if base in rows and arm in rows:
+            key = f"{arm.replace('-', '_')}_over_{base.replace('-', '_')}"
+            pair = pair_ratios(rows, arm, base)
+            out[key] = round(pair["ratio"], 4) if pair["ratio"] is not None else None
+            out[f"{key}_ci95"] = [round(v, 4) for v in pair["ci95"]] if pair["ci95"] else None
+            out[f"{key}_per_seed"] = [round(v, 4) if v is not None else None for v in pair["per_seed"]]
     return out
 
 
@@ -76,9 +71,9 @@ def _run(config_path: Path, run_dir: Path, threads: int | None) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    log = (run_dir.parent / f"{run_dir.name}.log").open("a")
     command = [sys.executable, "-m", "sedi", "run", str(config_path), "--run-dir", str(run_dir)]
-    subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (run_dir.parent / f"{run_dir.name}.log").open("a") as log:
+        subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def main() -> None:
@@ -100,8 +95,8 @@ def main() -> None:
     for seed in seeds:
         for arm in arms:
             path = args.run_dir / f"seed-{seed}" / f"{arm}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not args.report_only:
+            if not args.report_only:  # a summary only reads the run directories
+                path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(yaml.safe_dump(arm_config(base, arm, seed).model_dump(mode="json"), sort_keys=False))
             jobs.append((path, args.run_dir / f"seed-{seed}" / arm))
     started = time.monotonic()

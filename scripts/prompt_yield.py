@@ -56,17 +56,19 @@ def run_yield(run_dir: Path, from_round: int, edges: list[int]) -> dict[str, Any
         ).fetchall()
     finally:
         db.close()
+    every: list[tuple[int, int, bool]] = []
     by_machine: dict[str, list[tuple[int, int, bool]]] = {}
     by_tokens: dict[str, list[tuple[int, int, bool]]] = {}
     for context, prompt_tokens, finish, candidates, kept in requests:
         row = (int(candidates), int(kept), finish == "length")
+        every.append(row)
         machine = sum(1 for task in json.loads(context) if task not in human)
         by_machine.setdefault(str(machine), []).append(row)
         by_tokens.setdefault(_bin(int(prompt_tokens), edges), []).append(row)
     counts = Counter({str(rule): int(n) for rule, n in rules})
     total = sum(counts.values()) or 1
     return {
-        "all": _group([r for rows in by_machine.values() for r in rows]) if requests else {},
+        "all": _group(every) if every else {},
         "by_machine_tasks_shown": {k: _group(v) for k, v in sorted(by_machine.items(), key=lambda kv: int(kv[0]))},
         "by_prompt_tokens": {k: _group(by_tokens[k]) for k in sorted(by_tokens, key=_bin_order)},
         "candidate_share": {rule: round(n / total, 3) for rule, n in counts.most_common()},

@@ -165,7 +165,7 @@ def _markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n" + (footer or "\n")
 
 
-def _ratios(runs: dict[str, list[dict[str, Any]]], arm: str, baseline: str) -> dict[str, Any]:
+def pair_ratios(runs: dict[str, list[dict[str, Any]]], arm: str, baseline: str) -> dict[str, Any]:
     """``arm``'s calls per kept task over ``baseline``'s: pooled over seeds (sum of calls over sum of kept), its
     95% interval (the Poisson interval for one seed, the paired two-level bootstrap for several), the verdict
     and each seed's own ratio."""
@@ -216,7 +216,9 @@ def compare(
             run(method_config(config, method, stop_at, seed), run_dir, source, progress)
             runs[method].append(run_row(run_dir))
     per = {m: _aggregate(rows) for m, rows in runs.items()}
-    ratios = {f"{arm} over {base}": _ratios(runs, arm, base) for arm, base in _PAIRS if arm in runs and base in runs}
+    ratios = {
+        f"{arm} over {base}": pair_ratios(runs, arm, base) for arm, base in _PAIRS if arm in runs and base in runs
+    }
     table: dict[str, Any] = {
         "arm_order": list(arms),  # column order (the JSON's keys are sorted)
         "stop_at": stop_at,

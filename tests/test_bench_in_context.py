@@ -39,6 +39,7 @@ def test_split_arm_differs_from_the_method_as_stated_only_in_its_in_context_task
 
 def row(calls: int, kept: int, rounds: list[tuple[float, float]], diversity: float) -> dict[str, Any]:
     return {"calls": calls, "kept": kept, "calls_per_kept": calls / kept, "rounds": rounds,
+            "prompt_tokens": 100 * calls, "completion_tokens": 50 * calls, "cost_usd": 0.0,
             "diversity_mean_cosine_distance": diversity, "topics_covered": 20, "heldout_loss": None}  # fmt: skip
 
 

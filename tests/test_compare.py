@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sedi.compare import _aggregate, _markdown, _ratios
+from sedi.compare import _aggregate, _markdown, pair_ratios
 from tests.helpers import sedi
 from tests.servers import Served
 
@@ -111,7 +111,7 @@ def test_cost_per_kept_task_is_unknown_without_prices_never_zero() -> None:
                 "rounds": [(calls, kept)]}  # fmt: skip
 
     runs = {"self-instruct": [row(10, 5, 1000)], "sedi": [row(10, 8, 1200)]}
-    ratios = {"sedi over self-instruct": _ratios(runs, "sedi", "self-instruct")}
+    ratios = {"sedi over self-instruct": pair_ratios(runs, "sedi", "self-instruct")}
     pair = ratios["sedi over self-instruct"]
     assert pair["usd_per_kept"] is None and pair["cost_known"] is False
     assert pair["tokens_per_kept"] == pytest.approx((1200 / 8) / (1000 / 5))
