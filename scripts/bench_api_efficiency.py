@@ -1,18 +1,33 @@
 """API efficiency, measured side by side: `sedi compare` on the embedded defaults (bundled teacher and student)
 with a fixed call budget per arm, then one JSON line with every arm's calls per kept task, diversity, topics
-covered and held-out loss, the ratios to the baseline with 95% intervals, and each seed's numbers.
+covered, held-out loss and request shapes, the ratios to the baseline with 95% intervals, and each seed's numbers.
 
     python scripts/bench_api_efficiency.py [--run-dir runs/bench-api] [--max-calls 150] [--repeat 3]
-                                           [--published-baseline] [--set k=v ...]
+                                           [--arms self-instruct,default] [--published-baseline] [--set k=v ...]
+                                           [--sequential]
 
-Arms ``self-instruct``, ``sedi-paper`` (the method as stated) and ``sedi`` (prompts steered by yield) get the same
-teacher, seeds, student, seed values and call budget (``--stop-at budget``); the goal the product is judged by
-is ``calls_per_kept_ratio`` <= 0.5 with the high end of ``calls_per_kept_ratio_ci95`` below 1, diversity at most
-3% lower and held-out loss at most 2% higher than self-instruct. ``calls_per_kept_ratio`` is pooled over seeds
-(all calls over all kept tasks, per arm); its interval is the paired two-level bootstrap of ``sedi.stats``.
-With ``--published-baseline`` a fourth arm, ``self_instruct_published``, runs the original
-instruction-then-instances pipeline, and ``calls_per_kept_ratio_published`` is sedi over it.
-Rerunning with the same --run-dir resumes from the runs' caches (nothing is paid twice).
+All runs (arms x seeds) go at once against one shared embedded teacher server (``sedi compare --parallel``, see
+``sedi.parallel``) unless ``--sequential``; ``BENCH_SETTINGS`` below are applied to every arm alike.
+
+Arms come from the one table in ``sedi.arms`` (``--arms``, the first the baseline; default ``self-instruct``
+against ``default``, exactly what ``sedi run`` ships). They get the same teacher, seeds, student, seed values and
+call budget (``--stop-at budget``). The goal the product is judged by is ``calls_per_kept_ratio`` (``default``
+over ``self-instruct``) <= 0.5 with the high end of ``calls_per_kept_ratio_ci95`` below 1, diversity at most 3%
+lower and held-out loss at most 2% higher than self-instruct. Ratios are pooled over seeds (all calls over all
+kept tasks, per arm); their interval is the paired two-level bootstrap of ``sedi.stats``.
+
+Per arm (key suffix: the arm's name with ``-`` as ``_``): ``calls_per_kept_<arm>``, and for every arm but the
+baseline ``calls_per_kept_ratio_<arm>`` (over the baseline) with ``_ci95`` and ``_verdict``; means over seeds
+(``heldout_loss``, ``diversity``, ``vendi``, ``topics_covered``, ``heldout_rouge_l``, ``kept``, ``calls``,
+``promotions``, ``demotions``, with ``_stdev`` when --repeat > 1); from the runs' databases (``sedi.arm_stats``,
+pooled over seeds): ``rejection_shares_<arm>`` (rule -> share of all candidates), ``candidates_per_request_<arm>``
+and ``kept_per_request_<arm>`` (per answered generation request), ``truncated_request_share_<arm>`` (generation
+requests whose response stopped at max_tokens), ``repair_calls_<arm>`` (null where runs do not count them),
+``config_digest_<arm>`` (the config the arm ran under the first seed), and ``per_seed_<arm>`` rows.
+Today's other keys keep their meaning where their arms ran: ``calls_per_kept_ratio_paper`` (sedi-paper over
+self-instruct), ``calls_per_kept_ratio_published`` (default over self-instruct-published) and
+``calls_per_kept_ratio_steer`` (sedi-steer over sedi-paper). Rerunning with the same --run-dir resumes from the
+runs' caches (nothing is paid twice).
 """
 
 from __future__ import annotations
@@ -24,6 +39,61 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from sedi import arm_stats
+from sedi.arms import parse_arms
+from sedi.exceptions import ConfigError
+
+MEANS = {"diversity": "diversity_mean_cosine_distance", "vendi": "diversity_vendi", "topics_covered": "topics_covered"}
+MEANS |= {"heldout_loss": "heldout_loss", "heldout_rouge_l": "heldout_rouge_l", "kept": "kept", "calls": "calls"}
+MEANS |= {"promotions": "promotions", "demotions": "demotions"}
+PER_SEED = ("calls", "kept", "calls_per_kept", "diversity_mean_cosine_distance", "topics_covered", "heldout_loss")
+
+
+def summarise(table: dict[str, Any]) -> dict[str, Any]:
+    """The JSON line's fields from a ``comparison.json`` table and its runs' databases."""
+    arms = [arm for arm in table["arm_order"] if table["runs"].get(arm)]
+    baseline = arms[0]
+    result: dict[str, Any] = {"arms": arms, "baseline": baseline, "seeds": table["seeds"]}
+    for key in ("calls_per_kept_ratio", "calls_per_kept_ratio_paper", "calls_per_kept_ratio_published"):
+        result[key], result[f"{key}_ci95"] = table.get(key), table.get(f"{key}_ci95")
+    steer = table["ratios"].get("sedi-steer over sedi-paper", {})
+    result |= {"calls_per_kept_ratio_steer": steer.get("ratio"), "calls_per_kept_ratio_steer_ci95": steer.get("ci95")}
+    for arm in arms:
+        name, runs, row = arm.replace("-", "_"), table["runs"][arm], table["arms"][arm]
+        calls, kept = sum(r["calls"] for r in runs), sum(r["kept"] for r in runs)
+        result[f"calls_per_kept_{name}"] = round(calls / kept, 4) if kept else None  # pooled over seeds
+        if arm != baseline:
+            pair = table["ratios"][f"{arm} over {baseline}"]
+            result[f"calls_per_kept_ratio_{name}"] = None if pair["ratio"] is None else round(pair["ratio"], 4)
+            result[f"calls_per_kept_ratio_{name}_ci95"] = [round(v, 4) for v in pair["ci95"]] if pair["ci95"] else None
+            result[f"calls_per_kept_ratio_{name}_verdict"] = pair["verdict"]
+        for short, key in MEANS.items():
+            result[f"{short}_{name}"] = row.get(key)
+            if len(runs) > 1 and f"{key}_stdev" in row:
+                result[f"{short}_{name}_stdev"] = row[f"{key}_stdev"]
+        counts = [arm_stats.run_counts(Path(r["run_dir"])) for r in runs]
+        result |= {f"{key}_{name}": value for key, value in arm_stats.pooled(counts).items()}
+        result[f"config_digest_{name}"] = row.get("config_digest")
+        result[f"per_seed_{name}"] = [
+            {k: r.get(k) for k in PER_SEED} | arm_stats.pooled([c]) | {"config_digest": r.get("config_digest")}
+            for r, c in zip(runs, counts, strict=True)
+        ]
+    return result
+
+
+# The benchmark's own settings, the same for every arm (a --set of the same key overrides them): rounds of 16 calls
+# decoded together, held-out evaluation once at the end (loss only), and a timeout long enough for a request
+# decoded in a batch of all the runs' requests on one shared server (288 s per request at 24 rows with 64-token
+# answers, measured on 2 cores: the 300 s default would turn waiting into lost, counted calls).
+BENCH_SETTINGS = (
+    "generation.calls_per_round=16",
+    "teacher.concurrency=16",
+    "teacher.timeout_s=3600",
+    "student.eval_every=1000",
+    "student.heldout_generate=0",
+)
 
 
 def main() -> None:
@@ -31,67 +101,26 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-api"))
     parser.add_argument("--max-calls", type=int, default=150, help="Teacher calls per arm (the fixed budget).")
     parser.add_argument("--repeat", type=int, default=3, help="Seeds per arm.")
-    parser.add_argument("--published-baseline", action="store_true", help="Add Self-Instruct as published.")
+    parser.add_argument("--arms", default="self-instruct,default", help="Arms (sedi.arms), the first the baseline.")
+    parser.add_argument("--published-baseline", action="store_true", help="Add the arm self-instruct-published.")
     parser.add_argument("--set", action="append", default=[], help="Extra config overrides, as for `sedi run`.")
+    parser.add_argument(
+        "--sequential", action="store_true", help="One run after another, each with its own teacher server."
+    )
     args = parser.parse_args()
-    overrides = [f"budget.max_calls={args.max_calls}", *args.set]
+    try:
+        arms = parse_arms(args.arms)
+    except ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    arms += ["self-instruct-published"] if args.published_baseline and "self-instruct-published" not in arms else []
+    overrides = [f"budget.max_calls={args.max_calls}", *BENCH_SETTINGS, *args.set]  # --set comes last: it wins
     command = [sys.executable, "-m", "sedi", "compare", "--run-dir", str(args.run_dir), "--stop-at", "budget"]
-    command += ["--repeat", str(args.repeat)] + [a for item in overrides for a in ("--set", item)]
-    command += ["--published-baseline"] if args.published_baseline else []
+    command += ["--repeat", str(args.repeat), "--arms", ",".join(arms)]
+    command += [] if args.sequential else ["--parallel"]
+    command += [a for item in overrides for a in ("--set", item)]
     started = time.monotonic()
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    table = json.loads((args.run_dir / "comparison.json").read_text())
-    arms = {
-        "self_instruct": "self-instruct",
-        "sedi_paper": "sedi-paper",
-        "sedi": "sedi",
-        "self_instruct_published": "self-instruct-published",
-    }
-    result: dict[str, object] = {
-        key: table.get(key)
-        for key in (
-            "calls_per_kept_ratio",
-            "calls_per_kept_ratio_ci95",
-            "calls_per_kept_ratio_paper",
-            "calls_per_kept_ratio_paper_ci95",
-            "calls_per_kept_ratio_published",
-        )
-    }
-    steer = table["ratios"].get("sedi over sedi-paper", {})
-    result["calls_per_kept_ratio_steer"], result["calls_per_kept_ratio_steer_ci95"] = (
-        steer.get("ratio"),
-        steer.get("ci95"),
-    )
-    fields = {
-        "calls_per_kept": "calls_per_kept",
-        "diversity": "diversity_mean_cosine_distance",
-        "vendi": "diversity_vendi",
-        "topics_covered": "topics_covered",
-        "heldout_loss": "heldout_loss",
-        "heldout_rouge_l": "heldout_rouge_l",
-        "kept": "kept",
-        "calls": "calls",
-        "promotions": "promotions",
-        "demotions": "demotions",
-    }
-    for name, arm in arms.items():
-        runs = table["runs"].get(arm)
-        if not runs:
-            continue
-        calls, kept = sum(r["calls"] for r in runs), sum(r["kept"] for r in runs)
-        result[f"calls_per_kept_{name}"] = round(calls / kept, 4) if kept else None  # pooled over seeds
-        row = table["arms"][arm]
-        for short, key in fields.items():
-            if short != "calls_per_kept":
-                result[f"{short}_{name}"] = row.get(key)
-            if args.repeat > 1 and f"{key}_stdev" in row:
-                result[f"{short}_{name}_stdev"] = row[f"{key}_stdev"]
-        result[f"per_seed_{name}"] = [
-            {k: r.get(k) for k in ("calls", "kept", "calls_per_kept", "diversity_mean_cosine_distance",
-                                   "topics_covered", "heldout_loss")}
-            for r in runs
-        ]  # fmt: skip
-    result["seeds"] = table["seeds"]
+    result = summarise(json.loads((args.run_dir / "comparison.json").read_text()))
     result.update(max_calls=args.max_calls, repeat=args.repeat, seconds=round(time.monotonic() - started, 1))
     print(json.dumps(result))
 

@@ -7,6 +7,11 @@ gone (or per-seed tables from elsewhere): the same fields as ``bench_api_efficie
 
 The file holds, per seed and arm: ``calls``, ``answered`` (calls that got a response), ``kept``, ``diversity``
 (mean cosine distance), ``vendi``, ``topics``, ``heldout_loss``, ``promotions``, ``demotions``.
+
+Recorded files predate the arms table (``sedi.arms``): their arm ``sedi`` is today's ``sedi-steer`` (steered
+prompts, from the whole pool), so here ``calls_per_kept_ratio`` stays what it was when recorded, sedi-steer over
+self-instruct (in ``sedi compare`` and ``bench_api_efficiency.py`` it is now ``default`` over ``self-instruct``).
+The keys are kept as recorded so that the README's JSON lines reproduce.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from sedi import stats
+from sedi.arms import ARMS as TABLE
 
 ARMS = {"self_instruct": "self-instruct", "sedi_paper": "sedi-paper", "sedi": "sedi"}
+RECORDED_AS = {"self-instruct": "self-instruct", "sedi-paper": "sedi-paper", "sedi": "sedi-steer"}  # arm today
+assert set(RECORDED_AS.values()) <= set(TABLE)
 PAIRS = {"": ("self-instruct", "sedi"), "_paper": ("self-instruct", "sedi-paper"), "_steer": ("sedi-paper", "sedi")}
 MEANS = {"kept": "kept", "diversity": "diversity", "vendi": "vendi", "topics_covered": "topics"}
 MEANS |= {"heldout_loss": "heldout_loss", "promotions": "promotions", "demotions": "demotions"}

@@ -1,15 +1,18 @@
 """Which in-context tasks the SeDi prompts should show: ``self-instruct``, ``sedi-paper`` (``feedback.in_context:
-pool``, a uniform subset of the whole seed pool, as the method states) and ``sedi-split`` (the same run with
+pool``, a uniform subset of the whole seed pool, as the method states) and ``in-context-split`` (the same run with
 ``feedback.in_context: split``: 6 human seeds and 2 promoted ones, Self-Instruct's mix) on the embedded defaults,
-paired by seed, with a fixed call budget. One JSON line: each arm's pooled calls per kept task, the ratios with a
-95% interval (``sedi.compare.pair_ratios``: the rounds-level paired bootstrap for several seeds), diversity,
-topics, held-out loss, per seed.
+paired by seed, with a fixed call budget. One JSON line: each arm's pooled calls per kept task, every arm's ratio
+over the first (and in-context-split over sedi-paper) with a 95% interval (``sedi.compare.pair_ratios``: the
+rounds-level paired bootstrap for several seeds), diversity, topics, held-out loss, config digest, per seed.
 
     python scripts/bench_in_context.py [--run-dir runs/bench-in-context] [--max-calls 64] [--repeat 3]
-                                       [--parallel 2] [--arms self-instruct,sedi-split,sedi-paper] [--set k=v ...]
+                                       [--parallel 2] [--arms self-instruct,in-context-split,sedi-paper]
+                                       [--set k=v ...] [--report-only]
 
-Each arm's config is the one ``sedi compare`` builds (``sedi.compare.method_config``); ``sedi-split`` differs
-from ``sedi-paper`` only in ``feedback.in_context``. Every run is its own ``sedi run`` process; ``--parallel 2``
+Arms are those of ``sedi compare`` (the one table in ``sedi.arms``, resolved with the same run controls by
+``sedi.arms.resolve``); ``sedi-split``, this script's old name, is accepted for ``in-context-split`` (the same
+config, so --report-only still reads run directories named so). ``in-context-split`` differs from ``sedi-paper``
+only in ``feedback.in_context``. Every run is its own ``sedi run`` process; ``--parallel 2``
 runs two at once with one OpenMP thread each (on the 2-core machine, 1.6x the throughput of one two-thread run at
 a time). Rerunning with the same --run-dir resumes the runs from their caches (nothing is generated twice).
 """
@@ -28,22 +31,30 @@ from typing import Any
 
 import yaml
 
-from sedi.compare import method_config, pair_ratios, run_row
+from sedi import arm_stats
+from sedi.arms import ARMS, parse_arms, resolve
+from sedi.compare import pair_ratios, run_row
 from sedi.config import SediConfig, load_config
+from sedi.exceptions import ConfigError
 
-ARMS = ("self-instruct", "sedi-split", "sedi-paper")
-PAIRS = (("self-instruct", "sedi-split"), ("self-instruct", "sedi-paper"), ("sedi-paper", "sedi-split"))
+DEFAULT_ARMS = ("self-instruct", "in-context-split", "sedi-paper")
+ALIASES = {"sedi-split": "in-context-split"}  # this script's old name for the same config
 PER_SEED = ("calls", "kept", "calls_per_kept", "diversity_mean_cosine_distance", "topics_covered", "heldout_loss")
+PER_SEED += ("config_digest",)
 
 
 def arm_config(base: SediConfig, arm: str, seed: int) -> SediConfig:
-    """``arm``'s config under run seed ``seed``: compare's, with ``sedi-split`` showing the split over the pool."""
-    config = method_config(base, "sedi-paper" if arm == "sedi-split" else arm, "budget", seed)
-    if arm != "sedi-split":
-        return config
-    data = config.model_dump(mode="json")
-    data["feedback"]["in_context"] = "split"
-    return SediConfig.model_validate(data)
+    """``arm``'s config under run seed ``seed``, exactly as ``sedi compare --stop-at budget`` runs it."""
+    return resolve(base, ALIASES.get(arm, arm), seed, "budget")
+
+
+def _pairs(arms: list[str]) -> list[tuple[str, str]]:
+    """(baseline, arm): every arm over the first, and the split over the whole-pool draw when both ran."""
+    pairs = [(arms[0], arm) for arm in arms[1:]]
+    split = next((a for a in arms if ALIASES.get(a, a) == "in-context-split"), None)
+    if split and "sedi-paper" in arms and ("sedi-paper", split) not in pairs and arms[0] != split:
+        pairs.append(("sedi-paper", split))
+    return pairs
 
 
 def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -57,14 +68,19 @@ def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             values = [r[key] for r in runs if r.get(key) is not None]
             out[f"{key}_{name}"] = round(sum(values) / len(values), 4) if values else None
         out[f"per_seed_{name}"] = [{k: r.get(k) for k in PER_SEED} for r in runs]
-    for base, arm in PAIRS:
-        if base in rows and arm in rows:
-            key = f"{arm.replace('-', '_')}_over_{base.replace('-', '_')}"
-            pair = pair_ratios(rows, arm, base)
-            out[key] = round(pair["ratio"], 4) if pair["ratio"] is not None else None
-            out[f"{key}_ci95"] = [round(v, 4) for v in pair["ci95"]] if pair["ci95"] else None
-            out[f"{key}_per_seed"] = [round(v, 4) if v is not None else None for v in pair["per_seed"]]
+    for base, arm in _pairs(list(rows)):
+        key = f"{arm.replace('-', '_')}_over_{base.replace('-', '_')}"
+        pair = pair_ratios(rows, arm, base)
+        out[key] = round(pair["ratio"], 4) if pair["ratio"] is not None else None
+        out[f"{key}_ci95"] = [round(v, 4) for v in pair["ci95"]] if pair["ci95"] else None
+        out[f"{key}_per_seed"] = [round(v, 4) if v is not None else None for v in pair["per_seed"]]
+        out[f"{key}_verdict"] = pair["verdict"]
     return out
+
+
+def _row(run_dir: Path) -> dict[str, Any]:
+    """One run's row, with the digest of the config its database records."""
+    return run_row(run_dir) | {"config_digest": arm_stats.run_counts(run_dir)["config_digest"]}
 
 
 def _run(config_path: Path, run_dir: Path, threads: int | None) -> None:
@@ -73,7 +89,9 @@ def _run(config_path: Path, run_dir: Path, threads: int | None) -> None:
         env["OMP_NUM_THREADS"] = str(threads)
     command = [sys.executable, "-m", "sedi", "run", str(config_path), "--run-dir", str(run_dir)]
     with (run_dir.parent / f"{run_dir.name}.log").open("a") as log:
-        subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode not in (0, 3):  # 3: stopped by its budget, which is how every run of this benchmark ends
+        raise subprocess.CalledProcessError(done.returncode, command)
 
 
 def main() -> None:
@@ -82,13 +100,15 @@ def main() -> None:
     parser.add_argument("--max-calls", type=int, default=64, help="Teacher calls per run (the fixed budget).")
     parser.add_argument("--repeat", type=int, default=3, help="Seeds per arm (run.seed, run.seed + 1, ...).")
     parser.add_argument("--parallel", type=int, default=2, help="Runs at once (one OpenMP thread each when > 1).")
-    parser.add_argument("--arms", default=",".join(ARMS), help="Comma-separated, from: " + ", ".join(ARMS))
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help="Comma-separated, from: " + ", ".join(ARMS))
     parser.add_argument("--set", action="append", default=[], help="Config overrides, as for `sedi run`.")
     parser.add_argument("--report-only", action="store_true", help="Summarise the run directories; run nothing.")
     args = parser.parse_args()
-    arms = [a for a in args.arms.split(",") if a]
-    if unknown := set(arms) - set(ARMS):
-        parser.error(f"--arms: unknown {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    try:
+        parse_arms(",".join(ALIASES.get(a, a) for a in arms))
+    except ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
     base = load_config(None, [f"budget.max_calls={args.max_calls}", *args.set])
     seeds = [base.run.seed + k for k in range(args.repeat)]
     jobs = []
@@ -104,7 +124,7 @@ def main() -> None:
     if not args.report_only:
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             list(pool.map(lambda job: _run(job[0], job[1], threads), jobs))
-    rows = {arm: [run_row(args.run_dir / f"seed-{seed}" / arm) for seed in seeds] for arm in arms}
+    rows = {arm: [_row(args.run_dir / f"seed-{seed}" / arm) for seed in seeds] for arm in arms}
     result = summarise(rows) | {"seeds": seeds, "max_calls": args.max_calls}
     print(json.dumps(result | {"seconds": round(time.monotonic() - started, 1)}))
 

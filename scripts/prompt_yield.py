@@ -1,5 +1,6 @@
 """What each kind of generation prompt yielded: kept candidates per request, by how many machine tasks the prompt
-showed and by its length in prompt tokens, plus the share of candidates each rule rejected. One JSON line.
+showed, by its length in prompt tokens and by its request shape (generation.shaping; runs that record one), plus the
+share of candidates each rule rejected. One JSON line.
 
     python scripts/prompt_yield.py RUN_DIR [RUN_DIR ...] [--from-round 1] [--token-edges 800,1000,1200]
 
@@ -21,7 +22,7 @@ from sedi.rundir import DB_NAME, connect_readonly
 _REQUESTS = """
 SELECT r.context, s.prompt_tokens, s.finish_reason,
        (SELECT COUNT(*) FROM candidates c WHERE c.request_key = r.request_key),
-       (SELECT COUNT(*) FROM candidates c WHERE c.request_key = r.request_key AND c.verdict = 'kept')
+       (SELECT COUNT(*) FROM candidates c WHERE c.request_key = r.request_key AND c.verdict = 'kept'), r.request_key
 FROM requests r JOIN responses s USING (request_key)
 WHERE r.kind = 'tasks' AND r.round >= ?
 """
@@ -51,6 +52,10 @@ def run_yield(run_dir: Path, from_round: int, edges: list[int]) -> dict[str, Any
     try:
         human = {row[0] for row in db.execute("SELECT task_id FROM seed_pool WHERE origin = 'human'")}
         requests = db.execute(_REQUESTS, (from_round,)).fetchall()
+        has_shape = any(row[1] == "shape" for row in db.execute("PRAGMA table_info(requests)"))
+        shapes = (
+            dict(db.execute("SELECT request_key, shape FROM requests WHERE shape IS NOT NULL")) if has_shape else {}
+        )
         rules = db.execute(
             "SELECT COALESCE(rule, verdict), COUNT(*) FROM candidates WHERE round >= ? GROUP BY 1", (from_round,)
         ).fetchall()
@@ -59,18 +64,22 @@ def run_yield(run_dir: Path, from_round: int, edges: list[int]) -> dict[str, Any
     every: list[tuple[int, int, bool]] = []
     by_machine: dict[str, list[tuple[int, int, bool]]] = {}
     by_tokens: dict[str, list[tuple[int, int, bool]]] = {}
-    for context, prompt_tokens, finish, candidates, kept in requests:
+    by_shape: dict[str, list[tuple[int, int, bool]]] = {}
+    for context, prompt_tokens, finish, candidates, kept, key in requests:
         row = (int(candidates), int(kept), finish == "length")
         every.append(row)
         machine = sum(1 for task in json.loads(context) if task not in human)
         by_machine.setdefault(str(machine), []).append(row)
         by_tokens.setdefault(_bin(int(prompt_tokens), edges), []).append(row)
+        if key in shapes:
+            by_shape.setdefault(str(shapes[key]), []).append(row)
     counts = Counter({str(rule): int(n) for rule, n in rules})
     total = sum(counts.values()) or 1
     return {
         "all": _group(every) if every else {},
         "by_machine_tasks_shown": {k: _group(v) for k, v in sorted(by_machine.items(), key=lambda kv: int(kv[0]))},
         "by_prompt_tokens": {k: _group(by_tokens[k]) for k in sorted(by_tokens, key=_bin_order)},
+        "by_shape": {k: _group(v) for k, v in sorted(by_shape.items())},
         "candidate_share": {rule: round(n / total, 3) for rule, n in counts.most_common()},
     }
 

@@ -50,12 +50,41 @@ def table(heads: list[str], rows: list[tuple[str, str, list[str], set[int]]], co
     )
     note = (
         '<p class="note">Green and bold: the better run on that row (rows that say which way is better; not marked '
-        "on a tie or when the runs stopped at different rounds).</p>"
+        "on a tie or when the runs stopped at different rounds). Calls, tokens and cost per kept task are marked "
+        "only where the 95% interval of the ratio to the first run excludes 1 (clearly fewer, or clearly more for "
+        "every other run).</p>"
         if compared
         else ""
     )
     head = "".join(f"<th>{h}</th>" for h in heads)
     return f'<table class="summary"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>{note}'
+
+
+def shapes(names: list[str], summaries: list[dict[str, object]]) -> str:
+    """Request shapes (generation.shaping): per run (``names`` HTML), each shape's generation requests, kept tasks,
+    kept per call and per USD, the chosen one in bold green; empty when no run recorded a shape."""
+    columns = (("requests", ","), ("kept", ","), ("kept_per_call", ".3f"), ("kept_per_usd", ",.1f"))
+    parts = []
+    for name, summary in zip(names, summaries, strict=True):
+        by_shape = summary.get("shapes") or {}
+        assert isinstance(by_shape, dict)
+        rows = []
+        for shape, numbers in by_shape.items():
+            mark = ' class="best"' if shape == summary.get("shape_chosen") else ""
+            cells = "".join(
+                f"<td{mark}>{'n/a' if numbers[k] is None else html.escape(format(numbers[k], f))}</td>"
+                for k, f in columns
+            )
+            rows.append(f'<tr data-shape="{html.escape(shape)}"><th scope="row">{html.escape(shape)}</th>{cells}</tr>')
+        if rows:
+            head = "<th>Shape</th><th>Requests</th><th>Kept</th><th>Kept per call</th><th>Kept per USD</th>"
+            grid = f'<table class="shapes"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            parts.append(f"<p>{name}</p>{grid}")
+    note = (
+        '<p class="note">Green and bold: the shape chosen (best posterior kept tasks per dollar, per call without '
+        "prices). A kept task counts for the generation request that wrote its instruction.</p>"
+    )
+    return f"<h2>Request shapes</h2>{''.join(parts)}{note}" if parts else ""
 
 
 def figure(name: str, png: bytes, caption: str, empty: bool) -> str:

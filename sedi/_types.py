@@ -12,7 +12,7 @@ from typing import Any, Literal
 # What the filters decided about a candidate task (candidates.verdict; 'new' is only its value before that).
 VerdictName = Literal["kept", "rejected", "pending"]
 # What a planned teacher request asks for (requests.kind).
-RequestKind = Literal["tasks", "classify", "instances"]
+RequestKind = Literal["tasks", "classify", "instances", "repair"]
 # The stages a round completes, in order (rounds.stage; see sedi.loop.STAGES).
 RoundStage = Literal["filtered", "trained", "fed", "done"]
 # Where a run stands (meta.state).

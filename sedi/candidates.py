@@ -23,6 +23,7 @@ class PlannedRequest:
     sample_index: int
     candidate_id: int | None = None
     context: tuple[str, ...] = ()
+    shape: str | None = None  # a generation request's shape (generation.shaping), for the per-shape yield
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,10 @@ class Verdict:
 def record_requests(store: RunStore, planned: Iterable[PlannedRequest]) -> None:
     with store.transaction() as db:
         db.executemany(
-            "INSERT OR IGNORE INTO requests (request_key, round, kind, sample_index, candidate_id, context) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO requests (request_key, round, kind, sample_index, candidate_id, context, shape) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (p.request_key, p.round, p.kind, p.sample_index, p.candidate_id, json.dumps(list(p.context)))
+                (p.request_key, p.round, p.kind, p.sample_index, p.candidate_id, json.dumps(list(p.context)), p.shape)
                 for p in planned
             ],
         )
@@ -103,8 +104,9 @@ def add_candidates(
     with store.transaction() as db:
         for row in rows:
             cid, key, pos, round_, ins, inp, out = row[:7]
-            taken = db.execute(
-                "SELECT id, request_key, position, round, instruction, input, output FROM candidates "
+            taken = db.execute(  # a repaired output (sedi.repair) is compared as it was parsed
+                "SELECT id, request_key, position, round, instruction, input, COALESCE(original_output, output) "
+                "FROM candidates "
                 "WHERE id = ? OR (request_key = ? AND position = ?)",
                 (cid, key, pos),
             ).fetchall()
@@ -178,6 +180,16 @@ def set_instances(
         db.execute(
             "UPDATE candidates SET is_classification = ? WHERE id = ?",
             (None if is_classification is None else int(is_classification), candidate_id),
+        )
+
+
+def set_repaired(store: RunStore, outputs: Sequence[tuple[int, str]]) -> None:
+    """Replace the outputs of candidates with those repair obtained (candidate id, output); the output as parsed
+    moves to ``original_output`` (once: a resumed round writing the same repair again keeps it)."""
+    with store.transaction() as db:
+        db.executemany(
+            "UPDATE candidates SET original_output = COALESCE(original_output, output), output = ? WHERE id = ?",
+            [(output, cid) for cid, output in outputs],
         )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sedi.cli_serve import offline_defaults as _offline_defaults
+from sedi.cli_serve import serve_teacher
 from sedi.exceptions import SediError
 
 app = typer.Typer(
@@ -24,21 +26,21 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.command("serve-teacher")(serve_teacher)
 
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set budget.max_calls=20 (repeatable)."),
 ]
 DEFAULT_RUN_DIR = Path("runs/default")
-
-
-def _offline_defaults() -> None:
-    # Nothing in a run may try a model hub: every model comes from a package or a local directory.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # Our own progress bars say what is going on; the libraries' per-call bars would bury them.
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
+# Exit codes (the README's table repeats them): a script can tell a finished run from one its budget stopped.
+EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_CODES = (
+    "Exit codes: 0 finished (generation.target_kept, run.max_rounds or run.stop_when reached); 1 an unexpected "
+    "error (a bug); 2 bad input, config, run directory, unwritable path or teacher error (one line, nothing spent "
+    "on it); 3 stopped by the budget (raise the cap and rerun to continue); 130 interrupted (rerun to resume)."
+)
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOSPC}
 
 
 console = Console(stderr=True)
@@ -67,7 +69,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
             bars.stop()
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def run(
     config: Annotated[Path | None, typer.Argument(help="YAML config file; omitted: the embedded defaults.")] = None,
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Directory this run owns; rerun to resume.")] = (
@@ -84,11 +86,19 @@ def run(
     cfg = load_config(config, set_ or [])
     source = str(config) if config else "defaults"
     header = f"run dir: {run_dir}  method: {cfg.method}  teacher: {cfg.teacher.provider}/{cfg.teacher.model}"
+    if cfg.seeds.path and not cfg.seeds.heldout_path and cfg.student.heldout_size:
+        # Your seeds, general held-out tasks: say so, since the held-out numbers then measure something else.
+        header += (
+            f"\nheld-out: the first {min(cfg.student.heldout_size, 252)} of the 252 general tasks shipped with sedi, "
+            "not yours (seeds.heldout_path is unset; `sedi init --seeds FILE` splits a held-out file from your seeds)"
+        )
     with _progress() as hook:
         outcome = run_loop(cfg, run_dir, source, hook, on_start=lambda: console.print(header))
     summary = read_summary(run_dir)
     console.print(f"[bold]{outcome.state}[/bold]: {outcome.message}")
-    cost = "unknown (no teacher.prices)" if summary["cost_usd"] is None else f"${summary['cost_usd']:.4f}"
+    from sedi.ledger import cost_text
+
+    cost = cost_text(summary)  # "at most $X" when usage went unreported: never $0 for what was charged
     console.print(
         f"calls {summary['calls']} (cache hits {summary['cache_hits']}), tokens {summary['prompt_tokens']} prompt + "
         f"{summary['completion_tokens']} completion, cost {cost}"
@@ -112,6 +122,8 @@ def run(
     if top:
         console.print(f"rejected by: {top}")
     console.print(f"data: {run_dir / 'data' / 'kept.jsonl'} (chat format: {run_dir / 'data' / 'train.jsonl'})")
+    if outcome.state == "budget_exhausted":
+        raise typer.Exit(EXIT_BUDGET)  # the data so far is written; a script can tell this from a finished run
 
 
 @app.command()
@@ -120,6 +132,14 @@ def compare(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Directory for every arm's runs and the table.")] = Path(
         "runs/compare"
     ),
+    arms: Annotated[
+        str,
+        typer.Option(
+            "--arms",
+            help="Comma-separated arms of sedi.arms (an unknown name lists them all), the first the baseline; "
+            "'default' is exactly what `sedi run` does with this config.",
+        ),
+    ] = "self-instruct,default",
     stop_at: Annotated[
         str,
         typer.Option("--stop-at", help="'kept': each arm stops at generation.target_kept; 'budget': at the budget."),
@@ -129,21 +149,25 @@ def compare(
     ] = 1,
     published: Annotated[
         bool,
-        typer.Option(
-            "--published-baseline",
-            help="Also run Self-Instruct as published (instruction-only prompts, then classification and "
-            "instance calls per task) as a fourth column.",
-        ),
+        typer.Option("--published-baseline", help="Also run the arm self-instruct-published (as --arms ...,that)."),
+    ] = False,
+    parallel: Annotated[
+        bool,
+        typer.Option("--parallel", help="Run every arm and seed at once against one shared embedded teacher."),
     ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Run Self-Instruct, SeDi as the paper states it and SeDi with steered prompts on the same teacher, seeds,
-    student and budget; write a table with intervals."""
+    """Run named arms (default: the Self-Instruct baseline and `sedi run` as shipped) on the same teacher, seeds,
+    student and budget; write a table with each arm's calls per kept task over the baseline's, with intervals."""
     _offline_defaults()
+    from sedi.arms import parse_arms
     from sedi.compare import compare as run_compare
     from sedi.config import load_config
     from sedi.exceptions import ConfigError
 
+    names = parse_arms(arms)
+    if published and "self-instruct-published" not in names:
+        names.append("self-instruct-published")
     if stop_at not in ("kept", "budget"):
         raise ConfigError(f"--stop-at {stop_at!r}: use 'kept' or 'budget'")
     cfg = load_config(config, set_ or [])
@@ -156,8 +180,9 @@ def compare(
             "kept" if stop_at == "kept" else "budget",
             repeat,
             hook,
-            on_run=lambda method, path: console.print(f"[bold]{method}[/bold] in {path}"),
-            published=published,
+            on_run=lambda arm, path: console.print(f"[bold]{arm}[/bold] in {path}"),
+            arms=names,
+            parallel=parallel,
         )
     console.print((run_dir / "comparison.md").read_text())
     console.print(f"table: {run_dir / 'comparison.md'} and {run_dir / 'comparison.json'}")
@@ -173,7 +198,8 @@ def estimate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     set_: SetOption = None,
 ) -> None:
-    """Forecast the calls, tokens, cost and wall time to reach generation.target_kept, with 95% intervals."""
+    """Forecast the calls, tokens, cost and wall time of the run as configured (it ends at generation.target_kept,
+    run.max_rounds or a budget cap, whichever comes first) and to reach the target, with 95% intervals."""
     from sedi.config import load_config
     from sedi.estimate import describe
     from sedi.estimate import estimate as forecast
@@ -225,11 +251,22 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Where to write sedi.yaml and seeds.example.csv.")] = Path("."),
     teacher: Annotated[str, typer.Option(help="local (embedded), openai (a paid API) or vllm (own server).")] = "local",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing sedi.yaml (not a seed file).")] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="teacher.base_url; unset for openai, so $OPENAI_BASE_URL (else OpenAI's) is used."
+        ),
+    ] = None,
+    seeds: Annotated[
+        Path | None,
+        typer.Option("--seeds", help="Your seed file (.csv or .jsonl): 10% (at least 5) become the held-out set."),
+    ] = None,
 ) -> None:
-    """Write DIR/sedi.yaml, every key with its help text and default, and example seed tasks beside it."""
+    """Write DIR/sedi.yaml, every key with its help text and default, and seed tasks beside it: example ones, or
+    with --seeds yours, split into DIR/seeds.jsonl and a held-out DIR/heldout.jsonl never used as seeds."""
     from sedi.scaffold import write_start
 
-    typer.echo("\n".join(write_start(directory, teacher, force=force)))
+    typer.echo("\n".join(write_start(directory, teacher, force=force, base_url=base_url, seeds=seeds)))
 
 
 @app.command()
@@ -266,8 +303,10 @@ def export_data(
     ] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
     license_: LicenseOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
-    """Write the run's kept tasks (one row per instance) in a fine-tuning format, with a dataset card."""
+    """Write the run's kept tasks (one row per instance) in a fine-tuning format, with a dataset card. An existing
+    file is replaced only with --force; the run's own data/ directory is refused."""
     from sedi.export_formats import export_dataset
     from sedi.export_hub import check_push
     from sedi.export_hub import push_to_hub as push
@@ -276,7 +315,7 @@ def export_data(
         _offline_defaults()  # only a push talks to the Hub
     else:
         check_push()  # a missing token is refused before anything is written
-    done = export_dataset(run_dir, fmt, out, license_)
+    done = export_dataset(run_dir, fmt, out, license_, force=force)
     typer.echo(f"{done.rows} rows ({done.tasks} tasks) -> {done.data}\ndataset card -> {done.card}")
     if push_to_hub is not None:
         typer.echo(f"pushed -> {push(done, push_to_hub, private)}")
@@ -304,55 +343,32 @@ def export_model(
     typer.echo(f"files: {', '.join(done.files)}")
 
 
-@app.command("serve-teacher")
-def serve_teacher(
-    model: Annotated[str, typer.Option(help="'gemma-3-270m' (bundled) or a transformers model directory.")] = (
-        "gemma-3-270m"
-    ),
-    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    model_id: Annotated[str | None, typer.Option(help="Model name the API reports; default from --model.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[
-        str, typer.Option(help="auto (bf16 where the device computes it natively, else float32), float32, bfloat16.")
-    ] = "auto",
-    parent_pid: Annotated[int | None, typer.Option(help="Exit when this process ends.")] = None,
-    max_tokens: Annotated[
-        int, typer.Option(min=1, help="Refuse requests asking for more completion tokens (HTTP 400).")
-    ] = 4096,
-    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together (continuous batching).")] = 8,
-    max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body (HTTP 413 beyond).")] = 1 << 20,
-) -> None:
-    """Serve a local model over the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions)."""
-    from typing import cast, get_args
-
-    from sedi.serve import serve
-    from sedi.serve._engine import TeacherDtype  # torch is loaded by serve() right after anyway
-
-    _offline_defaults()
-    if dtype not in get_args(TeacherDtype):
-        raise typer.BadParameter(f"--dtype {dtype!r}: use auto, float32 or bfloat16")
-    weights = cast(TeacherDtype, dtype)
-    serve(
-        model,
-        host=host,
-        port=port,
-        model_id=model_id,
-        device=device,
-        dtype=weights,
-        parent_pid=parent_pid,
-        max_tokens=max_tokens,
-        max_batch=max_batch,
-        max_body_bytes=max_body_bytes,
-    )
-
-
 def main() -> None:
+    from sedi.redact import guarded_streams, redact
+
     try:
-        app()
+        with guarded_streams():  # every console line, whoever prints it, goes through sedi.redact
+            app()
     except SediError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:
+        # A path the user named that cannot be written where no command says it better: one line with the path and
+        # the reason, as every other mistake; any other OSError is a bug and keeps its traceback (below).
+        if exc.filename is not None and exc.errno in _PATH_ERRNOS:
+            print(
+                f"error: {redact(str(exc.filename))}: {exc.strerror}: choose a path you can write to", file=sys.stderr
+            )
+            sys.exit(EXIT_BAD_INPUT)
+        import traceback
+
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except Exception:  # a bug: its traceback as Python prints it, but redacted (a provider may have echoed a key)
+        import traceback
+
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        sys.exit(1)

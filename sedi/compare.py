@@ -1,43 +1,46 @@
-"""``sedi compare``: the Self-Instruct baseline and SeDi side by side, on the same teacher, seeds, student,
-seed value and budget, each in its own run directory (so each has its own cache and pays for itself).
+"""``sedi compare``: named arms (:mod:`sedi.arms`) side by side, on the same teacher, seeds, student, seed value and
+budget, each in its own run directory (so each has its own cache and pays for itself).
 
-Both runs stop the same way: at the same number of kept tasks (``--stop-at kept``: generation.target_kept,
-rounds unbounded) or at the same budget (``--stop-at budget``: budget caps only). Every number in the
-table is read back from the runs' databases, so the table and the runs cannot disagree.
+Every arm stops the same way: at the same number of kept tasks (``--stop-at kept``: generation.target_kept,
+rounds unbounded) or at the same budget (``--stop-at budget``: budget caps only); :func:`sedi.arms.resolve` sets
+those run controls on every arm alike. Every number in the table is read back from the runs' databases, so the
+table and the runs cannot disagree.
 
-Arms: ``self-instruct``, ``sedi-paper`` (the method as the paper states it: uniform prompts from the pool) and
-``sedi`` (prompts steered by yield, ``feedback.steer``) share every generation setting (prompt style included),
-so their differences are the method alone (similarity filter, batches, feedback, steering). ``published=True`` adds
-``self-instruct-published``: the baseline as Wang et al. ran it, instruction-only prompts followed by a
-classification call and an instance call per kept instruction, which is what a team moving from the
-original Self-Instruct pipeline would compare against.
+The arms are ``--arms a,b,c`` (default ``self-instruct,default``: the baseline against exactly what ``sedi run``
+ships); the first is the baseline, and every other arm gets its calls per kept task over the baseline's with a
+95% interval and a verdict (``ratios["<arm> over <baseline>"]``). The top-level keys that scripts read keep one
+meaning: ``calls_per_kept_ratio`` (with ``_ci95``, ``tokens_per_kept_ratio``, ``usd_per_kept_ratio``) is the
+``default`` arm over ``self-instruct``; ``..._paper`` is ``sedi-paper`` over ``self-instruct``;
+``calls_per_kept_ratio_published`` is ``default`` over ``self-instruct-published``; each is null when either of
+its arms did not run. ``config_digest`` (per arm) is :meth:`SediConfig.digest` of the config the arm ran under
+the comparison's first seed (``run.seed``); each run row has the digest of its own seed's config, the one its
+database records.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sedi import stats
 from sedi._io import fsync_write
 from sedi._types import ProgressHook
+from sedi.arm_stats import ratio_words
+from sedi.arms import ARMS, DEFAULT_ARMS, StopAt, parse_arms, resolve
 from sedi.config import SediConfig
 from sedi.loop import run
 from sedi.rundir import connect_readonly
 from sedi.store import RunStore
 from sedi.summary import read_summary
 
-METHODS = ("self-instruct", "sedi-paper", "sedi")  # the order of a comparison's columns: baseline first
-PUBLISHED = "self-instruct-published"
-ARMS = (*METHODS, PUBLISHED)
-StopAt = Literal["kept", "budget"]
-# Rounds are not the stopping rule in a comparison; this only bounds a run whose filters keep nothing.
-UNBOUNDED_ROUNDS = 1000
-# (arm, baseline) pairs whose calls per kept task the table compares.
-_PAIRS = (("sedi", "self-instruct"), ("sedi-paper", "self-instruct"), ("sedi", "sedi-paper"), ("sedi", PUBLISHED))
+# One run of a comparison: its name (the arm, and its seed when there are several), its config and its directory.
+Job = tuple[str, SediConfig, Path]
+# Top-level key suffix -> (arm, baseline) of the ratios scripts read; null where either arm did not run.
+HEADLINE = {"": ("default", "self-instruct"), "_paper": ("sedi-paper", "self-instruct")}
+HEADLINE |= {"_published": ("default", "self-instruct-published"), "_steer": ("sedi-steer", "sedi-paper")}
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("calls", "API calls"),
@@ -59,21 +62,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("demotions", "demotions"),
     ("wall_seconds", "wall time (s)"),
 )
-
-
-def method_config(config: SediConfig, arm: str, stop_at: StopAt, seed: int) -> SediConfig:
-    data = config.model_dump(mode="json")
-    data["method"] = "sedi" if arm.startswith("sedi") else "self-instruct"
-    if arm.startswith("sedi"):
-        data["feedback"]["steer"] = arm == "sedi"
-        data["feedback"]["in_context"] = "pool"
-    if arm == PUBLISHED:
-        data["generation"]["prompt_style"] = "self-instruct"
-    data["run"]["seed"] = seed
-    data["run"]["max_rounds"] = UNBOUNDED_ROUNDS
-    if stop_at == "budget":
-        data["generation"]["target_kept"] = 10**9
-    return SediConfig.model_validate(data)
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
@@ -145,13 +133,13 @@ def _markdown(table: dict[str, Any]) -> str:
     rules = sorted({r for m in arms for r in per[m]["rejected_by_rule"]})
     for rule in rules:
         lines.append(f"| rejected: {rule} | {' | '.join(str(per[m]['rejected_by_rule'].get(rule, 0)) for m in arms)} |")
-    footer = ""
+    if "config_digest" in per[arms[0]]:
+        seed = table["seeds"][0]
+        lines.append(f"| config digest (seed {seed}) | {' | '.join(str(per[m]['config_digest']) for m in arms)} |")
+    footer = "".join(f"\n- {arm}: {text}" for arm, text in table.get("descriptions", {}).items())
+    footer += "\n" if footer else ""
     for name, r in table["ratios"].items():
-        if r["ratio"] is None:
-            continue
-        arm, baseline = name.split(" over ")
-        ci = f"95% interval {r['ci95'][0]:.3f} to {r['ci95'][1]:.3f}" if r["ci95"] else "no interval"
-        footer += f"\nCalls per kept task, {arm} over {baseline}: {r['ratio']:.3f} ({ci}): {r['verdict']} calls."
+        footer += f"\nCalls per kept task, {name}: {ratio_words(r)}."
         tokens, usd = ("n/a" if v is None else f"{v:.3f}x" for v in (r["tokens_per_kept"], r["usd_per_kept"]))
         cost = usd if r["cost_known"] else "unknown (no teacher.prices)"
         footer += f" Tokens per kept task: {tokens}; cost per kept task: {cost}.\n"
@@ -193,6 +181,59 @@ def pair_ratios(runs: dict[str, list[dict[str, Any]]], arm: str, baseline: str) 
     }
 
 
+def tabulate(runs: dict[str, list[dict[str, Any]]], seeds: list[int], stop_at: StopAt) -> dict[str, Any]:
+    """The comparison table from each arm's run rows (:func:`run_row`, seeds in order; the first arm is the
+    baseline): means, every other arm's ratio over the baseline and the headline keys scripts read."""
+    arms = list(runs)
+    per = {arm: _aggregate(rows) | {"config_digest": rows[0].get("config_digest")} for arm, rows in runs.items()}
+    baseline = arms[0]
+    pairs = [(arm, baseline) for arm in arms[1:]]
+    pairs += [pair for pair in HEADLINE.values() if pair not in pairs and all(a in runs for a in pair)]
+    ratios = {f"{arm} over {base}": pair_ratios(runs, arm, base) for arm, base in pairs}
+    table: dict[str, Any] = {
+        "arm_order": arms,  # column order (the JSON's keys are sorted); the first is the baseline
+        "baseline": baseline,
+        "descriptions": {arm: ARMS[arm].description for arm in arms if arm in ARMS},
+        "stop_at": stop_at,
+        "repeat": len(seeds),
+        "seeds": seeds,
+        "arms": per,  # each arm's means (and spreads) over its seeds, and its config digest
+        "runs": runs,
+        "ratios": ratios,
+    }
+    for suffix, (arm, base) in HEADLINE.items():
+        pair = ratios.get(f"{arm} over {base}") or {}
+        table[f"calls_per_kept_ratio{suffix}"] = pair.get("ratio")
+        table[f"calls_per_kept_ratio{suffix}_ci95"] = pair.get("ci95")
+        table[f"tokens_per_kept_ratio{suffix}"] = pair.get("tokens_per_kept")
+        table[f"usd_per_kept_ratio{suffix}"] = pair.get("usd_per_kept")  # null: prices unknown or arm absent
+    return table
+
+
+def run_jobs(
+    jobs: Sequence[Job], source: str, progress: ProgressHook | None, on_run: Callable[[str, Path], None] | None
+) -> None:
+    """Run every (name, config, run_dir) job, one after another."""
+    for name, config, run_dir in jobs:
+        if on_run is not None:
+            on_run(name, run_dir)
+        run(config, run_dir, source, progress)
+
+
+def _run_together(jobs: Sequence[Job], log_dir: Path, source: str, on_run: Callable[[str, Path], None] | None) -> None:
+    """Every job at once against one shared embedded teacher (sedi.parallel); each run's output goes to
+    ``log_dir/NAME.log``. A failed run does not stop the others; the comparison fails after they all end."""
+    from sedi.parallel import run_jobs as run_parallel  # imported here: only --parallel needs it
+
+    for name, _, run_dir in jobs:
+        if on_run is not None:
+            on_run(name, run_dir)
+    failed = [r for r in run_parallel(jobs, log_dir, source) if not r.ok]
+    if failed:
+        detail = "; ".join(f"{r.name}: {r.state}: {r.message} (log {log_dir / r.name}.log)" for r in failed)
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} runs failed: {detail}")
+
+
 def compare(
     config: SediConfig,
     out_dir: Path,
@@ -201,43 +242,29 @@ def compare(
     repeat: int = 1,
     progress: ProgressHook | None = None,
     on_run: Callable[[str, Path], None] | None = None,
-    published: bool = False,
+    arms: Sequence[str] = DEFAULT_ARMS,
+    parallel: bool = False,
 ) -> dict[str, Any]:
-    """Run every arm ``repeat`` times (seeds run.seed, run.seed + 1, ...) and write ``comparison.json`` and
-    ``comparison.md`` into ``out_dir``; ``published`` adds the ``self-instruct-published`` arm."""
-    arms = ARMS if published else METHODS
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in arms}
-    for k in range(repeat):
-        seed = config.run.seed + k
-        for method in arms:
-            run_dir = out_dir / (method if repeat == 1 else f"seed-{seed}/{method}")
-            if on_run is not None:
-                on_run(method, run_dir)
-            run(method_config(config, method, stop_at, seed), run_dir, source, progress)
-            runs[method].append(run_row(run_dir))
-    per = {m: _aggregate(rows) for m, rows in runs.items()}
-    ratios = {
-        f"{arm} over {base}": pair_ratios(runs, arm, base) for arm, base in _PAIRS if arm in runs and base in runs
-    }
-    table: dict[str, Any] = {
-        "arm_order": list(arms),  # column order (the JSON's keys are sorted)
-        "stop_at": stop_at,
-        "repeat": repeat,
-        "seeds": [config.run.seed + k for k in range(repeat)],
-        "arms": per,  # each arm's means (and spreads) over its seeds
-        "runs": runs,
-        "ratios": ratios,
-        "calls_per_kept_ratio": ratios["sedi over self-instruct"]["ratio"],
-        "calls_per_kept_ratio_ci95": ratios["sedi over self-instruct"]["ci95"],
-        "calls_per_kept_ratio_paper": ratios["sedi-paper over self-instruct"]["ratio"],
-        "calls_per_kept_ratio_paper_ci95": ratios["sedi-paper over self-instruct"]["ci95"],
-        "tokens_per_kept_ratio": ratios["sedi over self-instruct"]["tokens_per_kept"],
-        "tokens_per_kept_ratio_paper": ratios["sedi-paper over self-instruct"]["tokens_per_kept"],
-        "usd_per_kept_ratio": ratios["sedi over self-instruct"]["usd_per_kept"],  # null: prices unknown
-        "usd_per_kept_ratio_paper": ratios["sedi-paper over self-instruct"]["usd_per_kept"],
-    }
-    if published:
-        table["calls_per_kept_ratio_published"] = ratios[f"sedi over {PUBLISHED}"]["ratio"]
+    """Run every arm (names from :data:`sedi.arms.ARMS`, the first the baseline) ``repeat`` times (seeds run.seed,
+    run.seed + 1, ...) and write ``comparison.json`` and ``comparison.md`` into ``out_dir``. ``parallel``: all the runs
+    at once, each in its own process, against one shared embedded teacher (:mod:`sedi.parallel`); else one after
+    another in this process."""
+    arms = parse_arms(",".join(arms))  # an unknown or retired name: one line, before any run
+    seeds = [config.run.seed + k for k in range(repeat)]
+    planned = [(arm, seed, resolve(config, arm, seed, stop_at)) for seed in seeds for arm in arms]  # all, then run
+    # Job names are unique (the arm, with its seed when there are several), as sedi.parallel.run_jobs needs.
+    jobs: list[Job] = [
+        (arm if repeat == 1 else f"seed-{seed}-{arm}", cfg, out_dir / (arm if repeat == 1 else f"seed-{seed}/{arm}"))
+        for arm, seed, cfg in planned
+    ]
+    if parallel:
+        _run_together(jobs, out_dir / "logs", source, on_run)
+    else:
+        run_jobs(jobs, source, progress, on_run)
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    for (arm, _, cfg), (_, _, run_dir) in zip(planned, jobs, strict=True):  # seeds in order: runs[arm][i] is seed i
+        runs[arm].append(run_row(run_dir) | {"config_digest": cfg.digest()})
+    table = tabulate(runs, seeds, stop_at)
     out_dir.mkdir(parents=True, exist_ok=True)
     fsync_write(out_dir / "comparison.json", json.dumps(table, indent=2, sort_keys=True))
     fsync_write(out_dir / "comparison.md", _markdown(table))

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from feedback import FeedbackConfig
 from sedi.config_run import RunConfig
+from sedi.config_shaping import ShapesConfig
 from sedi.config_student import StudentConfig
 from sedi.config_teacher import BudgetConfig, TeacherConfig, _Strict
+from sedi.config_yaml import read_config_file
 from sedi.exceptions import ConfigError
+from sedi.tasks import MAX_TASK_CHARS
 
 
 # What a shell accepts as an environment variable name (POSIX), so no API key can pass for one.
@@ -81,6 +84,39 @@ class GenerationConfig(_Strict):
     target_kept: int = Field(
         1000, ge=1, description="Stop once this many tasks are kept (or earlier, on budget or max_rounds)."
     )
+    # Request shaping (issue 23): what a prompt shows and asks for decides much of what is kept (sedi.config_shaping).
+    shaping: Literal["fixed", "learn"] = Field(
+        "fixed",
+        description="'fixed': every request has the shape the settings above give; 'learn': each takes one of "
+        "shapes.options, chosen by the kept tasks per dollar (per call without teacher.prices) of each shape's "
+        "requests in earlier rounds (feedback.shaping).",
+    )
+    shapes: ShapesConfig = Field(default_factory=ShapesConfig, description="The shapes and rule of shaping 'learn'.")
+    # Output repair (sedi.repair): on the bundled teacher 29-35% of alpaca candidates lack an output and 9-14% are
+    # cut inside their last output, often with a good instruction; repair asks for the missing outputs instead of
+    # throwing the paid instruction away. Off until a benchmark decides the default.
+    repair: Literal["off", "batched"] = Field(
+        "off",
+        description="'batched': a candidate with no output (or cut off inside its output) whose instruction passes "
+        "every instruction rule waits for repair: one more request per repair_per_call such tasks asks the teacher "
+        "for their outputs, which then pass the same output rules. 'off': such candidates are rejected. Ignored "
+        "with prompt_style 'self-instruct', where every instruction already gets an instance call.",
+    )
+    # 8 matches tasks_per_call: a teacher that writes 8 whole tasks in one answer can write 8 outputs, and each
+    # request re-sends its few-shot header, so fewer per call pays that prompt more often. More per call makes one
+    # cut answer (max_tokens) lose more outputs; 32 bounds the tokens one repair request reserves from the budget.
+    repair_per_call: int = Field(
+        8,
+        ge=1,
+        le=32,
+        description="Tasks whose outputs one repair request asks for (generation.repair 'batched').",
+    )
+
+    @field_validator("repair", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 (PyYAML) reads a bare `off` as false: `repair: off` in a file or --set must mean 'off'.
+        return "off" if value is False else value
 
 
 class InstanceConfig(_Strict):
@@ -138,6 +174,13 @@ class FilterConfig(_Strict):
         description="method 'sedi' only: reject a task whose instruction embedding has cosine above this with "
         "any earlier one (null disables the rule). Ignored by 'self-instruct', which stays the faithful baseline.",
     )
+    # sedi compare's relaxed-filter-only arm: method 'self-instruct' with this rule (and rouge_threshold 0.85)
+    # measures what SeDi's relaxed filter alone is worth, without its batches, feedback or prompts.
+    embedding_rule: Literal["sedi", "every-method"] = Field(
+        "sedi",
+        description="Which methods apply embedding_threshold: 'sedi' (method 'sedi' only; 'self-instruct' stays "
+        "the faithful baseline) or 'every-method' (method 'self-instruct' too).",
+    )
     embedding_model: str | None = Field(
         None,
         description="sentence-transformers model directory for embeddings. Unset: the bundled all-MiniLM-L6-v2.",
@@ -189,14 +232,26 @@ class SeedsConfig(_Strict):
 
     path: str | None = Field(
         None,
-        description="Seed tasks: JSONL (fields instruction, input, output, or instruction and instances[{input, "
-        "output}]) or CSV (a file ending in .csv; header with an instruction column, input and output optional). "
+        description="Seed tasks: JSONL (a file ending in .jsonl; fields instruction, input, output, or instruction "
+        "and instances[{input, output}]) or CSV (a file ending in .csv; a header naming the columns instruction "
+        "and output, input and id optional); other extensions are refused. "
         "Unset: the 175 Self-Instruct seed tasks shipped with sedi.",
     )
     heldout_path: str | None = Field(
         None,
         description="Held-out evaluation tasks, never used as seeds, in the same JSONL or CSV format. Unset: the "
         "252 user-oriented tasks shipped with sedi.",
+    )
+    # Every seed is pasted into prompts (6 per generation call), so one huge row multiplies the cost of every
+    # call that shows it: a 10 MB row made two prompts of 2.5M tokens. The longest of the 175 shipped seeds is
+    # 6,387 characters (instruction + input + output) and of the 252 held-out tasks 3,249: 20,000 leaves room for
+    # real tasks with a document as input while refusing a pasted file before it is paid for.
+    max_chars: int = Field(
+        MAX_TASK_CHARS,
+        ge=1,
+        description="Most characters in one seed or held-out task (instruction + input + output); a longer row "
+        "is refused with its file, line and size before any request. Seed files also refuse identical rows and "
+        "control characters (NUL and other C0 codes but tab and line breaks): fix the file.",
     )
 
 
@@ -286,25 +341,6 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: field '{field}': {msg}{shown}: fix the value in the file or with --set {field}=..."
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict, with one-line errors naming the file."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found: check the path, or omit it to use the defaults")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: fix the syntax (indentation, colons, quotes)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file: pass a YAML config file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
-    return data
-
-
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> SediConfig:
     """Defaults, then the YAML file (if any), then ``--set`` overrides; validated as one tree."""
     data = read_config_file(path) if path is not None else {}
@@ -319,5 +355,8 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
 
 
 def dump_config(config: SediConfig) -> str:
-    """The effective config as YAML, in field order."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The effective config as YAML, in field order; URLs without user-info, no credential (sedi.redact): it is
+    printed, written to config.yaml and the run database, and copied into dataset cards."""
+    from sedi.redact import redact
+
+    return redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

@@ -38,7 +38,10 @@ class RunConfig(_Strict):
 
     seed: int = Field(0, description="Seed of every random choice (in-context sampling, request seeds).")
     max_rounds: int = Field(
-        2, ge=1, description="Most generate-filter-train-feedback rounds (small for the embedded run)."
+        2,
+        ge=1,
+        description="Most generate-filter-train-feedback rounds. The default is the embedded run's; `sedi init` "
+        "writes more for a remote teacher, enough to reach the budget or the target first.",
     )
     stop_when: StopWhenConfig | None = Field(
         None,

@@ -122,7 +122,9 @@ class TeacherConfig(_Strict):
     api_key_env: str = Field(
         "OPENAI_API_KEY",
         description="Name of the environment variable holding the API key. The key itself is never "
-        "written anywhere by sedi. Not needed for a loopback base_url or provider 'local'.",
+        "written anywhere by sedi (nor echoed back by a provider: it is replaced by ***). Not needed for a loopback "
+        "base_url (host 127.0.0.0/8, ::1 or 'localhost', never a name that looks so) or provider 'local'. User-info "
+        "in a base URL (http://user:pass@host/v1) is sent as HTTP Basic auth instead of the key, and written nowhere.",
     )
     concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once.")
     rpm: int | None = Field(
@@ -168,7 +170,8 @@ class TeacherConfig(_Strict):
         None,
         description="Per-million-token prices for cost accounting. Required when budget.max_cost_usd is set, and "
         "for provider 'openai' at a non-loopback base_url unless teacher.free is true. Without prices the "
-        "cost is reported as unknown, never as $0.",
+        "cost is reported as unknown, never as $0; a call whose usage is not reported is charged and reported "
+        "at its worst case, so the cost then reads 'at most $X' (sedi status: cost_upper_bound true).",
     )
     free: bool = Field(
         False,

@@ -7,6 +7,7 @@ on a free loopback port, as a child process that watches its parent and exits wi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import httpx2
 from sedi.config_teacher import TeacherConfig
 from sedi.endpoint_pool import Endpoint
 from sedi.exceptions import ConfigError, TeacherError
+from sedi.redact import redact, register, split_userinfo
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Sent to servers that need no key (loopback, the embedded server): the openai client insists on one.
@@ -28,8 +30,22 @@ _PLACEHOLDER_KEY = "sedi-no-key"
 
 
 def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host in {"localhost", "::1"} or host.startswith("127.")
+    """Whether ``url``'s host is this machine by address: an IP in 127.0.0.0/8, ::1 (an IPv4-mapped
+    ``::ffff:127.x.y.z`` included), or the literal ``localhost``. A name is never trusted for what it spells
+    (``127.attacker.example`` is anybody's) nor for what it resolves to now (it may resolve elsewhere later)."""
+    try:
+        host = urlparse(url).hostname or ""
+    except ValueError:  # an unparseable netloc ("http://[::1/v1"): not loopback, the caller's checks refuse it
+        return False
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # an IPv6 zone id ("::1%lo") names no other host
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def openai_endpoints(config: TeacherConfig, source: str) -> list[Endpoint]:
@@ -45,16 +61,27 @@ def openai_endpoint(
 ) -> Endpoint:
     """Base URL and key for ``provider: openai`` (``url``, else ``teacher.base_url``, else $OPENAI_BASE_URL, else
     OpenAI's). A missing key, or missing prices (unless ``teacher.free``), is a :class:`ConfigError` unless the URL
-    is loopback; the key's value never appears in a message."""
-    base_url = url or config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    if urlparse(base_url).scheme not in {"http", "https"}:
+    is loopback; the key's value never appears in a message.
+
+    User-info in the URL (``http://user:pass@host/v1``) is split off: it is sent as HTTP Basic auth, as httpx
+    would send it (replacing the Bearer key: one Authorization header), and the URL sedi keeps, stores and prints
+    has none. The key and the user-info are registered with :mod:`sedi.redact` here, when they are read."""
+    given = url or config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    try:
+        base_url, basic_auth = split_userinfo(given)
+        scheme = urlparse(base_url).scheme
+    except ValueError:  # an unparseable URL ("http://[::1/v1"): named as given, less any credential
+        base_url, basic_auth, scheme = redact(given), None, ""
+    if scheme not in {"http", "https"}:
         raise ConfigError(f"{source}: field '{field}' is {base_url!r}: give an http(s) URL ending in /v1")
     key = os.environ.get(config.api_key_env, "")
+    register(key)
     if not key:
         if not _is_loopback(base_url):
             raise ConfigError(
-                f"{source}: field 'teacher.api_key_env': environment variable ${config.api_key_env} is not set: "
-                "export your API key in it, or set teacher.api_key_env to the variable that holds it"
+                f"{source}: field 'teacher.api_key_env': environment variable ${config.api_key_env} is not set "
+                f"for the teacher at {base_url}: export your API key in it, or set teacher.api_key_env to the "
+                "variable that holds it (or point teacher.base_url / $OPENAI_BASE_URL at another server)"
             )
         key = _PLACEHOLDER_KEY
     if config.prices is None and not config.free and not _is_loopback(base_url):
@@ -65,7 +92,7 @@ def openai_endpoint(
             "teacher.prices.prompt and teacher.prices.completion (USD per million tokens), or teacher.free: true "
             "if it costs nothing"
         )
-    return Endpoint(base_url.rstrip("/"), key)
+    return Endpoint(base_url.rstrip("/"), key, basic_auth)
 
 
 def free_port() -> int:
@@ -75,11 +102,13 @@ def free_port() -> int:
 
 
 class LocalTeacher:
-    """The embedded teacher server as a child process of the run."""
+    """The embedded teacher server as a child process of the run (or, see :mod:`sedi.parallel`, of a set of runs
+    sharing it: ``max_batch`` is then the sum of their ``teacher.concurrency``, default this config's)."""
 
-    def __init__(self, config: TeacherConfig, log_dir: Path) -> None:
+    def __init__(self, config: TeacherConfig, log_dir: Path, max_batch: int | None = None) -> None:
         self.config = config
         self.log_path = log_dir / "teacher.log"
+        self.max_batch = config.concurrency if max_batch is None else max_batch
         self.process: subprocess.Popen[bytes] | None = None
         self.endpoint: Endpoint | None = None
         self._lock = threading.Lock()
@@ -107,7 +136,7 @@ class LocalTeacher:
             "--parent-pid", str(os.getpid()),
             # decode every request the client keeps in flight together; larger batches gave more tokens/s on
             # CPU (measured in the README, "The embedded teacher server")
-            "--max-batch", str(self.config.concurrency),
+            "--max-batch", str(self.max_batch),
         ]  # fmt: skip
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         env.pop(self.config.api_key_env, None)  # the local server never needs the user's key
@@ -154,3 +183,8 @@ class LocalTeacher:
                 self.process.wait()
         self.process = None
         self.endpoint = None
+
+
+def local_endpoint(base_url: str) -> Endpoint:
+    """The endpoint of an embedded teacher server already running at ``base_url`` (it needs no key)."""
+    return Endpoint(base_url, _PLACEHOLDER_KEY)

@@ -33,10 +33,12 @@ MAX_COOLDOWN_S = 300.0
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One OpenAI-compatible server: its base URL (ending in /v1) and the key sent to it."""
+    """One OpenAI-compatible server: its base URL (ending in /v1, never with user-info) and the key sent to it;
+    ``basic_auth``: the ``Authorization`` value sent instead of the key, from user-info split off the URL."""
 
     base_url: str
     api_key: str
+    basic_auth: str | None = None
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""``sedi estimate``: what reaching ``generation.target_kept`` will cost, before the money is spent.
+"""``sedi estimate``: what the run as configured will cost, before the money is spent, and what reaching
+``generation.target_kept`` would.
+
+The headline numbers (``calls``, ``cost_usd``, ...) are the run as configured: the forecast to the target, cut at the
+first cap that ends the run sooner (``run.max_rounds``; ``budget.max_calls``; ``budget.max_tokens`` and
+``max_cost_usd`` at the per-call means seen), named in ``ends_by``. The forecast to the target is beside them
+(``calls_to_target``, ...), and ``stops_early`` says which caps to raise to get there.
 
 Three bases, from the most evidence to the least:
 
@@ -94,7 +100,10 @@ def read_seen(run_dir: Path) -> Seen | None:
     )  # fmt: skip
 
 
-def _prices(config: SediConfig) -> tuple[float, float] | None:
+Prices = tuple[float, float] | None  # USD per prompt and per completion token
+
+
+def _prices(config: SediConfig) -> Prices:
     """USD per prompt and per completion token (less teacher.prices.batch_discount with teacher.batch); (0, 0) for a
     free teacher; None when unknown."""
     prices = config.teacher.prices
@@ -167,29 +176,59 @@ def forecast(config: SediConfig, seen: Seen | None, seeds: list[Task], basis: st
         "seconds_spent": round(s.seconds, 1),
         "seconds_parts": list(s.timed),  # without "train", the seconds leave training out (no round trained yet)
     }  # fmt: skip
-    for end, n in zip(("", "_low", "_high"), calls, strict=True):
-        # Spent plus the per-call means seen times the calls left; nothing to go on for bounds.
-        p, c, sec = (None if n is None or not seen_basis else spent[i] + spent[i] / s.calls * (n - s.calls)
-                     for i in range(3))  # fmt: skip
-        out["calls" + end] = n
-        out["prompt_tokens" + end] = None if p is None else round(p)
-        out["completion_tokens" + end] = None if c is None else round(c)
-        cost = None if price is None or p is None or c is None else round(p * price[0] + c * price[1], 6)
-        out["cost_usd" + end] = 0.0 if price == (0.0, 0.0) else cost  # a free teacher costs $0 whatever the calls
-        out["seconds" + end] = None if sec is None else round(sec, 1)
+    # The headline numbers are the run as configured: the calls to the target, cut at the first cap that ends the
+    # run sooner (run.max_rounds, or a budget cap at the per-call means seen); the target's own are "_to_target".
+    caps = _call_caps(config, s, per_slot + extra / max((rounds[0] or rounds[1] or 0) - s.slots, 1), price)
+    cut = min((n for _, n in caps), default=None)
+    configured = [n if n is None or cut is None else min(n, cut) for n in calls]
+    for label, ends in (("", configured), ("_to_target", calls)):
+        for end, n in zip(("", "_low", "_high"), ends, strict=True):
+            # Spent plus the per-call means seen times the calls left; nothing to go on for bounds.
+            p, c, sec = (None if n is None or not seen_basis else spent[i] + spent[i] / s.calls * (n - s.calls)
+                         for i in range(3))  # fmt: skip
+            out["calls" + label + end] = n
+            out["prompt_tokens" + label + end] = None if p is None else round(p)
+            out["completion_tokens" + label + end] = None if c is None else round(c)
+            cost = None if price is None or p is None or c is None else round(p * price[0] + c * price[1], 6)
+            out["cost_usd" + label + end] = 0.0 if price == (0.0, 0.0) else cost  # a free teacher: $0 whatever
+            out["seconds" + label + end] = None if sec is None else round(sec, 1)
+    point = calls[0] if calls[0] is not None else calls[1]
+    first = min(caps, key=lambda cap: cap[1]) if caps else None
+    cut_first = first is not None and point is not None and first[1] < point
+    out["ends_by"] = first[0] if first is not None and cut_first else "generation.target_kept"
+    kept = None if not seen_basis or configured[0] is None else s.kept + rate * (configured[0] - s.calls)
+    out["kept_forecast"] = None if kept is None else min(gen.target_kept, math.floor(kept))
     out["stops_early"] = _stops_early(config, out, rounds[0] if rounds[0] is not None else rounds[1])
     return out
 
 
+def _call_caps(config: SediConfig, s: Seen, per_slot: float, price: Prices) -> list[tuple[str, int]]:
+    """The calls at which each cap would end the run: run.max_rounds (its generation calls times the calls per
+    generation call), budget.max_calls, and budget.max_tokens / max_cost_usd at the per-call means seen (the
+    budget's worst-case reservation can end a run up to one call sooner)."""
+    most = config.run.max_rounds * config.generation.calls_per_round
+    budget, used = config.budget, s.prompt_tokens + s.completion_tokens
+    caps = [("run.max_rounds", s.calls + math.ceil(max(most - s.slots, 0) * per_slot - 1e-9))]
+    if budget.max_calls is not None:
+        caps.append(("budget.max_calls", max(budget.max_calls, s.calls)))
+    spent = 0.0 if price is None else s.prompt_tokens * price[0] + s.completion_tokens * price[1]
+    for name, cap, so_far in (("budget.max_tokens", budget.max_tokens, used), ("budget.max_cost_usd",
+                              budget.max_cost_usd, spent)):  # fmt: skip
+        if cap is not None and so_far > 0:  # the calls left at the mean per call seen so far
+            caps.append((name, s.calls + max(math.floor((cap - so_far) / (so_far / s.calls)), 0)))
+    return caps
+
+
 def _stops_early(config: SediConfig, out: dict[str, Any], slots: int | None) -> list[str]:
     """The caps that end the run before the target at the forecast (for bounds: even at the fewest calls)."""
-    calls = out["calls"] if out["calls"] is not None else out["calls_low"]
+    calls = out["calls_to_target"] if out["calls_to_target"] is not None else out["calls_to_target_low"]
     most, budget, notes = config.run.max_rounds * config.generation.calls_per_round, config.budget, []
     if slots is not None and slots > most:
         notes.append(f"run.max_rounds ({config.run.max_rounds}) ends the run after {most} generation calls")
-    tokens = None if out["prompt_tokens"] is None else out["prompt_tokens"] + out["completion_tokens"]
+    tokens = None if out["prompt_tokens_to_target"] is None else out["prompt_tokens_to_target"] + out[
+        "completion_tokens_to_target"]  # fmt: skip
     for name, cap, value in (("max_calls", budget.max_calls, calls), ("max_cost_usd", budget.max_cost_usd,
-                             out["cost_usd"]), ("max_tokens", budget.max_tokens, tokens)):  # fmt: skip
+                             out["cost_usd_to_target"]), ("max_tokens", budget.max_tokens, tokens)):  # fmt: skip
         if cap is not None and value is not None and value > cap:
             notes.append(f"budget.{name} ({cap}) ends the run first")
     return [f"{note}: raise it to reach generation.target_kept" for note in notes]
@@ -237,8 +276,11 @@ def describe(r: dict[str, Any]) -> str:
     if r["basis"] == "bounds":
         lines = ["basis: bounds (no generation call seen, so the keep rate is unknown: --pilot-calls N measures it)"]
         lines.append(
-            f"calls to reach {target}: unknown without a keep rate (no point estimate); at least {r['calls_low']}"
+            f"calls to reach {target}: unknown without a keep rate (no point estimate); at least "
+            f"{r['calls_to_target_low']}"
         )
+        if r["ends_by"] != "generation.target_kept":
+            lines.append(f"the run as configured: at most {r['calls_low']} calls, ended by {r['ends_by']}")
         lines.append(
             f"one generation call: at most {r['prompt_tokens_per_call_high']:,} prompt + "
             f"{r['completion_tokens_per_call_high']:,} completion tokens"
@@ -249,11 +291,16 @@ def describe(r: dict[str, Any]) -> str:
         lines = [f"basis: {r['basis']} ({where} in {r['run_dir']}: {r['kept']} of {r['candidates']} candidates kept "
                  f"in {r['calls_spent']} calls)"]  # fmt: skip
         if r["calls"] is None:
-            lines.append(f"calls to reach {target}: unknown (nothing kept yet); at least {r['calls_low']}")
+            lines.append(f"calls to reach {target}: unknown (nothing kept yet); at least {r['calls_to_target_low']}")
         else:
+            kept = f", about {r['kept_forecast']} tasks kept" if r["kept_forecast"] is not None else ""
             lines.append(
-                f"calls to reach {target}: {r['calls']} (95% interval {r['calls_low']} to {r['calls_high']}), "
-                f"{r['calls_spent']} of them made"
+                f"the run as configured: {r['calls']} calls (95% interval {r['calls_low']} to {r['calls_high']}), "
+                f"{r['calls_spent']} of them made; it ends by {r['ends_by']}{kept}"
+            )
+            lines.append(
+                f"calls to reach {target}: {r['calls_to_target']} (95% interval {r['calls_to_target_low']} to "
+                f"{r['calls_to_target_high']})"
             )
             lines.append(
                 f"tokens: {r['prompt_tokens']:,} prompt + {r['completion_tokens']:,} completion "
@@ -266,9 +313,10 @@ def describe(r: dict[str, Any]) -> str:
                 + (f", {r['keep_rate']:.0%} of candidates" if r["keep_rate"] is not None else "")
             )
         if r["cost_known"] and r["calls_low"] is not None:
+            to_target = "" if r["calls"] == r["calls_to_target"] else f"; to the target {_usd(r['cost_usd_to_target'])}"
             lines.append(
                 f"cost: {_usd(r['cost_usd'])} (95% interval {_usd(r['cost_usd_low'])} to {_usd(r['cost_usd_high'])}), "
-                f"{_usd(r['cost_usd_spent'])} spent"
+                f"{_usd(r['cost_usd_spent'])} spent{to_target}"
             )
         lines.append(
             f"wall time: {_time(r['seconds'])} (95% interval {_time(r['seconds_low'])} to {_time(r['seconds_high'])}), "

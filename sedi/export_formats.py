@@ -31,6 +31,8 @@ import yaml
 from sedi._io import fsync_write
 from sedi.exceptions import ConfigError, RunDirError
 from sedi.export import kept_records, user_turn
+from sedi.ledger import cost_text
+from sedi.redact import redact
 from sedi.resume import SEEDS_DIGEST
 from sedi.rundir import DB_NAME, connect_readonly, unreadable
 from sedi.summary import read_summary
@@ -134,14 +136,20 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
         fsync_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
-def check_out(out: Path, fmt: str) -> Path:
-    """Refuse a bad ``--format`` or ``--out`` before anything is written; returns where the card goes."""
+def check_out(out: Path, fmt: str, run_dir: Path | None = None, *, force: bool = False) -> Path:
+    """Refuse a bad ``--format`` or ``--out`` before anything is written; returns where the card goes. An existing
+    file is replaced only with ``force``, and nothing is ever written into ``run_dir``'s own ``data/``, which the
+    run rewrites after every round (an export there would be lost, or would replace the run's own files)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if out.suffix not in SUFFIXES:
         raise ConfigError(f"--out {out}: name a file ending in {', '.join(SUFFIXES)} (the extension picks the type)")
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a directory: name a file inside it, e.g. {out / ('train' + SUFFIXES[0])}")
+    if run_dir is not None and out.resolve().is_relative_to((run_dir / "data").resolve()):
+        raise ConfigError(f"--out {out}: is inside the run's own data directory ({run_dir / 'data'}): export elsewhere")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ConfigError(f"--out {out}: already exists: pass --force to replace it, or name a new file")
     card = out.parent / "README.md"
     if card.is_file() and CARD_TAG not in card.read_text(encoding="utf-8", errors="replace"):
         raise ConfigError(f"{card}: a README.md not written by sedi is there: export into another directory")
@@ -183,7 +191,7 @@ def how_made(facts: RunFacts, license_: str | None) -> str:
     """The card's account of the run: teacher, method and settings, spending, verdicts, seeds, config digest."""
     s, config = facts.summary, facts.config
     teacher = config.get("teacher") or {}
-    cost = "unknown (no teacher.prices given)" if s["cost_usd"] is None else f"${s['cost_usd']:.6f}"
+    cost = cost_text(s, 6)  # "at most $X" when usage went unreported: never $0 for what was charged
     rate = "n/a" if s["keep_rate"] is None else f"{s['keep_rate']:.1%}"
     rejects = ", ".join(f"{rule} {n}" for rule, n in s["rejected_by_rule"].items()) or "none"
     source, licence = seed_source(config, license_)
@@ -237,6 +245,7 @@ def dataset_card(facts: RunFacts, fmt: ExportFormat, data: Path, rows: int, lice
             "tasks": len(facts.records),
             **{key: s[key] for key in ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "candidates")},
             **{key: s[key] for key in ("kept", "keep_rate", "rejected_by_rule")},
+            "cost_upper_bound": bool(s.get("cost_upper_bound")),  # cost_usd is "at most": usage went unreported
         },
     )
     example = _example(fmt, data, builder)
@@ -304,16 +313,22 @@ class Exported:
     tasks: int
 
 
-def export_dataset(run_dir: Path, fmt: str, out: Path, license_: str | None = None) -> Exported:
-    """Write the run's kept tasks to ``out`` in ``fmt`` and the dataset card beside it."""
-    card_path = check_out(out, fmt)
+def export_dataset(run_dir: Path, fmt: str, out: Path, license_: str | None = None, *, force: bool = False) -> Exported:
+    """Write the run's kept tasks to ``out`` in ``fmt`` and the dataset card beside it (see :func:`check_out`)."""
+    card_path = check_out(out, fmt, run_dir, force=force)
     facts = read_run(run_dir)
     if not facts.records:
         raise RunDirError(f"{run_dir}: no kept tasks yet: run 'sedi run --run-dir {run_dir}' until a round keeps some")
     chosen: ExportFormat = fmt  # type: ignore[assignment]  # checked against FORMATS above
     seed_source(facts.config, license_)  # a wrong --license is refused before anything is written
     rows = to_rows(facts.records, chosen)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_rows(rows, out)
-    fsync_write(card_path, str(dataset_card(facts, chosen, out, len(rows), license_)))
+    card = redact(str(dataset_card(facts, chosen, out, len(rows), license_)))  # also what a Hub push sends
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_rows(rows, out)
+        fsync_write(card_path, card)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}): choose a writable folder"
+        ) from None
     return Exported(out, card_path, len(rows), len(facts.records))

@@ -125,16 +125,18 @@ def export_model(
     chosen, saved = _pick_round(run_dir, round_index)
     base = _base_path(facts)
     lora = (saved / "adapter_config.json").is_file()
-    if lora and merge:
-        out.mkdir(parents=True, exist_ok=True)
-        _merge(base, saved, out)
-        kind = "merged"
-    else:
-        shutil.copytree(saved, out, dirs_exist_ok=True)
-        kind = "adapter" if lora else "full model"
-    fsync_write(out / DATA_CARD, f"# {facts.run_dir.name}: the data\n\n{provenance(facts, license_)}\n\n"
-                f"{full_config(facts)}\n")  # fmt: skip
-    fsync_write(out / "README.md", str(model_card(facts, chosen, kind, base, out, dataset)))
+    kind = "merged" if lora and merge else "adapter" if lora else "full model"
+    try:
+        if kind == "merged":
+            out.mkdir(parents=True, exist_ok=True)
+            _merge(base, saved, out)
+        else:
+            shutil.copytree(saved, out, dirs_exist_ok=True)
+        fsync_write(out / DATA_CARD, f"# {facts.run_dir.name}: the data\n\n{provenance(facts, license_)}\n\n"
+                    f"{full_config(facts)}\n")  # fmt: skip
+        fsync_write(out / "README.md", str(model_card(facts, chosen, kind, base, out, dataset)))
+    except OSError as exc:  # shutil.Error included; an unwritable place is the user's to fix, not a traceback
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}): pick a writable folder") from None
     return ModelExport(out, chosen, kind, base, sorted(p.name for p in out.iterdir()))
 
 

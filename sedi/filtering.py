@@ -8,7 +8,13 @@ passes.
 - ``method: self-instruct``: ROUGE-L above 0.7 against the pool rejects (exactly the original rule);
 - ``method: sedi``: ROUGE-L above 0.85, then an embedding near-duplicate rule (cosine above
   ``filter.embedding_threshold``, via FAISS); a candidate the embedding rule rejects never joins the
-  pool. Rule ``embedding`` counts what the embedding rule removed beyond ROUGE-L.
+  pool. Rule ``embedding`` counts what the embedding rule removed beyond ROUGE-L. ``filter.embedding_rule:
+  every-method`` applies it under ``method: self-instruct`` too (``sedi compare``'s relaxed-filter-only arm).
+
+With ``generation.repair: batched``, a candidate that lost only its output (``missing_output``, or cut inside its
+output) is judged on its instruction like any other; if it passes it joins the pool and waits (verdict
+``pending``, rule ``awaiting_repair``) for :mod:`sedi.repair`, which applies :func:`output_verdict` to the output
+it obtains.
 
 The pool's vectors are saved with the run after every filter stage (the index directory
 ``RUN_DIR/index/pool``, with ``pool.json`` saying what it was built from). Each save appends only the
@@ -35,9 +41,13 @@ from sedi._io import fsync_write
 from sedi._types import EncodeFn
 from sedi.candidates import Candidate, Verdict
 from sedi.config import SediConfig
+from sedi.parsing import NO_OUTPUT, TRUNCATED, TRUNCATED_OUTPUT
 
 TRUNCATED_RESPONSE = "truncated_response"
 SIMILAR = "rouge"
+# generation.repair: a candidate that lost only its output waits (verdict 'pending') for sedi.repair.
+AWAITING_REPAIR = "awaiting_repair"
+REPAIRABLE = {NO_OUTPUT: NO_OUTPUT, TRUNCATED_OUTPUT: TRUNCATED}  # parse problem -> the rule it is rejected by
 
 Detail = dict[str, object]
 
@@ -143,9 +153,10 @@ class TaskFilter:
         self.threshold = config.filter.threshold_for(config.method)
         self.drop_truncated_responses = config.filter.truncated == "drop_response"
         self.needs_instances = config.generation.prompt_style == "self-instruct"
+        self.repair = config.generation.repair == "batched" and not self.needs_instances
         embedding = config.filter.embedding_threshold
         self.similarity: _Similarity
-        if config.method == "sedi" and embedding is not None:
+        if embedding is not None and (config.method == "sedi" or config.filter.embedding_rule == "every-method"):
             if encode is None:
                 raise ValueError("method 'sedi' with filter.embedding_threshold needs an encoder")
             self.similarity = _RougeAndEmbedding(config, pool, encode, index_dir)
@@ -161,19 +172,32 @@ class TaskFilter:
         return [(c.id, self._judge_one(c)) for c in candidates]
 
     def _judge_one(self, candidate: Candidate) -> Verdict:
-        if candidate.problem is not None:
-            return Verdict("rejected", candidate.problem)
+        problem = candidate.problem
+        dropped = self.drop_truncated_responses and candidate.truncated_response
+        repairable = self.repair and problem in REPAIRABLE and not dropped
+        if problem is not None and not repairable:
+            return Verdict("rejected", REPAIRABLE.get(problem, problem))
         if self.drop_truncated_responses and candidate.truncated_response:
             return Verdict("rejected", TRUNCATED_RESPONSE)
         rule = first_failed_rule(candidate.instruction, self.rules)
         if rule is not None:
-            return Verdict("rejected", rule)
+            return Verdict("rejected", rule, None if problem is None else {"problem": problem})
         similar, detail = self.similarity.check(candidate.instruction)
         if similar is not None:
-            return Verdict("rejected", similar, detail)
+            return Verdict("rejected", similar, detail if problem is None else {**detail, "problem": problem})
+        if problem is not None:  # joined the pool like any passing instruction; sedi.repair asks for its output
+            return Verdict("pending", AWAITING_REPAIR, {**detail, "problem": problem}, pooled=True)
         if self.needs_instances:
             return Verdict("pending", None, detail, pooled=True)
-        instances = filter_instances([(candidate.input, candidate.output)])
-        if instances.task_rule is not None:
-            return Verdict("rejected", instances.task_rule, detail, pooled=True)
-        return Verdict("kept", None, detail, pooled=True)
+        return output_verdict(candidate.input, candidate.output, detail)
+
+
+def output_verdict(
+    input_text: str, output: str, detail: Detail, prompt_examples: frozenset[str] = frozenset()
+) -> Verdict:
+    """The output rules of a task whose instruction passed (it is in the pool): Self-Instruct's instance filters
+    on its one (input, output) pair; ``prompt_examples``: outputs copied from the prompt's own examples fail."""
+    instances = filter_instances([(input_text, output)], prompt_examples=prompt_examples)
+    if instances.task_rule is not None:
+        return Verdict("rejected", instances.task_rule, detail, pooled=True)
+    return Verdict("kept", None, detail, pooled=True)

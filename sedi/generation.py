@@ -1,14 +1,16 @@
 """The generate stage: plan a round's requests, send them, parse and store every answer on arrival.
 
 A round is planned deterministically from ``run.seed``, the round number and the pools, so a rerun
-asks for exactly the same requests and the response cache answers those already paid for.
+asks for exactly the same requests and the response cache answers those already paid for. Each request has a
+shape (``generation.shaping``, see :mod:`sedi.steering`): with ``fixed`` every request is what it was before
+shapes existed (same request keys); a learned shape sets the request's ``tasks_per_call`` and ``max_tokens``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 from sedi._faults import crash_point
 from sedi._types import ProgressHook
@@ -20,16 +22,25 @@ from sedi.store import RunStore
 from sedi.tasks import Task
 from sedi.teacher import BatchResult, TeacherClient, TeacherRequest, TeacherResponse
 
+if TYPE_CHECKING:  # the picker's module loads numpy and the embedding clusters; planning needs only its type
+    from sedi.steering import Picker
+
 
 def request_seed(run_seed: int, sample_index: int) -> int:
     digest = hashlib.sha256(f"{run_seed}:{sample_index}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def plan_round(
-    config: SediConfig, pick: Callable[[int, random.Random], list[Task]], round_index: int
-) -> list[tuple[TeacherRequest, list[Task]]]:
-    """The round's requests with their in-context tasks: a pure function of the config, the in-context
+class PlannedCall(NamedTuple):
+    """One planned generation request: the request, the tasks its prompt shows, and its shape's name."""
+
+    request: TeacherRequest
+    context: list[Task]
+    shape: str
+
+
+def plan_round(config: SediConfig, pick: Picker, round_index: int) -> list[PlannedCall]:
+    """The round's requests with their in-context tasks and shapes: a pure function of the config, the in-context
     picker (see sedi.steering) and the round number."""
     gen, sampling = config.generation, config.generation.sampling
     chat = config.teacher.mode == "chat"
@@ -37,11 +48,13 @@ def plan_round(
     for slot in range(gen.calls_per_round):
         sample_index = round_index * gen.calls_per_round + slot
         rng = random.Random(f"{config.run.seed}:{sample_index}")
-        examples = pick(sample_index, rng)
+        chosen = pick(sample_index, rng)
+        examples, shape = chosen.tasks, chosen.shape
+        n_new = gen.tasks_per_call if chosen.fixed else shape.tasks_per_call
         request = TeacherRequest(
             prompt=None if chat else completion_prompt(examples, gen.prompt_style),
-            messages=chat_messages(examples, gen.tasks_per_call, gen.prompt_style) if chat else None,
-            max_tokens=sampling.max_tokens,
+            messages=chat_messages(examples, n_new, gen.prompt_style) if chat else None,
+            max_tokens=sampling.max_tokens if chosen.fixed else shape.max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             stop=tuple(sampling.stop),
@@ -51,7 +64,7 @@ def plan_round(
             sample_index=sample_index,
             tag=f"round {round_index} slot {slot}",
         )
-        planned.append((request, examples))
+        planned.append(PlannedCall(request, examples, shape.name))
     return planned
 
 
@@ -78,7 +91,7 @@ async def generate(
     store: RunStore,
     config: SediConfig,
     round_index: int,
-    planned: list[tuple[TeacherRequest, list[Task]]],
+    planned: list[PlannedCall],
     progress: ProgressHook,
 ) -> BatchResult:
     """Send the round's requests; every response is parsed and stored the moment it arrives."""
@@ -86,8 +99,10 @@ async def generate(
     record_requests(
         store,
         [
-            PlannedRequest(r.key(model, mode), round_index, "tasks", r.sample_index, context=tuple(t.id for t in ctx))
-            for r, ctx in planned
+            PlannedRequest(
+                r.key(model, mode), round_index, "tasks", r.sample_index, context=tuple(t.id for t in ctx), shape=shape
+            )
+            for r, ctx, shape in planned
         ],
     )
     stage, done = f"round {round_index + 1}: generate", 0
@@ -95,9 +110,9 @@ async def generate(
     def on_done(index: int, response: TeacherResponse) -> None:
         nonlocal done
         done += 1
-        store_response(store, config, round_index, planned[index][0].sample_index, response)
+        store_response(store, config, round_index, planned[index].request.sample_index, response)
         crash_point(f"generate:{round_index}")
         progress(stage, done, len(planned))
 
     progress(stage, 0, len(planned))
-    return await client.complete_all([r for r, _ in planned], on_done)
+    return await client.complete_all([p.request for p in planned], on_done)

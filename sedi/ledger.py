@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sedi.config_teacher import BATCH_DISCOUNT_DEFAULT
 from sedi.exceptions import RunDirError
+from sedi.redact import redact, redact_known
 
 if TYPE_CHECKING:
     from sedi._types import AttemptOutcome, CachedResponse
@@ -57,10 +58,14 @@ def insert_attempt(
         "INSERT INTO calls (request_key, attempt, model, endpoint, status, reserved_tokens, reserved_cost_usd, "
         "started_at, base_url) SELECT ?, MAX(COALESCE(MAX(attempt), -1) + 1, ?), ?, ?, 'sent', ?, ?, ?, ? "
         "FROM calls WHERE request_key = ?",
-        (request_key, floor, model, endpoint, tokens, cost, time.time(), base_url, request_key),
+        (request_key, floor, model, endpoint, tokens, cost, time.time(), _clean(base_url), request_key),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
+
+
+def _clean(text: str | None) -> str | None:
+    return None if text is None else redact(text)
 
 
 def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
@@ -147,7 +152,11 @@ class _Prices:
 
 
 def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]:
-    """The cost fields of ``sedi status``: null with ``cost_known: false`` when no prices were in force."""
+    """The cost fields of ``sedi status``, never lower than what the budget charged: ``cost_usd`` is the charged
+    cost, exact (``cost_known: true``) unless some call was charged its worst case because its usage was not
+    reported (a 200 without usage, a timeout, a refused response): then it is an upper bound (``cost_known: false``,
+    ``cost_upper_bound: true``) and ``cost_reported_usd`` what the provider's reports add up to. Null, with
+    ``cost_known: false`` and ``cost_upper_bound: false``, when no prices were in force."""
     label = meta.get(PRICES_META_KEY)
     prices: _Prices | None = None
     if label not in (None, PRICES_FREE, PRICES_NONE):
@@ -167,19 +176,38 @@ def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]
     row = db.execute(
         f"SELECT COUNT(*), COALESCE(SUM(MAX(cost_usd, {_reported_cost_sql(cached, share)})), 0), "
         f"COALESCE(SUM({_charged_cost_sql(cached, share)}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
-        "COALESCE(SUM(error_class = 'UsageOverReservation'), 0) FROM calls",  # teacher_outcomes.USAGE_OVER_RESERVATION
+        "COALESCE(SUM(error_class = 'UsageOverReservation'), 0), "  # teacher_outcomes.USAGE_OVER_RESERVATION
+        # calls charged beyond their report: the worst case of an outcome whose usage nobody reported
+        "COALESCE(SUM(charged_tokens > prompt_tokens + completion_tokens), 0) FROM calls",
         _price_terms(prices),
     ).fetchone()
     calls, cost, charged, tokens, over = int(row[0]), float(row[1]), float(row[2]), int(row[3]), int(row[4])
     # A run from before prices were recorded (no meta key): its costs were computed with the prices of the
     # time, so a nonzero cost is known, while tokens at $0 may have come from a teacher without prices.
-    known = (calls == 0 or cost > 0 or tokens == 0) if label is None else label != PRICES_NONE
+    priced = (calls == 0 or cost > 0 or tokens == 0) if label is None else label != PRICES_NONE
+    bound = priced and int(row[5]) > 0 and charged > cost + 1e-12  # a free teacher's worst case is still $0
     return {
-        "cost_known": known,
-        "cost_usd": round(cost, 6) if known else None,
-        "budget_charged_cost_usd": round(charged, 6) if known else None,
+        "cost_known": priced and not bound,
+        "cost_usd": round(max(cost, charged), 6) if priced else None,
+        "cost_upper_bound": bound,
+        "cost_reported_usd": round(cost, 6) if priced else None,
+        "budget_charged_cost_usd": round(charged, 6) if priced else None,
+        "unreported_usage_calls": int(row[5]),
         "usage_over_reservation_calls": over,
     }
+
+
+def cost_text(summary: dict[str, Any], digits: int = 4, key: str = "cost_usd") -> str:
+    """How a summary's cost (or ``usd_per_kept``) reads to a person: ``$X``, ``at most $X`` when it is an upper
+    bound, or unknown without prices; never $0 for a cost nobody reported."""
+    value = summary.get(key)
+    if value is None:
+        return "unknown (no teacher.prices)"
+    if summary.get("cost_upper_bound"):
+        calls = summary.get("unreported_usage_calls")
+        why = f"{calls} calls without a usage report were" if calls else "calls without a usage report were"
+        return f"at most ${value:,.{digits}f} ({why} charged their worst case)"
+    return f"${value:,.{digits}f}"
 
 
 def complete_attempt(
@@ -195,7 +223,7 @@ def complete_attempt(
             (
                 outcome.status,
                 outcome.http_status,
-                outcome.finish_reason,
+                _clean(outcome.finish_reason),
                 outcome.prompt_tokens,
                 outcome.completion_tokens,
                 outcome.cached_tokens,
@@ -204,7 +232,7 @@ def complete_attempt(
                 outcome.charged.cost_usd,
                 outcome.latency_s,
                 outcome.error_class,
-                outcome.error,
+                _clean(outcome.error),  # whoever wrote the message, no credential reaches the file
                 call_id,
             ),
         )
@@ -217,8 +245,8 @@ def complete_attempt(
                     resp.request_key,
                     call_id,
                     request_json,
-                    resp.text,
-                    resp.finish_reason,
+                    redact_known(resp.text),  # already blanked on receipt (teacher_outcomes.checked_text): a guard
+                    _clean(resp.finish_reason),
                     resp.prompt_tokens,
                     resp.completion_tokens,
                     time.time(),

@@ -37,6 +37,7 @@ from sedi.export import write_datasets
 from sedi.filtering import TaskFilter
 from sedi.generation import generate, plan_round
 from sedi.instances import mark_budget_stop, write_instances
+from sedi.repair import awaiting_repair, repair_outputs
 from sedi.resume import SEEDS_DIGEST, check_resume, check_seeds, seeds_digest
 from sedi.rundir import check_run_dir, recorded_meta, run_dir_errors
 from sedi.seedpool import apply_feedback, init_pool, record_pool_metrics, settle
@@ -85,7 +86,8 @@ class _Job:
 
 
 async def _collect(job: _Job, round_index: int) -> BudgetExceeded | None:
-    """Generate, filter, write instances and compose batches; returns the budget refusal that cut it short."""
+    """Generate, filter, repair lost outputs (generation.repair), write instances and compose batches; returns the
+    budget refusal that cut it short."""
     config, store = job.config, job.store
     with job.timed(round_index, "generate"):
         planned = plan_round(config, round_picker(store, config, job.encode, job.seeds, round_index), round_index)
@@ -95,8 +97,14 @@ async def _collect(job: _Job, round_index: int) -> BudgetExceeded | None:
         verdicts = job.task_filter.judge(candidates)
         set_verdicts(store, verdicts)
         job.task_filter.save()
-    pending = [c for c, (_, v) in zip(candidates, verdicts, strict=True) if v.verdict == "pending"]
+    waiting = awaiting_repair(candidates, verdicts)
+    pending = [c for c, (_, v) in zip(candidates, verdicts, strict=True) if v.verdict == "pending" and v.rule is None]
     stop = result.budget_stop
+    if waiting and stop is None:
+        with job.timed(round_index, "repair"):
+            stop = await repair_outputs(job.client, store, config, round_index, waiting, job.progress)
+    elif waiting:
+        mark_budget_stop(store, [c for c, _ in waiting])
     if pending and stop is None:
         with job.timed(round_index, "instances"):
             unfinished = await write_instances(job.client, store, config, round_index, pending, job.progress)
@@ -224,8 +232,8 @@ def check_inputs(
     touched: every later failure of these would come after money was spent.
 
     Returns (human seed tasks, held-out tasks) and, for ``provider: openai``, the remote endpoints."""
-    seeds = load_seed_tasks(config.seeds.path)
-    heldout = load_heldout_tasks(config.seeds.heldout_path) if config.student.heldout_size else []
+    seeds, limit = load_seed_tasks(config.seeds.path, config.seeds.max_chars), config.seeds.max_chars
+    heldout = load_heldout_tasks(config.seeds.heldout_path, limit) if config.student.heldout_size else []
     check_models(config, source)
     remote = None if config.teacher.provider == "local" else openai_endpoints(config.teacher, source)
     if run_dir is not None:
@@ -256,9 +264,14 @@ def run(
     source: str,
     progress: ProgressHook | None = None,
     on_start: Callable[[], None] | None = None,
+    shared_teacher: Callable[[], Endpoint] | None = None,
 ) -> RunOutcome:
     """Run (or resume) the job configured by ``config`` in ``run_dir``; ``on_start`` runs once the
-    inputs are valid, before the run directory is touched."""
+    inputs are valid, before the run directory is touched. ``shared_teacher`` (``provider: local`` only, see
+    :mod:`sedi.parallel`): the endpoint of an embedded server already serving this config's teacher, used instead
+    of starting one; an argument, not a setting, so no user config or environment can point a run elsewhere."""
+    if shared_teacher is not None and config.teacher.provider != "local":
+        raise ValueError("shared_teacher is for teacher.provider: local runs only")
     inputs, remote = check_inputs(config, source, run_dir)
     config = resolved(config, remote)
     if on_start is not None:
@@ -271,8 +284,8 @@ def run(
         fsync_write(run_dir / "config.yaml", body)
         store.set_state("running")
         store.set_meta("outcome", "")
-        server = LocalTeacher(config.teacher, run_dir / "logs") if local else None
-        factory: Callable[[], Endpoint | list[Endpoint]] = server if server is not None else _fixed(remote)
+        server = LocalTeacher(config.teacher, run_dir / "logs") if local and shared_teacher is None else None
+        factory: Callable[[], Endpoint | list[Endpoint]] = shared_teacher or server or _fixed(remote)
         started = time.monotonic()
         try:
             outcome = asyncio.run(_rounds(config, store, inputs, factory, progress or (lambda *_: None)))

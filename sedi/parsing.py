@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from sedi.prompts import NO_INPUT
 
 TRUNCATED = "truncated"
+# A last item cut inside its output: its instruction and input are complete (an Output field had started, or
+# the input was the no-input marker), so generation.repair can ask for the output. Its rule is still 'truncated'.
+TRUNCATED_OUTPUT = "truncated_output"
 NO_OUTPUT = "missing_output"
 NO_INSTRUCTION = "missing_instruction"
 
@@ -89,6 +92,12 @@ def _fields_of(lines: list[str], first_field: str | None) -> dict[str, str]:
     return {name: _joined(value) for name, value in fields.items()}
 
 
+def _fields_complete(fields: dict[str, str]) -> bool:
+    """Whether a cut item's instruction and input are whole: its Output field had started, or its input is the
+    no-input marker (a cut inside a real input cannot be told from a complete one)."""
+    return "output" in fields or ("input" in fields and fields["input"] != "" and not _clean_input(fields["input"]))
+
+
 def parse_task_blocks(text: str, *, starts_inside_item: bool, truncated: bool) -> list[ParsedTask]:
     """Split 'Task N' blocks with Instruction/Input/Output fields (the alpaca style)."""
     blocks: list[list[str]] = [[]] if starts_inside_item else []
@@ -112,7 +121,7 @@ def parse_task_blocks(text: str, *, starts_inside_item: bool, truncated: bool) -
         output = _clean_input(fields.get("output", ""))
         problem = None
         if cut:
-            problem = TRUNCATED
+            problem = TRUNCATED_OUTPUT if _fields_complete(fields) else TRUNCATED
         elif not output:
             problem = NO_OUTPUT
         parsed.append(ParsedTask(position, instruction, _clean_input(fields.get("input", "")), output, problem))
@@ -198,3 +207,36 @@ def parse_instances(
                 ParsedInstance(_clean_input(fields.get("input", "")), _clean_input(fields.get("output", "")))
             )
     return instances
+
+
+_ANSWER = re.compile(r"^\s*(?:\*\*)?answer\s*(\d{1,3})\s*[:.)]\s*(?:\*\*)?\s*(.*)$", re.IGNORECASE)
+
+
+def parse_repair_answers(text: str, count: int, *, starts_inside_item: bool, truncated: bool) -> dict[int, str]:
+    """The outputs a repair answer gives, by task number (1..count): JSON lines {"task": N, "output": ...} (chat
+    prompts) or 'Answer N:' items (completion prompts end with an open 'Answer 1:'). A cut-off last answer,
+    an empty one and a number outside 1..count are left out; the first answer to a number wins."""
+    found: list[tuple[int, str]] = []
+    objects = _json_objects(text) if not starts_inside_item else []
+    for obj in objects:  # a line cut by the length limit does not parse, so every parsed object is whole
+        if isinstance(obj, dict) and isinstance(obj.get("output"), str):
+            number = obj.get("task")
+            if isinstance(number, int) or (isinstance(number, str) and number.strip().isdigit()):
+                found.append((int(number), obj["output"]))
+    if not found:
+        items: list[tuple[int, list[str]]] = [(1, [])] if starts_inside_item else []
+        for line in re.split(r"^\s*(?:Tasks?|Instruction)\s*:", text, maxsplit=1, flags=re.MULTILINE)[0].splitlines():
+            match = _ANSWER.match(line)
+            if match:
+                items.append((int(match.group(1)), [match.group(2)]))
+            elif items:
+                items[-1][1].append(line)
+        if truncated and items:
+            items.pop()
+        found = [(number, _joined(lines)) for number, lines in items]
+    answers: dict[int, str] = {}
+    for number, output in found:
+        cleaned = _clean_input(output)
+        if 1 <= number <= count and cleaned and number not in answers:
+            answers[number] = cleaned
+    return answers

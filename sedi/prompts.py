@@ -133,3 +133,52 @@ def instance_prompt(instruction: str, output_first: bool) -> str:
 def as_chat(prompt: str) -> Messages:
     """A completion prompt sent to a chat model: the document as the request, to be continued."""
     return (("system", "Continue the document exactly where it stops, in the same format."), ("user", prompt))
+
+
+# Output repair (generation.repair): one request asks for the outputs of several tasks whose generation lost them.
+REPAIR_HEADER = (
+    f"Below are numbered tasks, each with an instruction and an input ({NO_INPUT} when none is needed), then a "
+    "good answer to each task, numbered the same way.\n\n"
+)
+# Our own answered examples, shown to base models; an output copying one of them is filtered (example texts).
+REPAIR_EXAMPLES: tuple[tuple[str, str, str], ...] = (
+    ("Convert the temperature from Celsius to Fahrenheit.", "25 degrees Celsius", "77 degrees Fahrenheit."),
+    ("Give a tip for staying focused while studying.", "", "Put your phone in another room and study in short blocks."),
+    (
+        "Shorten the sentence to a headline.",
+        "The train was late again and I missed my meeting.",
+        "Late train, missed meeting",
+    ),
+)
+CHAT_REPAIR_SYSTEM = "You write good answers to tasks used for training an AI assistant."
+CHAT_REPAIR_REQUEST = (
+    "Write a good answer to each of these {n} tasks.\n\n{tasks}\n\n"
+    'Answer with one JSON object per line and nothing else, like {{"task": 1, "output": "..."}}: one line per '
+    "task, in order, with the answer only (not the instruction)."
+)
+
+
+def _repair_tasks(tasks: Sequence[tuple[str, str]]) -> str:
+    return "\n".join(
+        f"Task {i}\nInstruction: {ins}\nInput: {inp.strip() or NO_INPUT}" for i, (ins, inp) in enumerate(tasks, 1)
+    )
+
+
+def repair_prompt(tasks: Sequence[tuple[str, str]]) -> str:
+    """A document of answered tasks, then ``tasks`` (instruction, input), ending inside the open 'Answer 1:'."""
+    shots = _repair_tasks([(ins, inp) for ins, inp, _ in REPAIR_EXAMPLES])
+    answers = "\n".join(f"Answer {i}: {out}" for i, (*_, out) in enumerate(REPAIR_EXAMPLES, 1))
+    asked = _repair_tasks(tasks)
+    return f"{REPAIR_HEADER}Tasks:\n{shots}\n\nAnswers:\n{answers}\n\nTasks:\n{asked}\n\nAnswers:\nAnswer 1:"
+
+
+def repair_messages(tasks: Sequence[tuple[str, str]]) -> Messages:
+    return (
+        ("system", CHAT_REPAIR_SYSTEM),
+        ("user", CHAT_REPAIR_REQUEST.format(n=len(tasks), tasks=_repair_tasks(tasks))),
+    )
+
+
+def repair_example_texts() -> frozenset[str]:
+    """The inputs and outputs of the repair prompt's own examples (an output copying one is filtered)."""
+    return frozenset(text for _, inp, out in REPAIR_EXAMPLES for text in (inp, out) if text)

@@ -21,9 +21,11 @@ from typing import Any
 
 import yaml
 
-from sedi import _plots, _report_feedback, _report_html, stats
+from sedi import _plots, _report_feedback, _report_html, arm_stats, stats
 from sedi._plots import PoolRound, StepPoint
 from sedi.exceptions import RunDirError
+from sedi.ledger import cost_text
+from sedi.redact import redact
 from sedi.rundir import connect_readonly
 from sedi.store import RunStore
 from sedi.summary import read_summary
@@ -144,6 +146,13 @@ def _field(*keys: str, fmt: str = "{:,.0f}", scale: float = 1.0) -> Callable[[Ru
     return lambda r: _num(None if r.summary[keys[0]] is None else scale * sum(r.summary[k] for k in keys), fmt)
 
 
+def _cost(run: RunData, key: str, digits: int) -> str:
+    """A cost cell: "$X", "at most $X" when usage went unreported (charged its worst case), never $0 for it."""
+    if run.summary.get("cost_usd") is not None and run.summary.get(key) is None:
+        return "n/a"  # nothing kept yet
+    return cost_text(run.summary, digits, key)
+
+
 def _last(metric: str) -> Callable[[RunData], str]:
     """A table cell with the metric at the latest round that has it (runs can stop mid-way), shown from 1."""
 
@@ -171,15 +180,13 @@ _ROWS: dict[str, tuple[str, Callable[[RunData], str]]] = {
     "tokens": ("Tokens (prompt + completion)", _field("prompt_tokens", "completion_tokens")),
     "cached_share": ("Cached share of prompt tokens", lambda r: _field("cached_share", fmt="{:.1f}%", scale=100)(r)
                      if "cached_share" in r.summary else "n/a"),
-    "cost_usd": ("Cost (USD)", lambda r: _field("cost_usd", fmt="${:,.4f}")(r) if r.summary.get("cost_known", True)
-                 else "unknown (no teacher.prices)"),
+    "cost_usd": ("Cost (USD)", lambda r: _cost(r, "cost_usd", 4)),
     "candidates": ("Candidate tasks", _field("candidates")),
     "kept": ("Kept tasks", _field("kept")),
     "keep_rate": ("Keep rate", _field("keep_rate", fmt="{:.1f}%", scale=100)),
     "calls_per_kept": ("Calls per kept task", _field("calls_per_kept", fmt="{:.3f}")),
     "tokens_per_kept": ("Tokens per kept task (prompt + completion)", _field("tokens_per_kept")),
-    "usd_per_kept": ("Cost per kept task (USD)", lambda r: _field("usd_per_kept", fmt="${:,.6f}")(r)
-                     if r.summary.get("cost_known", True) else "unknown (no teacher.prices)"),
+    "usd_per_kept": ("Cost per kept task (USD)", lambda r: _cost(r, "usd_per_kept", 6)),
     "heldout_loss": ("Held-out loss, last round", _last("heldout_loss")),
     "heldout_rouge_l": ("Held-out ROUGE-L of greedy answers, last round", _last("heldout_rouge_l")),
     "diversity_cosine": ("Diversity: mean cosine distance, last round", _last("diversity_mean_cosine_distance")),
@@ -281,6 +288,9 @@ def _paragraph(runs: list[RunData], note: str | None = None) -> str:
             + (f" It ended: {html.escape(run.summary['outcome'])}." if run.summary.get("outcome") else "")
         )
     note = None if note is None else html.escape(note)
+    comparison = arm_stats.find_comparison([run.run_dir for run in runs])
+    if comparison is not None:  # a sedi compare: every arm over the baseline, as comparison.md says it
+        return _report_html.lead(items, "<br>".join(map(html.escape, arm_stats.comparison_sentences(comparison))), note)
     if len(runs) != 2:
         return _report_html.lead(items, None, note)
     (calls_a, kept_a), (calls_b, kept_b) = ((r.summary["calls"], r.summary["kept"]) for r in runs)
@@ -307,7 +317,9 @@ def _table(runs: list[RunData]) -> str:
     for key, (name, cell) in _ROWS.items():
         cells = [cell(run) for run in runs]
         heading = name + (f" <small>({_BETTER[key]} is better)</small>" if key in _BETTER else "")
-        rows.append((key, heading, cells, _best(key, cells)))
+        # Spend per kept task is marked only where the 95% interval of the ratio to the first run excludes 1.
+        better = arm_stats.clearly_better(key, [r.summary for r in runs]) if key in arm_stats.SPEND else None
+        rows.append((key, heading, cells, _best(key, cells) if better is None else better))
     return _report_html.table(heads, rows, compared=len(runs) > 1)
 
 
@@ -318,6 +330,7 @@ def render_html(runs: list[RunData], images: dict[str, bytes], note: str | None 
     figures = [_report_html.figure(p.name, images[p.name], p.caption, p.empty(runs)) for p in PLOTS]
     feedback = "".join(_report_feedback.section(_name(runs, i), r.choices, r.rounds) for i, r in enumerate(runs))
     table = _table(runs) + (f"<h2>Feedback per round</h2>{feedback}" if feedback else "")
+    table += _report_html.shapes([_name(runs, i) for i in range(len(runs))], [r.summary for r in runs])
     return _report_html.page(title, subtitle, _paragraph(runs, note), table, figures)
 
 
@@ -333,11 +346,16 @@ def write_report(run_dirs: list[Path], out_dir: Path, labels: list[str] | None =
     if len(set(labels)) < len(labels):  # same method and directory name: name runs by their full path
         for run in runs:
             run.label = f"{run.method} ({run.run_dir})"
-    png_dir = out_dir / "report"
-    png_dir.mkdir(parents=True, exist_ok=True)
+    png_dir, page = out_dir / "report", out_dir / "report.html"
     images = {plot.name: plot.png(runs) for plot in PLOTS}
-    for name, png in images.items():
-        (png_dir / f"{name}.png").write_bytes(png)
-    page = out_dir / "report.html"
-    page.write_text(render_html(runs, images, note), encoding="utf-8")
+    text = redact(render_html(runs, images, note))  # no credential on the page, whatever a run recorded
+    try:  # a read-only run directory (the default --out) or a bad --out: one line, not a traceback
+        png_dir.mkdir(parents=True, exist_ok=True)
+        for name, png in images.items():
+            (png_dir / f"{name}.png").write_bytes(png)
+        page.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise RunDirError(
+            f"{out_dir}: cannot write the report there ({exc.strerror or exc}): pass --out with a writable directory"
+        ) from None
     return page

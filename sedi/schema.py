@@ -14,6 +14,8 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("calls", "cached_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("calls", "batch_id", "TEXT"),
     ("calls", "base_url", "TEXT"),
+    ("requests", "shape", "TEXT"),
+    ("candidates", "original_output", "TEXT"),
 )
 
 SCHEMA = """
@@ -90,7 +92,8 @@ CREATE TABLE IF NOT EXISTS requests (
     sample_index INTEGER NOT NULL,
     candidate_id INTEGER,
     context TEXT NOT NULL DEFAULT '[]',
-    parse_error TEXT
+    parse_error TEXT,
+    shape TEXT  -- a generation request's shape (sedi.config_shaping.PromptShape.name; ADDED_COLUMNS)
 );
 -- Every candidate task parsed from a response, with the verdict of the filters:
 -- kept | rejected | pending (waiting for instances) ; rule: which filter decided; detail: JSON.
@@ -109,6 +112,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     detail TEXT,
     pooled INTEGER NOT NULL DEFAULT 0,
     is_classification INTEGER,
+    -- set when generation.repair replaced output: the output as parsed ('' when missing; ADDED_COLUMNS)
+    original_output TEXT,
     UNIQUE (request_key, position)
 );
 CREATE TABLE IF NOT EXISTS instances (

@@ -10,6 +10,12 @@ requests (``requests.context``): a resumed round replays the recorded in-context
 exactly the same requests whatever the pool or the evidence became in between (for example after the last
 feedback window was settled at a budget stop). Seed topics are the human seeds' embedding clusters, the same
 reference ``topics_covered`` uses; a promoted seed belongs to the topic of the nearest centroid.
+
+Each request also has a shape (:mod:`sedi.config_shaping`): with ``generation.shaping: fixed`` the one the settings
+give, drawn exactly as before; with ``learn`` one of ``generation.shapes.options`` chosen by :mod:`feedback.shaping`
+from earlier rounds' kept tasks per dollar, its prompt showing ``in_context`` tasks of at most ``max_task_chars``
+(split between human and machine tasks in the proportion of human_in_context to machine_in_context). The shapes
+are recorded with the requests (``requests.shape``) and a resumed round replays them like its in-context tasks.
 """
 
 from __future__ import annotations
@@ -18,21 +24,38 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from diversity import cluster
 from feedback import Arm, draw_thompson, draw_uniform, top_share
+from feedback.shaping import ShapingRule, plan_shapes
 from sedi._types import EncodeFn
 from sedi.config import SediConfig
+from sedi.config_shaping import PromptShape
+from sedi.exceptions import RunDirError
 from sedi.export import kept_tasks
 from sedi.prompts import sample_in_context
 from sedi.seedpool import active_pool, pool_tasks
+from sedi.shapes import ShapeStats, fixed_shape, shape_stats
+from sedi.shapes import arms as shape_arms
 from sedi.store import RunStore
 from sedi.tasks import Task
 
-Picker = Callable[[int, random.Random], list[Task]]  # (sample index, its rng) -> in-context tasks
+
+@dataclass(frozen=True)
+class Pick:
+    """What one request shows and how it is shaped."""
+
+    shape: PromptShape
+    tasks: list[Task]
+    fixed: bool = True  # generation.shaping 'fixed': the request is built exactly as before shapes existed
+
+
+Picker = Callable[[int, random.Random], Pick]  # (sample index, its rng) -> the request's shape and in-context tasks
+Draw = Callable[[int, random.Random, PromptShape | None], list[Task]]  # shape None: today's draw
 SEED_TOPICS = 32  # the seed pool clustered once into this many topics (also the report's "topics covered")
 
 
@@ -77,37 +100,109 @@ def recorded_contexts(store: RunStore, round_index: int) -> dict[int, list[str]]
     return {int(i): json.loads(c) for i, c in rows}
 
 
+def round_shapes(store: RunStore, config: SediConfig, round_index: int) -> dict[int, PromptShape] | None:
+    """Each request's shape with ``generation.shaping: learn``, by sample index: the recorded ones for a resumed
+    round, else chosen by :mod:`feedback.shaping` from earlier rounds' outcomes; None with ``fixed``."""
+    gen = config.generation
+    if gen.shaping == "fixed":
+        return None
+    options = {s.name: s for s in gen.shapes.options}
+    first = round_index * gen.calls_per_round
+    indices = range(first, first + gen.calls_per_round)
+    rows = store.db.execute(
+        "SELECT sample_index, shape FROM requests WHERE round = ? AND kind = 'tasks' AND shape IS NOT NULL",
+        (round_index,),
+    ).fetchall()
+    recorded = {int(i): str(name) for i, name in rows}
+    if recorded:  # a resumed round: the shapes it was started with
+        missing = sorted(set(recorded.values()) - set(options))
+        if missing:
+            raise RunDirError(
+                f"{store.run_dir}: round {round_index + 1} was planned with shape {missing[0]}, which "
+                "generation.shapes.options no longer lists: resume with the settings it was started with (config.yaml "
+                "of the run directory) or use a new --run-dir"
+            )
+    stats = {s.name: s for s in shape_stats(store.db, before_round=round_index)}
+    listed = list(options.values())
+    evidence = shape_arms(
+        [stats.get(s.name) or ShapeStats(s.name, 0, 0, 0.0) for s in listed],
+        per_dollar=config.teacher.prices is not None,
+    )
+    rule = ShapingRule(gen.shapes.min_tries, gen.shapes.floor, gen.shapes.prior)
+    rngs = [random.Random(f"{config.run.seed}:{i}:shape") for i in indices]
+    chosen = dict(zip(indices, (listed[k] for k in plan_shapes(evidence, rngs, rule)), strict=True))
+    return {i: options[recorded[i]] if i in recorded else chosen[i] for i in indices}
+
+
+def _short(tasks: Sequence[Task], shape: PromptShape | None) -> list[Task]:
+    """The tasks a shape may show: those of at most ``max_task_chars`` (instruction + input + output)."""
+    if shape is None or shape.max_task_chars is None:
+        return list(tasks)
+    return [t for t in tasks if len(t.instruction) + len(t.input) + len(t.output) <= shape.max_task_chars]
+
+
+def _split(config: SediConfig, shape: PromptShape | None) -> tuple[int, int]:
+    """(human, machine) tasks a prompt shows: the settings', or a shape's in their proportion."""
+    gen = config.generation
+    if shape is None:
+        return gen.human_in_context, gen.machine_in_context
+    both = gen.human_in_context + gen.machine_in_context
+    machine = int(shape.in_context * gen.machine_in_context / both + 0.5) if both else 0
+    return shape.in_context - machine, machine
+
+
 def round_picker(
     store: RunStore, config: SediConfig, encode: EncodeFn, seeds: Sequence[Task], round_index: int
 ) -> Picker:
     """The in-context picker of one round (see the module docstring); records the round's prompt metrics."""
-    gen, fb = config.generation, config.feedback
+    shapes = round_shapes(store, config, round_index)
+    draw = _round_draw(store, config, encode, seeds, round_index)
+    fixed = fixed_shape(config)
+
+    def pick(index: int, rng: random.Random) -> Pick:
+        if shapes is None:
+            return Pick(fixed, draw(index, rng, None))
+        return Pick(shapes[index], draw(index, rng, shapes[index]), fixed=False)
+
+    return pick
+
+
+def _round_draw(store: RunStore, config: SediConfig, encode: EncodeFn, seeds: Sequence[Task], round_index: int) -> Draw:
+    """The round's in-context draw; with no shape (``shaping: fixed``) exactly the draw of before shapes existed."""
+    fb = config.feedback
     if config.method != "sedi":
         machine = kept_tasks(store, before_round=round_index)
-        return lambda _, rng: sample_in_context(seeds, machine, gen.human_in_context, gen.machine_in_context, rng)
+        return lambda _, rng, shape: sample_in_context(
+            _short(seeds, shape), _short(machine, shape), *_split(config, shape), rng
+        )
     recorded = recorded_contexts(store, round_index)
     if recorded:  # a resumed round: the plan it was started with
         lookup = pool_tasks(store)
-        return lambda index, _: [lookup[name] for name in recorded[index]]
+        return lambda index, _, __: [lookup[name] for name in recorded[index]]
     human, machine = active_pool(store)
     if fb.in_context == "split":
-        return lambda _, rng: sample_in_context(human, machine, gen.human_in_context, gen.machine_in_context, rng)
+        return lambda _, rng, shape: sample_in_context(
+            _short(human, shape), _short(machine, shape), *_split(config, shape), rng
+        )
     pool = human + machine
     credit = _credit(store, round_index)
     topics = _topics(encode, seeds, pool, config.run.seed)
     arms = [Arm(i, *credit.get(t.id, (0.0, 0.0)), topic=topics[i]) for i, t in enumerate(pool)]
     # As many tasks as the split would show (machine slots only while there are machine seeds), so that both
     # methods' first prompts are the same size and later ones differ in what they show, not in how much.
-    k = gen.human_in_context + min(gen.machine_in_context, len(machine))
+    human_k, machine_k = _split(config, None)
+    k = human_k + min(machine_k, len(machine))
     shown: list[list[int]] = []
     explored = [0]
 
-    def pick(_: int, rng: random.Random) -> list[Task]:
+    def pick(_: int, rng: random.Random, shape: PromptShape | None) -> list[Task]:
+        eligible = arms if shape is None else [a for a in arms if _short([pool[a.id]], shape)]
+        size = k if shape is None else shape.in_context
         if fb.steer:
-            ids, n_explored = draw_thompson(arms, k, rng, fb.bandit)
+            ids, n_explored = draw_thompson(eligible, size, rng, fb.bandit)
             explored[0] += n_explored
         else:
-            ids = draw_uniform(arms, k, rng)
+            ids = draw_uniform(eligible, size, rng)
         shown.append(ids)
         _record(store, round_index, arms, shown, explored[0], config)
         return [pool[i] for i in ids]

@@ -18,8 +18,10 @@ the mean over its instances. Held-out evaluation is unchanged: it scores the hel
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from statistics import fmean
+from typing import Any
 
 from diversity import rouge_l_f1
 from feedback import (
@@ -35,6 +37,16 @@ from sedi.config import SediConfig
 from sedi.export import user_turn
 from sedi.store import RunStore
 from sedi.tasks import Task
+
+# Held while this process loads and runs a student (train, per-example losses, held-out evaluation): unset in a
+# solo run; sedi.parallel may set a semaphore shared by the runs it runs at once (``limit_students``).
+_student_gate: AbstractContextManager[Any] = nullcontext()
+
+
+def limit_students(gate: AbstractContextManager[Any]) -> None:
+    """Hold ``gate`` (e.g. a semaphore shared with other processes) around every use of the student here."""
+    global _student_gate
+    _student_gate = gate
 
 
 def student_path(config: SediConfig) -> str:
@@ -94,10 +106,11 @@ def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool
     out = _round_dir(run_dir, round_index)
     (out / "done").unlink(missing_ok=True)
     inputs = (student_path(config), examples, batches, train_config(config), out, latest_adapter(run_dir, round_index))
-    if config.student.processes > 1:
-        result = launch_round(*inputs, config.student.processes, config.student.accelerate_config)
-    else:
-        result = train_round(*inputs)
+    with _student_gate:
+        if config.student.processes > 1:
+            result = launch_round(*inputs, config.student.processes, config.student.accelerate_config)
+        else:
+            result = train_round(*inputs)
     offset = store.db.execute("SELECT COALESCE(MAX(step), 0) FROM train_steps WHERE round < ?", (round_index,))
     first = int(offset.fetchone()[0])
     steps = [s.model_copy(update={"step": first + s.step}) for s in result.steps]
@@ -117,7 +130,8 @@ def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool
 def _record_losses(
     store: RunStore, config: SediConfig, round_index: int, adapter: str, examples: list[TrainExample]
 ) -> None:
-    measured = per_example_loss(student_path(config), adapter, examples, train_config(config))
+    with _student_gate:
+        measured = per_example_loss(student_path(config), adapter, examples, train_config(config))
     with store.transaction() as db:
         db.execute("DELETE FROM example_losses WHERE round = ?", (round_index,))
         db.executemany(
@@ -145,18 +159,20 @@ def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: lis
     examples = [
         TrainExample(id=i, prompt=user_turn(t.instruction, t.input), completion=t.output) for i, t in enumerate(tasks)
     ]
-    losses = per_example_loss(student_path(config), adapter, examples, train_config(config))
+    with _student_gate:
+        losses = per_example_loss(student_path(config), adapter, examples, train_config(config))
     value = fmean(losses.values()) if losses else None
     metrics = {"heldout_loss": value}
     answered = examples[: config.student.heldout_generate]
     if answered:
-        answers = greedy_answers(
-            student_path(config),
-            adapter,
-            {ex.id: ex.prompt for ex in answered},
-            train_config(config),
-            config.student.heldout_max_new_tokens,
-        )
+        with _student_gate:
+            answers = greedy_answers(
+                student_path(config),
+                adapter,
+                {ex.id: ex.prompt for ex in answered},
+                train_config(config),
+                config.student.heldout_max_new_tokens,
+            )
         metrics["heldout_rouge_l"] = fmean(rouge_l_f1(answers[ex.id], ex.completion) for ex in answered)
     store.record_metrics(round_index, {name: v for name, v in metrics.items() if v is not None})
     return value

@@ -13,6 +13,7 @@ from typing import Any
 from sedi import ledger
 from sedi.exceptions import RunDirError
 from sedi.rundir import DB_NAME, connect_readonly, lock_held, unreadable
+from sedi.shapes import shape_summary
 
 
 def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
@@ -54,7 +55,8 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "cached_prompt_tokens": int(calls["cached"]),
         "cached_share": round(int(calls["cached"]) / int(calls["p"]), 4) if int(calls["p"]) else None,
         "budget_charged_tokens": int(calls["charged_tokens"]),
-        # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given
+        # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given. cost_usd is
+        # never below the charge: with cost_upper_bound true (cost_known false) it is "at most", as is usd_per_kept.
         **cost,
         "candidates": candidates,
         "kept": kept,
@@ -67,7 +69,23 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "verdicts": verdicts,
         "rejected_by_rule": rejected,
         "embedding_rejects": rejected.get("embedding", 0),
+        # Per request shape (generation.shaping): its generation requests, kept tasks, kept per call (and per USD when
+        # priced), and the shape with the best posterior kept per dollar (per call without prices); see sedi.shapes.
+        **shape_summary(db, bool(cost["cost_known"])),
+        **_repair_summary(db),
         **_training_summary(db),
+    }
+
+
+def _repair_summary(db: sqlite3.Connection) -> dict[str, int]:
+    """generation.repair: ledger calls of repair requests (also in ``calls``) and kept tasks whose output came from
+    repair (0 in a file written before the original_output column existed, read without migrating it)."""
+    calls = "SELECT COUNT(*) FROM calls c JOIN requests q ON q.request_key = c.request_key WHERE q.kind = 'repair'"
+    kept = "SELECT COUNT(*) FROM candidates WHERE verdict = 'kept' AND original_output IS NOT NULL"
+    repaired = ledger.has_column(db, "candidates", "original_output")
+    return {
+        "repair_calls": int(db.execute(calls).fetchone()[0]),
+        "repaired_kept": int(db.execute(kept).fetchone()[0]) if repaired else 0,
     }
 
 

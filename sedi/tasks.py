@@ -1,7 +1,14 @@
 """Task files: the bundled seed and held-out sets, or a user's JSONL or CSV, validated line by line.
 
 CSV (by the ``.csv`` extension) is read with the standard library's ``csv`` module, which handles quoting,
-commas and line breaks inside fields as spreadsheets write them; the first line must name the columns.
+commas and line breaks inside fields as spreadsheets write them; the first line must name the columns. JSONL
+needs the ``.jsonl`` extension; any other is refused rather than guessed (a ``.txt`` was once read as JSONL).
+
+Every row is checked before a request: at most ``seeds.max_chars`` characters (instruction + input + output),
+no control character (NUL and the other C0 codes except tab and line breaks: they come from binary files or
+broken exports and no tokenizer treats them as text), and no row identical to an earlier one (it would be shown
+in prompts twice as often). Such a file is refused with the line to fix, never silently cleaned: a seed file is
+small and the user's, and a dropped row would change the run without a word.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import csv
 import difflib
 import io
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +28,13 @@ from sedi.exceptions import ConfigError
 
 BUNDLED_SEEDS = "seed_tasks.jsonl"
 BUNDLED_HELDOUT = "user_oriented_instructions.jsonl"
+SUFFIXES = (".jsonl", ".csv")
+MAX_TASK_CHARS = 20_000  # the default of seeds.max_chars (see sedi.config.SeedsConfig for the measured reason)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The csv module refuses a field over 131,072 characters with its own error ("field larger than field limit"),
+# which reads as a quoting problem: lift that limit (the text is in memory already) so that seeds.max_chars,
+# checked on every row, is the one that speaks.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 _FORMAT_HINT = (
     'each line must be a JSON object like {"instruction": "...", "instances": [{"input": "", "output": "..."}]} '
     'or {"instruction": "...", "input": "", "output": "..."}'
@@ -92,7 +107,7 @@ def _jsonl_tasks(path: Path, text: str, origin: TaskOrigin) -> list[tuple[str, T
             continue
         where = f"{path}: line {number}"
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, strict=False)  # a control character is reported by name below, not as bad JSON
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: invalid JSON ({exc.msg}): {_FORMAT_HINT}") from None
         out.append((where, _parse_task(obj, where, len(out), origin)))
@@ -145,27 +160,61 @@ def _csv_tasks(path: Path, text: str, origin: TaskOrigin) -> list[tuple[str, Tas
     return out
 
 
-def load_tasks(path: Path, *, origin: TaskOrigin = "human", config_field: str = "seeds.path") -> list[Task]:
-    """Read and validate a task file: CSV if its name ends in ``.csv``, else JSONL. Errors name the file, the
-    line, the field or column, and the fix."""
-    is_csv = path.suffix.lower() == ".csv"
+def _check_row(where: str, task: Task, max_chars: int) -> None:
+    size = len(task.instruction) + len(task.input) + len(task.output)
+    if size > max_chars:
+        raise ConfigError(
+            f"{where}: the task is {size:,} characters (instruction + input + output), over seeds.max_chars "
+            f"({max_chars:,}): shorten it, or raise seeds.max_chars if such long tasks are meant"
+        )
+    for name in ("instruction", "input", "output"):
+        found = _CONTROL.search(getattr(task, name))
+        if found:
+            code = f"U+{ord(found.group()):04X}"
+            raise ConfigError(
+                f"{where}: field '{name}' holds the control character {code} at character {found.start() + 1}: "
+                "remove it (save the file as plain UTF-8 text)"
+            )
+
+
+def load_tasks(
+    path: Path, *, origin: TaskOrigin = "human", config_field: str = "seeds.path", max_chars: int = MAX_TASK_CHARS
+) -> list[Task]:
+    """Read and validate a task file: CSV if its name ends in ``.csv``, JSONL if in ``.jsonl``. Errors name the
+    file, the line, the field or column, and the fix; rows are checked as the module docstring says."""
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix not in SUFFIXES:
+        raise ConfigError(
+            f"{path}: unknown extension '{suffix or '(none)'}' ({config_field}): name it .jsonl (one JSON object "
+            "per line) or .csv (a header line naming the columns, then one task per row)"
+        )
+    is_csv = suffix == ".csv"
     text = _read_text(path, config_field, "CSV" if is_csv else "JSONL")
     parsed = _csv_tasks(path, text, origin) if is_csv else _jsonl_tasks(path, text, origin)
     seen: set[str] = set()
+    rows: dict[tuple[str, str, str], str] = {}
     for where, task in parsed:
         if task.id in seen:
             raise ConfigError(f"{where}: duplicate id {task.id!r}: give every task a unique id")
         seen.add(task.id)
+        _check_row(where, task, max_chars)
+        earlier = rows.setdefault((task.instruction, task.input, task.output), where)
+        if earlier != where:
+            line = earlier.rsplit(": ", 1)[-1]
+            raise ConfigError(f"{where}: the same task as {line} (instruction, input and output): remove one")
     if not parsed:
         raise ConfigError(f"{path}: no tasks in the file ({config_field}): add at least one task")
     return [task for _, task in parsed]
 
 
-def load_seed_tasks(path: str | None) -> list[Task]:
-    return load_tasks(Path(path) if path else bundled_path(BUNDLED_SEEDS))
+def load_seed_tasks(path: str | None, max_chars: int = MAX_TASK_CHARS) -> list[Task]:
+    return load_tasks(Path(path) if path else bundled_path(BUNDLED_SEEDS), max_chars=max_chars)
 
 
-def load_heldout_tasks(path: str | None) -> list[Task]:
+def load_heldout_tasks(path: str | None, max_chars: int = MAX_TASK_CHARS) -> list[Task]:
     return load_tasks(
-        Path(path) if path else bundled_path(BUNDLED_HELDOUT), origin="heldout", config_field="seeds.heldout_path"
+        Path(path) if path else bundled_path(BUNDLED_HELDOUT),
+        origin="heldout",
+        config_field="seeds.heldout_path",
+        max_chars=max_chars,
     )

@@ -29,7 +29,7 @@ from typing import Any
 import httpx2
 import openai
 
-from sedi import ledger
+from sedi import ledger, redact
 from sedi._io import dumps
 from sedi._types import AttemptOutcome, CachedResponse, Usage
 from sedi.budget import Budget, cost_of, prompt_token_bound
@@ -134,6 +134,9 @@ class TeacherClient:
             if self._pool is None:
                 found = await asyncio.to_thread(self._endpoint_factory)
                 endpoints = [found] if isinstance(found, Endpoint) else list(found)
+                for e in endpoints:  # however the endpoints were made, their keys never reach a write
+                    redact.register(e.api_key)
+                    redact.register(e.basic_auth)
                 self._pool = EndpointPool([(e.base_url, self._client_for(e)) for e in endpoints])
             return self._pool
 
@@ -144,6 +147,8 @@ class TeacherClient:
             max_retries=0,
             timeout=self.config.timeout_s,
             http_client=self._http_client,
+            # user-info split off the URL (sedi.endpoint): sent as httpx would have sent it, as Basic auth
+            default_headers=None if endpoint.basic_auth is None else {"Authorization": endpoint.basic_auth},
         )
 
     async def _openai(self) -> openai.AsyncOpenAI:

@@ -45,6 +45,7 @@ from sedi.batch_jobs import Job, Line
 from sedi.budget import Budget, batch_prices, cost_of, prompt_token_bound
 from sedi.config_teacher import TeacherConfig
 from sedi.exceptions import BudgetExceeded, TeacherError, TeacherUnreachable
+from sedi.redact import redact
 from sedi.store import RunStore
 from sedi.teacher_outcomes import (
     USAGE_OVER_RESERVATION,
@@ -52,6 +53,7 @@ from sedi.teacher_outcomes import (
     Malformed,
     UsageMisreported,
     charge,
+    checked_text,
     misreport_message,
 )
 from sedi.teacher_request import TeacherRequest, TeacherResponse, request_key
@@ -311,9 +313,10 @@ class BatchSender:
 
     def _answer(self, line: Line, body: Any, latency: float) -> _Ended:
         text, finish, usage = batch_jobs.read_answer(body, self._chat)
+        max_tokens = int(line.payload["max_tokens"])
+        text = checked_text(text, max_tokens)  # raises Malformed, as read_answer does
         worst = line.reservation
         found = charge(usage, worst, self._prices)
-        max_tokens = int(line.payload["max_tokens"])
         misreport = misreport_message(self._url, found, worst, max_tokens) if found.over_reservation else None
         error_class = USAGE_OVER_RESERVATION if misreport else (None if found.usage_known else USAGE_UNKNOWN)
         note = misreport or (None if found.usage_known else "no or partial usage reported: charged the worst case")
@@ -353,7 +356,7 @@ class BatchSender:
                 found = await look() if look is not None else None
                 return found if found is not None else await send()
             except openai.APIStatusError as exc:
-                all_connect, last = False, f"HTTP {exc.status_code}: {str(exc).splitlines()[0][:200]}"
+                all_connect, last = False, f"HTTP {exc.status_code}: {redact(str(exc)).splitlines()[0][:200]}"
                 if not batch_jobs.retryable(exc.status_code):
                     raise TeacherError(batch_jobs.refused(self._url, what, exc, self.config.api_key_env)) from exc
             except openai.APIConnectionError as exc:

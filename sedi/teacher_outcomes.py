@@ -22,6 +22,7 @@ from sedi._types import AttemptOutcome, Usage
 from sedi.budget import cost_of
 from sedi.config_teacher import Prices, TeacherConfig
 from sedi.exceptions import TeacherError
+from sedi.redact import redact, redact_known
 from sedi.teacher_request import TeacherRequest, TeacherResponse
 
 # A server asking us to wait longer than this is treated as this (a run should not sleep for hours).
@@ -33,6 +34,13 @@ _RETRYABLE_STATUS = {408, 409, 429}
 USAGE_OVER_RESERVATION = "UsageOverReservation"
 # ledger error_class of a 200 with missing or partial usage (charged its worst case)
 USAGE_UNKNOWN = "UsageUnknown"
+# A completion longer than this many characters per max_tokens token (plus _SLACK_CHARS) cannot have come from a
+# request capped at max_tokens: it is refused as malformed. The longest token of the bundled teacher's tokenizer
+# (gemma-3-270m) is 31 characters (a run of spaces, tabs or newlines), so no text of N tokens can pass 32*N; the
+# shipped seed and held-out texts (instructions, inputs, outputs of 40+ characters) average 4.3 characters per token
+# with that tokenizer and none passes 6.9, so a real answer is refused only if it is degenerate.
+MAX_CHARS_PER_TOKEN = 32
+_SLACK_CHARS = 1024
 
 
 class UsageMisreported(TeacherError):
@@ -159,7 +167,9 @@ class Failure:
 def classify(exc: Exception, worst: Usage, latency: float) -> Failure:
     """How a failed attempt ended: its ledger outcome, whether to retry, after how long, and whether it was sent."""
     name = type(exc).__name__
-    message = str(exc).splitlines()[0][:300] if str(exc).strip() else name
+    # A provider may echo the request's Authorization header or the key in its error body: never recorded.
+    # Redacted before it is cut: a key cut in half by the cut would no longer match its registered value.
+    message = redact(str(exc)).splitlines()[0][:300] if str(exc).strip() else name
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         retryable = status in _RETRYABLE_STATUS or status >= 500
@@ -183,6 +193,10 @@ def classify(exc: Exception, worst: Usage, latency: float) -> Failure:
 
 
 def fatal_message(exc: Exception, config: TeacherConfig, url: str) -> str:
+    return redact(_fatal_message(exc, config, url))
+
+
+def _fatal_message(exc: Exception, config: TeacherConfig, url: str) -> str:
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return (
             f"teacher at {url} rejected the API key (HTTP {exc.status_code}): check the key in "
@@ -194,7 +208,7 @@ def fatal_message(exc: Exception, config: TeacherConfig, url: str) -> str:
             "or teacher.base_url"
         )
     if isinstance(exc, openai.APIStatusError):
-        detail = str(exc).splitlines()[0][:300]
+        detail = redact(str(exc)).splitlines()[0][:300]
         hint = " (a base model needs teacher.mode: completion)" if config.mode == "chat" else ""
         return f"teacher at {url} refused the request (HTTP {exc.status_code}: {detail}){hint}: fix the teacher config"
     return f"teacher call failed unexpectedly ({type(exc).__name__}: {exc}): this is a bug, please report it"
@@ -247,4 +261,19 @@ async def send(
         raise Malformed(f"response has no text ({exc})") from None
     if not isinstance(text, str):
         raise Malformed("response has no text")
-    return text, finish if isinstance(finish, str) else None, getattr(body, "usage", None), raw.headers
+    text = checked_text(text, request.max_tokens)
+    finish = redact_known(finish) if isinstance(finish, str) else None  # stored too: nothing echoed survives
+    return text, finish, getattr(body, "usage", None), raw.headers
+
+
+def checked_text(text: str, max_tokens: int) -> str:
+    """A completion's text, refused (:class:`Malformed`: charged, recorded, retried, never parsed nor cached) when
+    it is longer than ``max_tokens`` tokens can be, whatever its usage says; with any registered credential
+    blanked (a teacher that echoes the key must not have it kept in the data)."""
+    bound = MAX_CHARS_PER_TOKEN * max_tokens + _SLACK_CHARS
+    if len(text) > bound:
+        raise Malformed(
+            f"completion of {len(text)} characters under max_tokens {max_tokens} (at most {bound} characters, "
+            f"{MAX_CHARS_PER_TOKEN} per token): the provider ignored max_tokens or sent something else"
+        )
+    return redact_known(text)

@@ -14,12 +14,19 @@ Faults (``FAULTS``): ``ok``; usage ``over_usage`` (100,000 completion tokens), `
 ``Retry-After: 0``; ``429_bad`` with ``Retry-After: 30s``; ``429_weird`` with a Retry-After taken from
 ``FaultServer.weird_retry_after`` (negative, huge, inf, NaN...); ``500`` and ``503``; ``slow`` (answers
 after ``slow_s``, longer than the client timeout); ``truncated_json`` (a 200 whose JSON is cut off);
-``empty_text`` (a 200 whose text is ``""``, with normal usage).
+``empty_text`` (a 200 whose text is ``""``, with normal usage); ``huge_text`` (a 200 of ``HUGE_TEXT_CHARS``
+characters whatever max_tokens says, with usage claiming max_tokens completion tokens).
+
+Echo mode, for the secrets tests: ``echo_401`` and ``echo_500`` answer with an error body, and ``echo_text`` with a
+200 completion, that quote back what a careless provider might: every request header as text (the Authorization
+header included), a Basic-auth header decoded to ``user:password``, and the strings in ``FaultServer.echo`` (what
+the provider knows of its client, e.g. the key). :class:`EchoFirst` puts the same echoes in front of another app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import threading
@@ -44,8 +51,13 @@ FAULTS = (
     "slow",
     "truncated_json",
     "empty_text",
+    "huge_text",
+    "echo_401",
+    "echo_500",
+    "echo_text",
 )
 OVER_REPORTED_COMPLETION_TOKENS = 100_000
+HUGE_TEXT_CHARS = 1_000_000
 _TAG = re.compile(r"\[fault:([a-z0-9_]+?)(?:x(\d+))?\]")
 
 
@@ -62,6 +74,7 @@ class FaultServer:
     slow_s: float = 0.6
     weird_retry_after: str = "-5"
     pad_text: int = 0  # characters appended to every answer (large answers fill a capped database)
+    echo: tuple[str, ...] = ()  # what the echo faults quote besides the request's headers
     requests: int = 0
     by_fault: Counter[str] = field(default_factory=Counter)
     _per_prompt: Counter[str] = field(default_factory=Counter)
@@ -94,7 +107,10 @@ class FaultServer:
         chat = scope["path"].endswith("/chat/completions")
         prompt = _prompt(request, chat)
         fault = self._choose(prompt)
-        status, headers, payload = await self._respond(fault, request, prompt, chat)
+        if fault.startswith("echo_"):
+            status, headers, payload = echo_response(fault, scope, self.echo, chat)
+        else:
+            status, headers, payload = await self._respond(fault, request, prompt, chat)
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
         head += [(k.encode(), v.encode()) for k, v in headers.items()]
@@ -113,6 +129,8 @@ class FaultServer:
             await asyncio.sleep(self.slow_s)
         max_tokens = int(request.get("max_tokens") or 16)
         text = "" if fault == "empty_text" else answer_text(prompt) + "x" * self.pad_text
+        if fault == "huge_text":
+            text = ("Task 2: " + "y" * HUGE_TEXT_CHARS)[:HUGE_TEXT_CHARS]
         prompt_tokens, completion_tokens = len(prompt.encode()) // 4 + 1, min(max_tokens, 8)
         usage: dict[str, Any] | None = {
             "prompt_tokens": prompt_tokens,
@@ -129,6 +147,8 @@ class FaultServer:
             usage = {"prompt_tokens": prompt_tokens}
         elif fault == "no_usage":
             usage = None
+        elif fault == "huge_text":
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens}
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
@@ -161,3 +181,54 @@ def tagged(fault: str, index: int, times: int | None = None) -> str:
     """A prompt carrying a fault tag (``times``: only its first N requests get the fault)."""
     suffix = "" if times is None else f"x{times}"
     return f"Task 1: item {index} [fault:{fault}{suffix}]\nTask 2:"
+
+
+def echoed(scope: dict[str, Any], extra: tuple[str, ...]) -> str:
+    """What an echoing provider quotes: the request's headers as text, Basic auth decoded, and ``extra``."""
+    lines = [f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in scope.get("headers", [])]
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"authorization" and value.lower().startswith(b"basic "):
+            lines.append("decoded basic credentials " + base64.b64decode(value[6:].strip()).decode("latin-1"))
+    lines += [f"upstream failed for key {item} (Bearer {item})" for item in extra]
+    return " | ".join(lines)
+
+
+def echo_response(
+    fault: str, scope: dict[str, Any], extra: tuple[str, ...], chat: bool
+) -> tuple[int, dict[str, str], Any]:
+    """The answer of an echo fault (see the module docstring); the echo also goes out as a response header."""
+    text = echoed(scope, extra)
+    headers = {"x-echo": text.encode("ascii", "replace").decode()[:4000]}
+    if fault in ("echo_401", "echo_500"):
+        status = int(fault[-3:])
+        return status, headers, {"error": {"message": f"request rejected: {text}", "type": "echo", "code": status}}
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
+    choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+    usage = {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+    return 200, headers, {"id": "cmpl-echo", "object": "text_completion", "created": 0, "model": "m",
+                          "choices": [choice], "usage": usage}  # fmt: skip
+
+
+@dataclass
+class EchoFirst:
+    """An ASGI app answering its first requests with the echo faults in ``plan`` (in order), the rest with ``app``."""
+
+    app: Any
+    plan: list[str]
+    echo: tuple[str, ...] = ()
+    answered: Counter[str] = field(default_factory=Counter)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.endswith("completions") or not self.plan:
+            await self.app(scope, receive, send)
+            return
+        fault = self.plan.pop(0)
+        self.answered[fault] += 1
+        await read_body(receive)
+        status, headers, payload = echo_response(fault, scope, self.echo, path.endswith("/chat/completions"))
+        raw = json.dumps(payload).encode()
+        head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+        head += [(k.encode(), v.encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": raw})

@@ -66,6 +66,24 @@ def ledger(run_dir: Path) -> list[dict[str, Any]]:
         db.close()
 
 
+# One small, priced self-instruct round (2 task calls, then a classification and an instance call per task), as
+# the export and secrets tests run it; extend it with more settings as a dict.
+SMALL_PRICED_ROUND = {
+    "method": "self-instruct",
+    "generation.prompt_style": "self-instruct",
+    "generation.calls_per_round": "2",
+    "run.max_rounds": "1",
+    "student.heldout_size": "0",
+    "teacher.prices.prompt": "0.15",
+    "teacher.prices.completion": "0.6",
+}
+
+
+def set_args(settings: dict[str, str]) -> list[str]:
+    """``--set key=value`` arguments for every setting."""
+    return [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+
+
 def scripted_args(run_dir: Path, server: Served, student: Path, *extra: str) -> list[str]:
     """Loop runs against the scripted teacher; the student is the tiny model built in code (seconds to train)."""
     sets = {

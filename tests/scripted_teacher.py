@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sedi.serve._engine import GenerationResult
+from sedi.tasks import bundled_path
 
 _VERBS = ["Explain", "Describe", "Summarize", "List the key facts about", "Write a short story about", "Compare"]
 _TOPICS = [
@@ -52,9 +53,21 @@ class ScriptedEngine:
     has_chat_template = False
     context_length = None
 
-    def __init__(self, model_id: str = "scripted-teacher", tasks_per_call: int = 5) -> None:
+    def __init__(
+        self,
+        model_id: str = "scripted-teacher",
+        tasks_per_call: int = 5,
+        *,
+        lose_outputs: bool = False,
+        repair_answer: str = "In short, {instruction}",
+    ) -> None:
+        """``lose_outputs``: every second task block of a generation answer has an empty output (what small teachers
+        often write); ``repair_answer``: the answer to each task of a repair prompt (sedi.repair), formatted with the
+        task's ``instruction``; an empty one leaves that task unanswered."""
         self.model_id = model_id
         self.tasks_per_call = tasks_per_call
+        self.lose_outputs = lose_outputs
+        self.repair_answer = repair_answer
         self.calls = 0
 
     def count_tokens(self, messages: Sequence[Any]) -> int:
@@ -83,6 +96,8 @@ class ScriptedEngine:
         if text.endswith(("Example 1\nInput:", "Example 1\nOutput:")):
             second = "Output" if text.endswith("Input:") else "Input"
             return f" case {rng.randrange(100)}\n{second}: answer {rng.randrange(100)}\n\nTask: next"
+        if text.endswith("\nAnswers:\nAnswer 1:"):
+            return self._repair(text)
         chosen = rng.sample(TASKS, self.tasks_per_call)
         if re.search(r"Task \d+:$", text):  # an instruction-only list: continue it
             number = int(re.findall(r"Task (\d+):$", text)[0])
@@ -92,7 +107,44 @@ class ScriptedEngine:
         if in_context:  # small teachers copy their examples: the filters must catch it
             copied = in_context[rng.randrange(len(in_context))]
             chosen[-1] = (copied, "", "A copied answer.")
+        if self.lose_outputs:
+            chosen = [(ins, inp, "" if i % 2 else out) for i, (ins, inp, out) in enumerate(chosen)]
         blocks = [f"{ins}\nInput: {inp or '<noinput>'}\nOutput: {out}\n" for ins, inp, out in chosen]
         number = len(in_context) + 2
         body = blocks[0] + "".join(f"\nTask {number + i}\nInstruction: {b}" for i, b in enumerate(blocks[1:]))
         return " " + body
+
+    def _repair(self, text: str) -> str:
+        """Answers to a repair prompt's tasks (those after its last 'Tasks:'), numbered as asked."""
+        asked = re.findall(r"^Instruction: (.*)$", text.rsplit("\nTasks:\n", 1)[-1], flags=re.MULTILINE)
+        answers = [(n, self.repair_answer.format(instruction=ins)) for n, ins in enumerate(asked, start=1)]
+        lines = [f"Answer {n}: {answer}" for n, answer in answers if answer]
+        return " " + "\n".join(lines).removeprefix("Answer 1: ") if lines else ""
+
+
+def _vocabulary() -> list[str]:
+    words = re.findall(r"[a-z]{4,}", bundled_path("seed_tasks.jsonl").read_text(encoding="utf-8").lower())
+    banned = {"image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "maps", "draw", "plot"}
+    return sorted(set(words) - banned)
+
+
+class ShapedEngine(ScriptedEngine):
+    """An option for request-shaping tests (tests/test_shaping.py): a teacher whose yield depends on the request's
+    shape by construction. It writes five tasks of random seed words (so that ROUGE-L rejects almost none), of which
+    only ``complete_when(shown)`` have an output, ``shown`` being the in-context tasks the prompt showed; an answer
+    longer than the request's max_tokens (whitespace words) is cut there, losing its later tasks."""
+
+    def __init__(self, complete_when: Any = lambda shown: max(0, 5 - shown), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.complete_when = complete_when
+        self.vocabulary = _vocabulary()
+
+    def _answer(self, text: str, rng: random.Random) -> str:
+        shown = len(re.findall(r"^Instruction: ", text, flags=re.MULTILINE))
+        complete = self.complete_when(shown)
+        blocks = []
+        for i in range(5):
+            output = f"Here is answer {i}." if i < complete else ""
+            blocks.append(f"Explain {' '.join(rng.sample(self.vocabulary, 7))}.\nInput: <noinput>\nOutput: {output}\n")
+        number = shown + 2
+        return " " + blocks[0] + "".join(f"\nTask {number + i}\nInstruction: {b}" for i, b in enumerate(blocks[1:]))

@@ -4,13 +4,17 @@ from the runs' numbers (rows whose answers are known; no run is started)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sedi.arms import resolve
 from sedi.config import load_config
+from sedi.sample_run import write_sample_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_in_context.py"
 
@@ -28,7 +32,9 @@ def bench() -> Any:
 def test_split_arm_differs_from_the_method_as_stated_only_in_its_in_context_tasks(bench: Any) -> None:
     base = load_config(None, ["budget.max_calls=64", "generation.calls_per_round=16"])
     paper = bench.arm_config(base, "sedi-paper", 2).model_dump(mode="json")
-    split = bench.arm_config(base, "sedi-split", 2).model_dump(mode="json")
+    split = bench.arm_config(base, "in-context-split", 2).model_dump(mode="json")
+    assert bench.arm_config(base, "sedi-split", 2).model_dump(mode="json") == split  # the old name: same config
+    assert bench.arm_config(base, "default", 2) == resolve(base, "default", 2, "budget")  # as sedi compare runs it
     baseline = bench.arm_config(base, "self-instruct", 2).model_dump(mode="json")
     assert paper["method"] == split["method"] == "sedi" and baseline["method"] == "self-instruct"
     assert (paper["feedback"]["in_context"], split["feedback"]["in_context"]) == ("pool", "split")
@@ -57,3 +63,28 @@ def test_summary_pools_seeds_and_pairs_rounds(bench: Any) -> None:
     assert low <= out["sedi_split_over_self_instruct"] <= high < 1  # every resample keeps more with the split
     assert out["diversity_mean_cosine_distance_sedi_split"] == 0.75 and out["heldout_loss_sedi_split"] is None
     assert "sedi_paper_over_self_instruct" not in out  # an arm that did not run has no ratio
+    assert out["sedi_split_over_self_instruct_verdict"] == "fewer"
+    pairs = bench._pairs(["self-instruct", "in-context-split", "sedi-paper"])
+    assert pairs == [("self-instruct", "in-context-split"), ("self-instruct", "sedi-paper"),
+                     ("sedi-paper", "in-context-split")]  # fmt: skip
+
+
+def test_unknown_arm_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    run = [sys.executable, str(SCRIPT), "--run-dir", str(tmp_path / "b"), "--arms", "self-instruct,sedi"]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "sedi-steer" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_report_only_summarises_existing_run_directories_under_the_old_arm_name(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        write_sample_run(tmp_path / f"seed-{seed}" / "self-instruct", "self-instruct", seed=seed)
+        write_sample_run(tmp_path / f"seed-{seed}" / "sedi-split", "sedi", seed=seed + 5)
+    run = [sys.executable, str(SCRIPT), "--run-dir", str(tmp_path), "--repeat", "2", "--report-only"]
+    result = subprocess.run([*run, "--arms", "self-instruct,sedi-split"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["seeds"] == [0, 1] and [r["config_digest"] for r in out["per_seed_sedi_split"]] == ["digest"] * 2
+    rows = out["per_seed_self_instruct"]
+    assert out["calls_per_kept_self_instruct"] == round(sum(r["calls"] for r in rows) / sum(r["kept"] for r in rows), 4)
+    assert "sedi_split_over_self_instruct_ci95" in out and not list(tmp_path.glob("seed-*/*.yaml"))  # nothing written

@@ -173,3 +173,17 @@ def test_unreachable_teacher_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_status_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     result = sedi("status", str(tmp_path), "--json", timeout=120)
     assert result.returncode == 2 and "no sedi run here" in result.stderr
+
+
+def test_the_exit_codes_are_listed_in_run_help_and_the_readme() -> None:
+    from sedi.cli import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ERROR, EXIT_INTERRUPTED
+
+    shown = sedi("run", "--help", timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for code, words in ((0, "finished"), (EXIT_ERROR, "an unexpected error"), (EXIT_BAD_INPUT, "bad input"),
+                        (EXIT_BUDGET, "stopped by the budget"), (EXIT_INTERRUPTED, "interrupted")):  # fmt: skip
+        assert f"{code} {words}" in text, text
+        assert f"\n| {code} |" in readme, code
+    assert len({EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED, 0}) == 5

@@ -103,6 +103,37 @@ def test_bad_input_is_one_line_exit_2_before_any_call(tmp_path: Path, scripted: 
     assert not run_dir.exists() and sum(scripted.request_counts.values()) == 0
 
 
+@pytest.mark.parametrize(
+    ("sets", "ends_by", "calls"),
+    [
+        (["run.max_rounds=2"], "run.max_rounds", 20),  # 2 rounds of 10 calls, all made already
+        (["run.max_rounds=100"], "budget.max_calls", 200),  # the default budget
+        # $0.10 at the seen $0.0008 per call: 125 calls in all (the reservation may stop it one call sooner)
+        (["run.max_rounds=100", "budget.max_calls=null", "budget.max_cost_usd=0.1"], "budget.max_cost_usd", 125),
+        (["run.max_rounds=100", "budget.max_calls=null", "generation.target_kept=100"], "generation.target_kept", 50),
+    ],
+)
+def test_the_headline_is_the_run_as_configured_and_the_target_is_beside_it(
+    sets: list[str], ends_by: str, calls: int
+) -> None:
+    from sedi.config import load_config
+    from sedi.estimate import Seen, describe, forecast
+    from sedi.tasks import load_seed_tasks
+
+    prices = ["teacher.prices.prompt=20", "teacher.prices.completion=100"]  # USD per million tokens
+    config = load_config(None, ["generation.calls_per_round=10", *prices, *sets])
+    # 2 kept tasks per call seen over 20 calls, each of 30 prompt + 2 completion tokens ($0.0008).
+    seen = Seen(calls=20, slots=20, kept=40, candidates=80, prompt_tokens=600, completion_tokens=40, seconds=100.0)
+    est = forecast(config, seen, load_seed_tasks(None), "run")
+    assert (est["ends_by"], est["calls"]) == (ends_by, calls)
+    assert est["calls_low"] <= est["calls"] <= est["calls_high"] <= est["calls_to_target_high"]
+    assert est["calls_to_target"] >= est["calls"] and est["cost_usd"] == pytest.approx(calls * 0.0008)
+    assert est["kept_forecast"] == min(config.generation.target_kept, 2 * calls)
+    text = describe({**est, "run_dir": "r", "pilot_calls": 0})
+    assert f"the run as configured: {calls} calls" in text and f"it ends by {ends_by}" in text
+    assert f"calls to reach generation.target_kept {config.generation.target_kept}: {est['calls_to_target']}" in text
+
+
 def test_the_calls_interval_covers_simulated_runs() -> None:
     """The method's claim, checked on runs whose kept tasks per call are Poisson: 95% intervals cover about 95%."""
     rng = random.Random(7)

@@ -8,9 +8,14 @@ tasks in the run below)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import re
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ import yaml
 
 from sedi.export import user_turn
 from sedi.export_formats import COLUMNS, FORMATS
-from tests.helpers import invoke, record_run, rows, scripted_args, sedi, status
+from tests.helpers import SMALL_PRICED_ROUND, invoke, record_run, rows, scripted_args, sedi, set_args, status
 from tests.hub_server import local_hub
 from tests.scripted_teacher import ScriptedEngine
 from tests.servers import serve_app
@@ -44,17 +49,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
     from sedi.serve import create_app
 
     run = tmp_path_factory.mktemp("export") / "run"
-    small = {
-        "method": "self-instruct",
-        "generation.prompt_style": "self-instruct",
-        "generation.calls_per_round": "2",
-        "run.max_rounds": "1",
-        "student.heldout_size": "0",
-        "teacher.prices.prompt": "0.15",
-        "teacher.prices.completion": "0.6",
-    }
     with serve_app(create_app(TwoInstances())) as served:
-        extra = [a for k, v in small.items() for a in ("--set", f"{k}={v}")]
+        extra = set_args(SMALL_PRICED_ROUND)
         result = sedi(*scripted_args(run, served, tiny_model_dir, *extra))
     assert result.returncode == 0, result.stderr
     return run
@@ -178,7 +174,7 @@ def test_push_to_hub_sends_data_and_card_with_the_token_only_in_its_header(run_d
                       "me/instruct", "--private", env=env)  # fmt: skip
         assert pushed.returncode == 0, pushed.stderr
         again = sedi("export", str(run_dir), "--format", "messages", "--out", str(out), "--push-to-hub",
-                     "me/instruct", env=env)  # fmt: skip
+                     "me/instruct", "--force", env=env)  # fmt: skip
         assert again.returncode == 0, again.stderr  # the repo exists: the push commits again
         missing = sedi("export", str(run_dir), "--format", "messages", "--out", str(tmp_path / "no" / "a.jsonl"),
                        "--push-to-hub", "me/other", env={**env, "HF_TOKEN": ""})  # fmt: skip
@@ -234,6 +230,69 @@ def test_bad_export_input_is_one_line_with_exit_code_2(
         and not (tmp_path / "z").exists()
         and (tmp_path / "theirs" / "README.md").read_text() == "# my project\n"
     )
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """Make a directory unwritable even for root, which ignores permission bits: the immutable attribute
+    (``chattr +i``, ext4 and most Linux filesystems); as another user, ``chmod`` suffices. Undone on exit."""
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("root, and this filesystem has no immutable attribute: no way to make a folder read-only")
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o755)
+
+
+def test_writes_never_surprise_and_an_unwritable_place_is_one_line(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    existing, data = tmp_path / "mine.jsonl", run_dir / "data"
+    existing.write_text("my own file\n")
+    (tmp_path / "a-file").write_text("a regular file, so nothing can be made under it\n")
+    under_a_file = tmp_path / "a-file" / "sub"
+    before = {path.name: path.read_bytes() for path in data.iterdir()}
+
+    def export(out: Path, *extra: str) -> list[str]:
+        return ["export", str(run_dir), "--format", "alpaca", "--out", str(out), *extra]
+
+    cases = {
+        "mine.jsonl: already exists: pass --force": export(existing),
+        "is inside the run's own data directory": export(data / "kept.jsonl", "--force"),
+        "inside the run's own data directory": export(data / "other.jsonl"),
+        "a-file/sub/a.jsonl: cannot write there (Not a directory)": export(under_a_file / "a.jsonl"),
+        "a-file/sub/m: cannot write there (Not a directory)": ["export-model", str(run_dir), "--out", str(
+            under_a_file / "m")],
+        "a-file/sub: cannot write the report there (": ["report", str(run_dir), "--out", str(under_a_file)],
+    }  # fmt: skip
+    for expected, args in cases.items():
+        code, output = invoke(args, capsys, monkeypatch)
+        assert code == 2 and output.startswith("error: ") and output.count("\n") == 1, (args, output)
+        assert expected in output, output
+    assert existing.read_text() == "my own file\n"
+    assert {path.name: path.read_bytes() for path in data.iterdir()} == before  # the run's files as they were
+
+    code, output = invoke(export(existing, "--force"), capsys, monkeypatch)
+    assert code == 0 and json.loads(existing.read_text().splitlines()[0])["instruction"], output
+
+    # A read-only run directory (a copy: `sedi report` writes into the run directory by default) and a read-only
+    # export folder, made so with the immutable attribute when the tests run as root.
+    copy, folder = tmp_path / "ro-run", tmp_path / "ro-out"
+    shutil.copytree(run_dir, copy)
+    folder.mkdir()
+    with read_only(copy), read_only(folder):
+        for args, where in (
+            (["report", str(copy)], f"{copy}: cannot write the report there ("),
+            (export(folder / "a.jsonl"), f"--out {folder / 'a.jsonl'}: cannot write there ("),
+        ):
+            code, output = invoke(args, capsys, monkeypatch)
+            assert code == 2 and output.startswith("error: ") and output.count("\n") == 1, (args, output)
+            assert where in output, output
+    assert not (copy / "report.html").exists() and not any(folder.iterdir())
 
 
 def test_a_user_seed_file_is_named_with_the_licence_given_or_unknown() -> None:

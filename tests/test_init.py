@@ -21,9 +21,8 @@ from tests.servers import Served
 # What each kind must set beyond the defaults, written out here rather than read from sedi.scaffold.
 KINDS: dict[str, dict[str, Any]] = {
     "local": {},
-    "openai": {
+    "openai": {  # base_url left unset: $OPENAI_BASE_URL, else OpenAI's
         "provider": "openai",
-        "base_url": "https://api.openai.com/v1",
         "model": "gpt-4o-mini",
         "mode": "chat",
         "prices": {"prompt": 0.15, "completion": 0.6, "cached_prompt": None, "batch_discount": 0.5},
@@ -35,6 +34,9 @@ KINDS: dict[str, dict[str, Any]] = {
         "mode": "chat",
     },
 }
+# A remote teacher's rounds: 5 calls per request slot (concurrency 4), and rounds enough for the larger of the
+# budget's 200 calls and the target's 1000 tasks at one per call; the embedded demo keeps 2 rounds of 4 calls.
+ROUNDS = {"generation": {"calls_per_round": 20}, "run": {"max_rounds": 50}}
 
 
 def _section(annotation: Any) -> type[BaseModel] | None:
@@ -86,6 +88,8 @@ def test_init_writes_every_key_with_its_help_text_and_default(
     expected = SediConfig().model_dump(mode="json")
     expected["teacher"].update(KINDS[kind])
     expected["seeds"]["path"] = str(seeds)
+    for section, values in ({} if kind == "local" else ROUNDS).items():
+        expected[section].update(values)
     assert yaml.safe_load(shown) == expected  # the defaults, plus what the kind needs: nothing else differs
     assert load_config(config).model_dump(mode="json") == expected
 
@@ -110,6 +114,7 @@ def test_each_kind_passes_the_run_checks_it_documents(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     for kind in KINDS:
         _init([kind, "--teacher", kind], capsys, monkeypatch)
         config = load_config(Path(kind) / "sedi.yaml")
@@ -147,6 +152,86 @@ def test_init_refuses_to_overwrite_without_force_and_never_overwrites_seeds(
     code, output = invoke(["init", "other", "--teacher", "gpt"], capsys, monkeypatch)
     assert (code, output.strip()) == (2, "error: --teacher 'gpt': use one of local, openai, vllm")
     assert not (tmp_path / "other").exists()
+
+
+def test_openai_leaves_the_url_to_the_environment_unless_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sedi.loop import check_inputs, resolved
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    _init(["plain", "--teacher", "openai"], capsys, monkeypatch)
+    config = load_config(Path("plain") / "sedi.yaml")
+    assert config.teacher.base_url is None
+    # $OPENAI_BASE_URL is what the run uses (here a loopback server, which needs no key) and what it records.
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8123/v1")
+    (_, _), remote = check_inputs(config, "sedi.yaml")
+    assert remote is not None and remote[0].base_url == "http://127.0.0.1:8123/v1"
+    assert resolved(config, remote).teacher.base_url == "http://127.0.0.1:8123/v1"
+
+    _init(["given", "--teacher", "vllm", "--base-url", "http://10.1.2.3:8000/v1"], capsys, monkeypatch)
+    assert load_config(Path("given") / "sedi.yaml").teacher.base_url == "http://10.1.2.3:8000/v1"
+    code, output = invoke(["init", "local", "--base-url", "http://10.1.2.3:8000/v1"], capsys, monkeypatch)
+    assert code == 2 and output.startswith("error: --base-url: the local teacher") and output.count("\n") == 1
+    assert not Path("local").exists()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_remote_run_ends_at_its_target_or_budget_and_the_demo_at_its_rounds(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sedi.estimate import Seen, forecast
+
+    _init([str(tmp_path), "--teacher", kind], capsys, monkeypatch)
+    config = load_config(tmp_path / "sedi.yaml")
+    gen, most = config.generation, config.run.max_rounds * config.generation.calls_per_round
+    # A run seen to keep 2 tasks per call: 500 calls to the target.
+    seen = Seen(calls=20, slots=20, kept=40, candidates=80, prompt_tokens=20_000, completion_tokens=8_000)
+    est = forecast(config, seen, load_seed_tasks(None), "run")
+    if kind == "local":
+        assert (gen.calls_per_round, config.run.max_rounds) == (4, 2)
+        assert est["ends_by"] == "run.max_rounds" and est["calls"] == 20  # 8 planned calls, 20 already made
+    else:
+        assert gen.calls_per_round == 5 * config.teacher.concurrency
+        assert most >= max(config.budget.max_calls or 0, gen.target_kept)  # rounds never end it first
+        assert est["ends_by"] == "budget.max_calls" and est["calls"] == config.budget.max_calls
+    assert est["calls_to_target"] > est["calls"]  # the target's own forecast, beside the headline
+
+
+def _task_rows(n: int) -> str:
+    return "instruction,input,output\n" + "".join(f"Task number {i} asks for this.,,Answer {i}\n" for i in range(n))
+
+
+def test_your_seeds_are_split_into_seeds_and_a_held_out_set_never_used_as_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sedi.loop import check_inputs
+
+    monkeypatch.chdir(tmp_path)
+    Path("mine.csv").write_text(_task_rows(60))
+    out = _init(["proj", "--seeds", "mine.csv"], capsys, monkeypatch)
+    assert "wrote proj/seeds.jsonl (54 of your tasks)" in out and "wrote proj/heldout.jsonl (6 held out)" in out
+    config = load_config(Path("proj") / "sedi.yaml")
+    assert (config.seeds.path, config.seeds.heldout_path) == ("proj/seeds.jsonl", "proj/heldout.jsonl")
+    (seeds, heldout), _ = check_inputs(config, "sedi.yaml")
+    mine = load_seed_tasks("mine.csv")
+    assert len(heldout) == 6 and len(seeds) == 54 and not Path("proj/seeds.example.csv").exists()
+    assert not {t.instruction for t in seeds} & {t.instruction for t in heldout}
+    assert sorted(t.instruction for t in [*seeds, *heldout]) == sorted(t.instruction for t in mine)
+    assert [t.id for t in seeds] == [t.id for t in mine if t.instruction in {s.instruction for s in seeds}]
+
+    # A seed file is never overwritten, --force or not; a file too small to split is used as it is.
+    code, output = invoke(["init", "proj", "--seeds", "mine.csv", "--force"], capsys, monkeypatch)
+    assert code == 2 and "proj/seeds.jsonl: already exists" in output and output.count("\n") == 1
+    Path("few.csv").write_text(_task_rows(24))
+    out = _init(["small", "--seeds", "few.csv"], capsys, monkeypatch)
+    assert "24 tasks: fewer than 25, so none is held out" in out
+    small = load_config(Path("small") / "sedi.yaml")
+    assert (small.seeds.path, small.seeds.heldout_path) == ("few.csv", None)
+    Path("mine.txt").write_text(_task_rows(30))
+    code, output = invoke(["init", "txt", "--seeds", "mine.txt"], capsys, monkeypatch)
+    assert code == 2 and "mine.txt: unknown extension '.txt' (--seeds)" in output and not Path("txt").exists()
 
 
 def test_the_readme_shows_what_init_writes() -> None:

@@ -26,10 +26,11 @@ import pytest
 from sedi.budget import Budget
 from sedi.config import SediConfig
 from sedi.exceptions import RunDirError, SediError, TeacherError
+from sedi.ledger import cost_text
 from sedi.store import RunStore, Usage
 from sedi.summary import summarize
 from sedi.teacher import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
-from sedi.teacher_outcomes import MAX_RETRY_AFTER_S
+from sedi.teacher_outcomes import MAX_CHARS_PER_TOKEN, MAX_RETRY_AFTER_S, Malformed, checked_text
 from tests.fault_server import OVER_REPORTED_COMPLETION_TOKENS, FaultServer, answer_text, tagged
 from tests.servers import Served, serve_app
 
@@ -254,13 +255,71 @@ def test_caps_hold_under_faults_and_cached_answers_still_come_back(
     rerun_is_free(tmp_path / "run", app, served.base_url, done)
 
 
+def test_an_impossible_completion_is_charged_recorded_retried_and_never_kept(
+    tmp_path: Path, server: tuple[FaultServer, Served]
+) -> None:
+    app, served = server
+    run = Run(tmp_path / "run", served.base_url)
+    # 1 MB under a 384-token cap, usage claiming 384 tokens: once for each of 8 prompts (then answered), always for one
+    requests = [TeacherRequest(prompt=tagged("huge_text", i, 1), max_tokens=384) for i in range(8)]
+    stubborn = TeacherRequest(prompt=tagged("huge_text", 99), max_tokens=384)
+    (result, error), (_, failed) = run.batches(requests, [stubborn])
+    assert error is None and result is not None
+    assert [r.text if r else None for r in result.responses] == [answer_text(q.prompt or "") for q in requests]
+    error = failed
+    assert isinstance(error, TeacherError) and "MalformedResponse" in str(error) and "\n" not in str(error)
+    rows = check_money(run, app)
+    refused = [r for r in rows if r["error_class"] == "MalformedResponse"]
+    assert len(refused) == 8 + 4 == app.by_fault["huge_text"]  # max_retries 3: four attempts for the stubborn one
+    assert all(r["http_status"] == 200 and r["charged_tokens"] == r["reserved_tokens"] > 384 for r in refused)
+    assert all("under max_tokens 384" in r["error"] for r in refused)
+    longest = run.store.db.execute("SELECT MAX(LENGTH(text)) FROM responses").fetchone()[0]
+    assert longest < 100, "nothing of a refused completion is cached"
+    assert run.store.cached(stubborn.key(run.config.teacher.model, run.config.teacher.mode)) is None
+    run.close()
+
+
+def test_the_length_bound_is_32_characters_per_token_and_1024_more() -> None:
+    limit = MAX_CHARS_PER_TOKEN * 16 + 1024
+    assert MAX_CHARS_PER_TOKEN == 32 and checked_text("z" * limit, 16) == "z" * limit  # at the bound: kept
+    with pytest.raises(Malformed, match="under max_tokens 16"):
+        checked_text("z" * (limit + 1), 16)
+
+
+def test_a_response_without_usage_reports_at_most_its_charge_never_zero(
+    tmp_path: Path, server: tuple[FaultServer, Served]
+) -> None:
+    app, served = server
+    app.default = "no_usage"
+    run = Run(tmp_path / "run", served.base_url)
+    requests = [TeacherRequest(prompt=f"Task 1: quiet {i}\nTask 2:", max_tokens=64) for i in range(5)]
+    _, error = run.batch(requests)
+    assert error is None
+    check_money(run, app)
+    summary = summarize(run.store.db, run.store.run_dir)
+    charged = run.budget.spent.cost_usd
+    assert charged > 0 and summary["cost_usd"] == pytest.approx(charged, abs=1e-6)
+    assert summary["cost_known"] is False and summary["cost_upper_bound"] is True
+    assert summary["cost_reported_usd"] == 0.0 and summary["unreported_usage_calls"] == 5
+    assert summary["usd_per_kept"] is None  # nothing kept here; with kept tasks it divides the same upper bound
+    assert cost_text(summary).startswith(f"at most ${charged:,.4f}")
+    run.close()
+    app.default = "ok"  # one known answer more does not make the total exact
+    again = Run(tmp_path / "run", served.base_url)
+    again.batch([TeacherRequest(prompt="Task 1: loud\nTask 2:", max_tokens=64)])
+    after = summarize(again.store.db, again.store.run_dir)
+    assert after["cost_upper_bound"] is True and after["cost_usd"] > summary["cost_usd"]
+    again.close()
+
+
 def test_a_full_disk_settles_every_reservation_and_stops(tmp_path: Path, server: tuple[FaultServer, Served]) -> None:
     app, served = server
     app.pad_text = 20_000  # each answer needs new database pages
     run = Run(tmp_path / "run", served.base_url)
     pages = run.store.db.execute("PRAGMA page_count").fetchone()[0]
     run.store.db.execute(f"PRAGMA max_page_count = {pages + 2}")  # room for ledger rows, not for answers
-    requests = [TeacherRequest(prompt=tagged("ok", i), max_tokens=16) for i in range(30)]
+    # max_tokens leaves room for the padded answers: 20,000 characters under 16 tokens would be refused as implausible
+    requests = [TeacherRequest(prompt=tagged("ok", i), max_tokens=1024) for i in range(30)]
     _, error = run.batch(requests)
     assert isinstance(error, RunDirError) and "cannot write the call ledger" in str(error)
     assert "\n" not in str(error)

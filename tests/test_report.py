@@ -127,7 +127,8 @@ def test_cost_per_kept_task_is_unknown_without_prices_never_zero(tmp_path: Path)
     assert unpriced_cell == "unknown (no teacher.prices)" and priced_cell.startswith("$")
     assert _best_cells(page, "usd_per_kept") == []  # nothing to compare with an unknown cost
     costs = [_ledger_totals(run) for run in (priced, unpriced)]
-    assert _best_cells(page, "tokens_per_kept") == [min((0, 1), key=lambda i: costs[i][1] / costs[i][2])]
+    assert costs[0][1] / costs[0][2] != costs[1][1] / costs[1][2]  # different, yet within the noise of a few
+    assert _best_cells(page, "tokens_per_kept") == []  # kept tasks: no cell marked (sedi.arm_stats.clearly_better)
 
 
 def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
@@ -169,7 +170,7 @@ def test_comparison_labels_both_methods(tmp_path: Path) -> None:
     assert _cells(page, "heldout_loss") == ["2.300 (round 2)", "2.200 (round 2)"]
     for metric in ("heldout_loss", "diversity_cosine", "diversity_vendi"):
         assert _best_cells(page, metric) == [1], metric
-    assert _best_cells(page, "calls_per_kept") == [0 if first < second else 1]
+    assert first != second and _best_cells(page, "calls_per_kept") == []  # the interval includes 1: none marked
     assert _best_cells(page, "kept") == [] and _best_cells(page, "promotions") == []  # no "better" direction
     for i in range(2):  # each run's name carries its colour in the plots
         assert f"background:{_plots.colour(i)}" in page

@@ -80,7 +80,7 @@ def test_call_cap_holds_with_high_concurrency_and_raising_it_continues(
     run_dir = tmp_path / "run"
     capped = sedi(*run_args(run_dir, server, engine, "--set", "budget.max_calls=5", "--set", "teacher.concurrency=8",
                              "--set", "generation.calls_per_round=12", "--set", "run.max_rounds=1"))  # fmt: skip
-    assert capped.returncode == 0, capped.stderr
+    assert capped.returncode == 3, capped.stderr  # the documented exit code of a budget stop
     assert "budget exhausted: budget.max_calls is 5" in capped.stderr
     assert server.counter.counts["/v1/completions"] == 5
     summary = status(run_dir)
@@ -101,7 +101,7 @@ def test_token_cap_holds_at_the_server(tmp_path: Path, server: Served, engine: A
     cap = 1500
     result = sedi(*run_args(run_dir, server, engine, "--set", f"budget.max_tokens={cap}", "--set",
                             "teacher.concurrency=8", "--set", "generation.calls_per_round=12"))  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # stopped by its budget
     rows = ledger(run_dir)
     assert 0 < len(rows) == server.counter.counts["/v1/completions"] < 12
     summary = status(run_dir)

@@ -80,7 +80,7 @@ def test_a_budget_that_ends_among_the_instance_calls_leaves_finished_tasks(
     published = ["--set", "method=self-instruct", "--set", "generation.prompt_style=self-instruct"]
     small = [*published, "--set", "generation.calls_per_round=2", "--set", "run.max_rounds=1"]
     small += ["--set", "teacher.concurrency=2", "--set", "budget.max_calls=9"]
-    assert sedi(*scripted_args(run_dir, scripted, tiny_model_dir, *small)).returncode == 0
+    assert sedi(*scripted_args(run_dir, scripted, tiny_model_dir, *small)).returncode == 3  # a budget stop
     first, answered = status(run_dir), _answered(run_dir)
     assert first["state"] == "budget_exhausted" and first["calls"] == 9
     # 2 generation calls, then chunks of 2 tasks (2 classify + 2 instance calls): the 7 calls left finish 2 tasks

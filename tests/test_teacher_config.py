@@ -36,6 +36,14 @@ def test_a_remote_teacher_needs_prices_or_free(
             openai_endpoints(config.teacher, "c.yaml")
 
 
+def test_a_missing_key_names_the_url_it_was_for_resolved_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEDI_TEST_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://gateway.example.invalid/v1")
+    config = SediConfig.model_validate({"teacher": {"provider": "openai", "api_key_env": "SEDI_TEST_KEY"}})
+    with pytest.raises(ConfigError, match=r"\$SEDI_TEST_KEY is not set for the teacher at https://gateway\.example"):
+        openai_endpoints(config.teacher, "c.yaml")
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [

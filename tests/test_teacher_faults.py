@@ -174,6 +174,17 @@ def test_auth_error_is_not_retried_and_names_the_fix(tmp_path: Path) -> None:
     assert len(h.ledger()) == len(h.requests) == 1
 
 
+def test_an_impossible_completion_is_malformed_charged_and_not_cached(tmp_path: Path) -> None:
+    huge = {**completion_body("Task 2: " + "y" * 1_000_000), "usage": {"prompt_tokens": 11, "completion_tokens": 384}}
+    ok = completion_body()
+    h = Harness(tmp_path, sequence(lambda: httpx2.Response(200, json=huge), lambda: httpx2.Response(200, json=ok)))
+    assert h.complete(TeacherRequest(prompt="Task 1: x\nTask 2:", max_tokens=384)).text == "Task 2: Say hi."
+    first, second = h.ledger()
+    assert (first["status"], first["http_status"], first["error_class"]) == ("error", 200, "MalformedResponse")
+    assert first["charged_tokens"] == first["reserved_tokens"] and second["status"] == "ok"
+    assert [r[0] for r in h.store.db.execute("SELECT text FROM responses")] == ["Task 2: Say hi."]
+
+
 def test_connection_refused_becomes_teacher_unreachable(tmp_path: Path) -> None:
     def refuse(_: httpx2.Request) -> httpx2.Response:
         raise httpx2.ConnectError("connection refused")

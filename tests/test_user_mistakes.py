@@ -74,6 +74,14 @@ def _config_file(text: str) -> Callable[[Path], list[str]]:
     return lambda tmp: [str(_file("c.yaml", text)(tmp))]
 
 
+_SEED = '{"instruction": "Say hi.", "output": "Hi"}\n'  # 9 characters, as the size check counts them
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def _cls_pooled(path: Path) -> Path:
     """A sentence-transformers folder (as far as its files tell) that pools by the CLS token."""
     fake_model(path, files=("config.json",))
@@ -107,6 +115,8 @@ MISTAKES = [
     Mistake("unknown key", "teacher.modle", sets=["teacher.modle=x"]),
     Mistake("bad value", "budget.max_calls", sets=["budget.max_calls=-1"]),
     Mistake("bad enum value", "teacher.mode", sets=["teacher.mode=chatty"]),
+    Mistake("bad repair mode", "generation.repair", sets=["generation.repair=always"]),
+    Mistake("repair_per_call out of range", "generation.repair_per_call", sets=["generation.repair_per_call=0"]),
     Mistake("malformed YAML", "c.yaml", prepare=_config_file("teacher: [unclosed\n")),
     Mistake("config file missing", "nope.yaml", prepare=lambda tmp: [str(tmp / "nope.yaml")]),
     Mistake("seed file not JSONL", "seeds.jsonl: line 1: invalid JSON", prepare=_seeds("Say hello. -> Hello.\n")),
@@ -132,6 +142,55 @@ MISTAKES = [
         "held-out CSV with a misspelt column",
         "heldout.csv: line 1: unknown column 'instuction'",
         prepare=_set("seeds.heldout_path", _file("heldout.csv", "instuction,output\nx,y\n")),
+    ),
+    # Inputs bounded and checked before spending (issue 26): sizes, duplicates, control characters, extensions.
+    Mistake(
+        "duplicate key in the YAML config",
+        "c.yaml: duplicate key 'method' at lines 1 and 3",
+        prepare=_config_file("method: sedi\nbudget: {max_calls: 3}\nmethod: self-instruct\n"),
+    ),
+    Mistake(
+        "duplicate nested key in the YAML config",
+        "c.yaml: duplicate key 'max_calls' at lines 2 and 3",
+        prepare=_config_file("budget:\n  max_calls: 3\n  max_calls: 30\n"),
+    ),
+    Mistake("config path is a directory", "confdir: is a directory", prepare=lambda tmp: [str(_dir(tmp / "confdir"))]),
+    Mistake(
+        "JSONL seed over seeds.max_chars",
+        "seeds.jsonl: line 2: the task is 20,015 characters (instruction + input + output), over seeds.max_chars",
+        prepare=_seeds(_SEED + json.dumps({"instruction": "Summarise it.", "input": "x" * 20_000, "output": "ok"})),
+    ),
+    Mistake(
+        "CSV seed past the csv module's own field limit",
+        "seeds.csv: line 3: the task is 200,015 characters",
+        prepare=_seeds(f'instruction,input,output\nSay hi.,,Hi\nSummarise it.,"{"y" * 200_000}",ok\n', "seeds.csv"),
+    ),
+    Mistake(
+        "seed under a lowered seeds.max_chars",
+        "seeds.jsonl: line 1: the task is 9 characters (instruction + input + output), over seeds.max_chars (8)",
+        sets=["seeds.max_chars=8"],
+        prepare=_seeds(_SEED),
+    ),
+    Mistake(
+        "identical seed rows", "seeds.jsonl: line 3: the same task as line 1", prepare=_seeds(_SEED + "\n" + _SEED)
+    ),
+    Mistake(
+        "NUL in a JSONL seed",
+        "seeds.jsonl: line 1: field 'output' holds the control character U+0000",
+        prepare=_seeds('{"instruction": "Say hello.", "output": "Hel\\u0000lo"}\n'),
+    ),
+    Mistake(
+        "NUL byte in a CSV seed",
+        "seeds.csv: line 2: field 'instruction' holds the control character U+0000",
+        prepare=_seeds("instruction,output\nSay\x00 hi.,Hi\n", "seeds.csv"),
+    ),
+    Mistake("seed file named .txt", "seeds.txt: unknown extension '.txt'", prepare=_seeds(_SEED, "seeds.txt")),
+    Mistake(
+        "held-out file over seeds.max_chars",
+        "heldout.jsonl: line 1: the task is",
+        prepare=_set(
+            "seeds.heldout_path", _file("heldout.jsonl", json.dumps({"instruction": "x" * 30_000, "output": ""}) + "\n")
+        ),
     ),
     Mistake("student model missing", "student.model", sets=["student.model=/nonexistent/student"]),
     Mistake(
@@ -194,6 +253,10 @@ MISTAKES = [
     Mistake(
         "zero-length sedi.db beside run files", "sedi.db: is empty", prepare=_broken_db(lambda db: db.write_bytes(b""))
     ),
+    # generation.shaping (request shapes, tests/test_shaping.py)
+    Mistake("bad shaping value", "generation.shaping", sets=["generation.shaping=learned"]),
+    Mistake("shape floors over 1", "floor 0.4 times 4 shapes is over 1", sets=["generation.shapes.floor=0.4"]),
+    Mistake("shape listed twice", "twice", sets=["generation.shapes.options=[{in_context: 2}, {in_context: 2}]"]),
 ]
 
 
@@ -238,6 +301,28 @@ def test_the_changed_setting_message_is_exactly_the_documented_one(
         f"error: {run_dir}: cannot resume with changed setting(s) generation.calls_per_round (4 -> 2): they change "
         "the plan of rounds already started; restore them or use a new --run-dir"
     )
+
+
+def test_a_budget_stop_exits_3_and_your_seeds_say_which_held_out_set_they_are_measured_on(
+    tmp_path: Path,
+    teacher: Served,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The documented budget code, distinct from errors (2) and bugs (1); nothing sent (the cap is 0)."""
+    from sedi.summary import read_summary
+
+    seeds, run_dir, requests = _file("mine.jsonl", _SEED)(tmp_path), tmp_path / "run", teacher.counter.total
+    sets = ["teacher.provider=openai", f"teacher.base_url={teacher.base_url}", "teacher.model=tiny"]
+    sets += ["budget.max_calls=0", f"seeds.path={seeds}", f"student.model={tiny_model_dir}", "student.heldout_size=2"]
+    code, output = invoke(
+        ["run", "--run-dir", str(run_dir), *(a for s in sets for a in ("--set", s))], capsys, monkeypatch
+    )
+    assert code == 3 and "budget exhausted: budget.max_calls is 0" in output and "Traceback" not in output, output
+    assert read_summary(run_dir)["state"] == "budget_exhausted" and teacher.counter.total == requests
+    (line,) = [line for line in output.splitlines() if line.startswith("held-out:")]
+    assert line.startswith("held-out: the first 2 of the 252 general tasks shipped with sedi, not yours"), line
 
 
 def test_the_template_check_agrees_with_transformers(tiny_model_dir: Path, tiny_model_dir_no_template: Path) -> None:
