@@ -22,6 +22,7 @@ from openai.types.chat import ChatCompletion
 from sedi import ledger
 from sedi._io import dumps
 from sedi._types import AttemptOutcome, Usage
+from sedi.redact import redact
 from sedi.teacher_outcomes import Malformed
 
 # batch_jobs.state, in order: rows written; input file uploaded; job created at the provider; lines recorded.
@@ -227,7 +228,7 @@ def refused(url: str, what: str, exc: openai.APIStatusError, key_env: str) -> st
             f"teacher at {url} has no Batch API (HTTP 404 at the {what}): set teacher.batch: false, or point "
             "teacher.base_url at an endpoint with /v1/files and /v1/batches"
         )
-    detail = str(exc).splitlines()[0][:300]
+    detail = redact(str(exc).splitlines()[0])[:300]  # redacted before the cut, so no half of a key survives it
     return f"teacher at {url} refused the {what} (HTTP {exc.status_code}: {detail}): fix the teacher config"
 
 

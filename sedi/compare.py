@@ -73,6 +73,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     row["run_dir"] = str(run_dir)
     row["state"] = summary["state"]
     row["cost_known"] = summary["cost_known"]
+    row["cost_upper_bound"] = bool(summary.get("cost_upper_bound"))  # charged worst cases: "at most", never less
     row["rounds"] = round_counts(run_dir)
     return row
 
@@ -110,6 +111,7 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             rules[rule] = rules.get(rule, 0) + n
     out["rejected_by_rule"] = rules
     out["cost_known"] = all(r.get("cost_known", True) for r in rows)  # else the cost cells say "unknown", never 0
+    out["cost_upper_bound"] = any(r.get("cost_upper_bound") for r in rows)
     return out
 
 
@@ -127,7 +129,8 @@ def _markdown(table: dict[str, Any]) -> str:
                 cells.append("unknown" if unknown else "–")
                 continue
             spread = per[method].get(f"{key}_stdev")
-            text = f"{value:,.4g}"
+            bound = key in ("cost_usd", "usd_per_kept") and per[method].get("cost_upper_bound")
+            text = f"at most {value:,.4g}" if bound else f"{value:,.4g}"
             cells.append(f"{text} ± {spread:.2g}" if repeat > 1 and spread else text)
         lines.append(f"| {label} | {' | '.join(cells)} |")
     rules = sorted({r for m in arms for r in per[m]["rejected_by_rule"]})
@@ -141,7 +144,7 @@ def _markdown(table: dict[str, Any]) -> str:
     for name, r in table["ratios"].items():
         footer += f"\nCalls per kept task, {name}: {ratio_words(r)}."
         tokens, usd = ("n/a" if v is None else f"{v:.3f}x" for v in (r["tokens_per_kept"], r["usd_per_kept"]))
-        cost = usd if r["cost_known"] else "unknown (no teacher.prices)"
+        cost = usd if r["cost_known"] else "unknown (no teacher.prices, or usage not reported)"
         footer += f" Tokens per kept task: {tokens}; cost per kept task: {cost}.\n"
     seeds = table["seeds"]
     if len(seeds) > 1:

@@ -22,7 +22,6 @@ from sedi.config_student import StudentConfig
 from sedi.config_teacher import BudgetConfig, TeacherConfig, _Strict
 from sedi.config_yaml import read_config_file
 from sedi.exceptions import ConfigError
-from sedi.tasks import MAX_TASK_CHARS
 
 
 # What a shell accepts as an environment variable name (POSIX), so no API key can pass for one.
@@ -247,7 +246,7 @@ class SeedsConfig(_Strict):
     # 6,387 characters (instruction + input + output) and of the 252 held-out tasks 3,249: 20,000 leaves room for
     # real tasks with a document as input while refusing a pasted file before it is paid for.
     max_chars: int = Field(
-        MAX_TASK_CHARS,
+        20_000,
         ge=1,
         description="Most characters in one seed or held-out task (instruction + input + output); a longer row "
         "is refused with its file, line and size before any request. Seed files also refuse identical rows and "
@@ -298,8 +297,12 @@ class SediConfig(_Strict):
         return self
 
     def digest(self) -> str:
-        """A short hash of the whole config, for run metadata."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short hash of the whole config, for run metadata; over the redacted config (sedi.redact), so a URL's
+        password cannot be guessed offline from a digest written to the run database or a dataset card. A config
+        without credentials hashes as it always did."""
+        from sedi.redact import redact
+
+        payload = redact(json.dumps(self.model_dump(mode="json"), sort_keys=True))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

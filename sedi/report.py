@@ -158,7 +158,14 @@ def _last(metric: str) -> Callable[[RunData], str]:
 
     def cell(run: RunData) -> str:
         by_round = run.metrics.get(metric)
-        return "n/a" if not by_round else f"{by_round[max(by_round)]:.3f} (round {max(by_round) + 1})"
+        if not by_round:
+            return "n/a"
+        # A round the budget stopped before any call still records its (unchanged) metrics: name the round that
+        # produced the value, the last one whose calls grew, not the one that generated nothing.
+        calls = run.metrics.get("calls", {})
+        grew = [r for r in by_round if r not in calls or calls.get(r - 1) is None or calls[r] > calls[r - 1]]
+        last = max(grew or by_round)
+        return f"{by_round[last]:.3f} (round {last + 1})"
 
     return cell
 

@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from sedi._types import TaskOrigin
+from sedi.config import SeedsConfig
 from sedi.exceptions import ConfigError
 
 BUNDLED_SEEDS = "seed_tasks.jsonl"
 BUNDLED_HELDOUT = "user_oriented_instructions.jsonl"
 SUFFIXES = (".jsonl", ".csv")
-MAX_TASK_CHARS = 20_000  # the default of seeds.max_chars (see sedi.config.SeedsConfig for the measured reason)
+# The default of seeds.max_chars, taken from the config model (which imports nothing from the code it configures;
+# see sedi.config.SeedsConfig for the measured reason), for the loaders' callers that have no config.
+MAX_TASK_CHARS: int = SeedsConfig.model_fields["max_chars"].default
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # The csv module refuses a field over 131,072 characters with its own error ("field larger than field limit"),
 # which reads as a quoting problem: lift that limit (the text is in memory already) so that seeds.max_chars,

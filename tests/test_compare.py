@@ -168,7 +168,10 @@ def test_cost_per_kept_task_is_unknown_without_prices_never_zero() -> None:
     markdown = _markdown({"arms": arms, "repeat": 1, "seeds": [0], "runs": runs, "ratios": ratios})
     assert "| cost per kept task (USD) | unknown | unknown |" in markdown
     assert "| cost (USD) | unknown | unknown |" in markdown and "| tokens per kept task | 200 | 150 |" in markdown
-    assert "Tokens per kept task: 0.750x; cost per kept task: unknown (no teacher.prices)." in markdown
+    assert (
+        "Tokens per kept task: 0.750x; cost per kept task: unknown (no teacher.prices, or usage not reported)."
+        in markdown
+    )
 
 
 def _row(calls: int, kept: int, rounds: list[tuple[float, float]], digest: str) -> dict[str, Any]:

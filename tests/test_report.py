@@ -264,3 +264,13 @@ def test_missing_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RunDirError):
         write_report([tmp_path / "nowhere"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_last_round_that_generated_nothing_does_not_name_the_diversity_value() -> None:
+    from sedi.report import RunData, _last
+
+    metrics = {"diversity_mean_cosine_distance": {0: 0.81, 1: 0.84, 2: 0.84}, "calls": {0: 4.0, 1: 8.0, 2: 8.0}}
+    cell = _last("diversity_mean_cosine_distance")
+    assert cell(RunData(Path("r"), "sedi", {}, metrics=metrics)) == "0.840 (round 2)"  # round 3 sent no call
+    metrics["calls"][2] = 9.0
+    assert cell(RunData(Path("r"), "sedi", {}, metrics=metrics)) == "0.840 (round 3)"

@@ -220,3 +220,12 @@ def create_scripted() -> object:
     from sedi.serve import create_app
 
     return create_app(ScriptedEngine())
+
+
+def test_the_config_digest_does_not_depend_on_a_url_password() -> None:
+    from sedi.config import load_config
+
+    first, second = (
+        load_config(None, [f"teacher.base_url=http://user:{pw}@127.0.0.1:9/v1"]) for pw in ("pw-one1", "pw-two2")
+    )
+    assert first.digest() == second.digest() != load_config(None, ["teacher.base_url=http://127.0.0.2:9/v1"]).digest()
