@@ -71,6 +71,10 @@ class Seen:
     completion_tokens: int = 0
     seconds: float = 0.0
     timed: tuple[str, ...] = ()  # the round parts whose seconds were measured (generate, filter, train, ...)
+    # What the budget charged (sedi status's cost_usd): above the reported tokens' cost when some call's usage was
+    # not reported and was charged its worst case; the spent cost is never shown below it.
+    charged_usd: float = 0.0
+    cost_upper_bound: bool = False
 
 
 def read_seen(run_dir: Path) -> Seen | None:
@@ -97,6 +101,7 @@ def read_seen(run_dir: Path) -> Seen | None:
         summary["calls"], int(slots), summary["kept"], summary["candidates"], summary["prompt_tokens"],
         summary["completion_tokens"], float(sum(timed.values())) or float(summary["wall_seconds"]),
         tuple(sorted(name.removeprefix("seconds_") for name in timed)),
+        float(summary.get("cost_usd") or 0.0), bool(summary.get("cost_upper_bound")),
     )  # fmt: skip
 
 
@@ -171,7 +176,8 @@ def forecast(config: SediConfig, seen: Seen | None, seeds: list[Task], basis: st
         "prompt_tokens_per_call_high": max_prompt, "prompt_tokens_per_call_bound_mean": mean_prompt,
         "completion_tokens_per_call_high": gen.sampling.max_tokens,
         "cost_known": price is not None,
-        "cost_usd_spent": None if price is None else round(spent[0] * price[0] + spent[1] * price[1], 6),
+        "cost_usd_spent": None if price is None else round(_spent_usd(s, price), 6),
+        "cost_spent_upper_bound": s.cost_upper_bound,  # then cost_usd_spent is "at most"
         "cost_usd_per_call_high": None if price is None else round(worst[0] * price[0] + worst[1] * price[1], 6),
         "seconds_spent": round(s.seconds, 1),
         "seconds_parts": list(s.timed),  # without "train", the seconds leave training out (no round trained yet)
@@ -202,6 +208,11 @@ def forecast(config: SediConfig, seen: Seen | None, seeds: list[Task], basis: st
     return out
 
 
+def _spent_usd(s: Seen, price: tuple[float, float]) -> float:
+    """USD spent so far: the reported tokens at ``price``, or what the budget charged where that is more."""
+    return max(s.prompt_tokens * price[0] + s.completion_tokens * price[1], s.charged_usd)
+
+
 def _call_caps(config: SediConfig, s: Seen, per_slot: float, price: Prices) -> list[tuple[str, int]]:
     """The calls at which each cap would end the run: run.max_rounds (its generation calls times the calls per
     generation call), budget.max_calls, and budget.max_tokens / max_cost_usd at the per-call means seen (the
@@ -211,7 +222,7 @@ def _call_caps(config: SediConfig, s: Seen, per_slot: float, price: Prices) -> l
     caps = [("run.max_rounds", s.calls + math.ceil(max(most - s.slots, 0) * per_slot - 1e-9))]
     if budget.max_calls is not None:
         caps.append(("budget.max_calls", max(budget.max_calls, s.calls)))
-    spent = 0.0 if price is None else s.prompt_tokens * price[0] + s.completion_tokens * price[1]
+    spent = 0.0 if price is None else _spent_usd(s, price)
     for name, cap, so_far in (("budget.max_tokens", budget.max_tokens, used), ("budget.max_cost_usd",
                               budget.max_cost_usd, spent)):  # fmt: skip
         if cap is not None and so_far > 0:  # the calls left at the mean per call seen so far
@@ -316,7 +327,7 @@ def describe(r: dict[str, Any]) -> str:
             to_target = "" if r["calls"] == r["calls_to_target"] else f"; to the target {_usd(r['cost_usd_to_target'])}"
             lines.append(
                 f"cost: {_usd(r['cost_usd'])} (95% interval {_usd(r['cost_usd_low'])} to {_usd(r['cost_usd_high'])}), "
-                f"{_usd(r['cost_usd_spent'])} spent{to_target}"
+                f"{'at most ' if r['cost_spent_upper_bound'] else ''}{_usd(r['cost_usd_spent'])} spent{to_target}"
             )
         lines.append(
             f"wall time: {_time(r['seconds'])} (95% interval {_time(r['seconds_low'])} to {_time(r['seconds_high'])}), "

@@ -159,3 +159,18 @@ def test_the_calls_interval_covers_simulated_runs() -> None:
             got, calls = got + poisson(2.0), calls + 1
         covered, tried = covered + (low <= calls <= high), tried + 1
     assert 0.9 <= covered / tried <= 0.995
+
+
+def test_spent_cost_is_never_shown_below_what_the_budget_charged() -> None:
+    from sedi.config import load_config
+    from sedi.estimate import Seen, forecast
+    from sedi.tasks import load_seed_tasks
+
+    config = load_config(None, ["teacher.prices.prompt=1", "teacher.prices.completion=1"])
+    # 4 calls reported 1,000 tokens ($0.001), but two came back without usage and were charged their worst case.
+    seen = Seen(calls=4, slots=4, kept=8, candidates=20, prompt_tokens=800, completion_tokens=200, seconds=10.0)
+    exact = forecast(config, seen, load_seed_tasks(None), "run")
+    assert exact["cost_usd_spent"] == 0.001 and exact["cost_spent_upper_bound"] is False
+    bound = Seen(**{**seen.__dict__, "charged_usd": 0.0031, "cost_upper_bound": True})
+    out = forecast(config, bound, load_seed_tasks(None), "run")
+    assert out["cost_usd_spent"] == 0.0031 and out["cost_spent_upper_bound"] is True
