@@ -7,7 +7,7 @@ no decoding work), with the run's own kind of request: a completion prompt of 6 
 Prints one JSON line. The CPU may be shared with other work: compare the speedups, which divide out
 most of that, rather than absolute rates across runs.
 
-    python scripts/bench_teacher.py [--requests 8] [--max-tokens 192]
+    python scripts/bench_teacher.py [--requests 8] [--max-tokens 192] [--levels 1,4,8] [--style alpaca]
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as sedi.serve.serve does
 
 
-def prompts(count: int, seed: int = 0) -> list[str]:
+def prompts(count: int, seed: int = 0, style: str = "self-instruct") -> list[str]:
+    """``style`` 'alpaca' gives the default run's prompts (whole seed tasks, about 600-850 tokens); 'self-instruct'
+    the instruction lists this script measured first (about 140 tokens)."""
     from sedi.prompts import completion_prompt
     from sedi.tasks import load_seed_tasks
 
     tasks = load_seed_tasks(None)
     rng = random.Random(seed)
-    return [completion_prompt(rng.sample(tasks, 6)) for _ in range(count)]
+    return [completion_prompt(rng.sample(tasks, 6), style) for _ in range(count)]
 
 
 def level(engine: Any, texts: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--levels", default="1,4,8", help="Concurrency levels, comma-separated (1 first).")
+    parser.add_argument("--style", default="self-instruct", choices=["self-instruct", "alpaca"], help="Prompt style.")
     args = parser.parse_args()
     levels = [int(n) for n in args.levels.split(",")]
 
@@ -87,7 +90,7 @@ def main() -> None:
     from sedi.serve import BUNDLED_MODEL_NAME, Engine
 
     engine = Engine.load(BUNDLED_MODEL_NAME, device=args.device, max_batch=max(levels))
-    texts = prompts(args.requests)
+    texts = prompts(args.requests, style=args.style)
     engine.generate(texts[0], max_tokens=4, temperature=0)  # warm-up: first-call allocations
     out: dict[str, Any] = {
         "model": BUNDLED_MODEL_NAME,
@@ -96,6 +99,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "requests": args.requests,
         "max_tokens": args.max_tokens,
+        "style": args.style,
         "prompt_tokens_mean": round(sum(engine.count_tokens(t) for t in texts) / len(texts), 1),
     }
     for concurrency in levels:
