@@ -154,16 +154,23 @@ def test_batched_rows_keep_their_own_settings_and_results(engine: Engine) -> Non
     assert singles[5].finish_reason == "stop" and "e" not in singles[5].text
 
 
+# Long enough that the first request is still decoding when the test takes the step lock: with 200 tokens the tiny
+# model once finished every step between the poll seeing 5 steps and the lock being taken, on an idle machine.
+FIRST_TOKENS = 1500
+
+
 def test_requests_join_and_leave_a_running_batch(engine: Engine) -> None:
     long_prompt = PROMPTS[2] * 3  # longer than the running row's columns when it joins: the batch is padded
     expected = {
-        "first": engine.generate(PROMPTS[1], max_tokens=200, temperature=1.0, seed=3),
+        "first": engine.generate(PROMPTS[1], max_tokens=FIRST_TOKENS, temperature=1.0, seed=3),
         "short": engine.generate(PROMPTS[0], max_tokens=10, temperature=0),
         "long": engine.generate(long_prompt, max_tokens=25, temperature=1.0, seed=4),
     }
     results: dict[str, GenerationResult] = {}
     first = threading.Thread(
-        target=lambda: results.update(first=engine.generate(PROMPTS[1], max_tokens=200, temperature=1.0, seed=3))
+        target=lambda: results.update(
+            first=engine.generate(PROMPTS[1], max_tokens=FIRST_TOKENS, temperature=1.0, seed=3)
+        )
     )
     steps_before = engine.scheduler.stats.steps
     first.start()
