@@ -212,7 +212,7 @@ def test_generation_runs_off_the_event_loop(tiny_server: Served, tiny_engine: An
     )
     # Holding the scheduler's step lock stands in for a long generation in progress, independent of CPU
     # speed. Had the endpoint called generate() on the event loop, the loop would now be stuck waiting.
-    with engine.scheduler.step_lock:
+    with engine.scheduler.paused():
         worker.start()
         while tiny_server.request_counts["/v1/completions"] == arrived:
             time.sleep(0.01)

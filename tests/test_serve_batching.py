@@ -120,7 +120,7 @@ def concurrently(calls: list[Callable[[], T]], engine: Engine) -> list[T]:
         results[index] = calls[index]()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
-    with engine.scheduler.step_lock:
+    with engine.scheduler.paused():
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 30
@@ -177,7 +177,7 @@ def test_requests_join_and_leave_a_running_batch(engine: Engine) -> None:
     deadline = time.monotonic() + 30
     while engine.scheduler.stats.steps < steps_before + 5 and time.monotonic() < deadline:
         time.sleep(0.001)
-    with engine.scheduler.step_lock:  # between two steps of the first request
+    with engine.scheduler.paused():  # between two steps of the first request
         joiners = [
             threading.Thread(
                 target=lambda: results.update(short=engine.generate(PROMPTS[0], max_tokens=10, temperature=0))
@@ -216,7 +216,7 @@ def test_cancel_drops_a_row_before_its_next_forward_pass(engine: Engine) -> None
     deadline = time.monotonic() + 30
     while stats.steps < steps_before + 3 and time.monotonic() < deadline:
         time.sleep(0.001)
-    with engine.scheduler.step_lock:
+    with engine.scheduler.paused():
         steps_at_cancel = stats.steps
         cancel.set()
     worker.join(timeout=60)

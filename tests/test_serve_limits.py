@@ -156,7 +156,7 @@ def test_a_client_that_disconnects_stops_its_generation(own_engine: Engine) -> N
                 gave_up.append(exc)
 
         client = threading.Thread(target=impatient)
-        with own_engine.scheduler.step_lock:  # the model is busy: the request waits in the queue
+        with own_engine.scheduler.paused():  # the model is busy: the request waits in the queue
             client.start()
             deadline = time.monotonic() + 30
             while not own_engine.scheduler.queued() and time.monotonic() < deadline:

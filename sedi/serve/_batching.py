@@ -25,8 +25,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,8 +105,12 @@ class Scheduler:
         self.stats = BatchStats()
         # transformers 5.2x renamed the forward's past_key_values to cache (the old name warns).
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        # Held around every prefill and decoding step; tests hold it to freeze decoding in place.
+        # Held around every prefill and decoding step. A plain Lock is not fair: a scheduler that releases
+        # and re-takes it in a loop can starve a waiter for hundreds of steps on a busy 2-core machine
+        # (seen in CI), so whoever wants decoding frozen closes the gate first: see paused().
         self.step_lock = threading.Lock()
+        self._gate = threading.Event()
+        self._gate.set()
         self._queue: deque[Job] = deque()
         self._wake = threading.Condition()
         self._running = False
@@ -123,9 +128,20 @@ class Scheduler:
         with self._wake:
             return list(self._queue)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze decoding between two steps (at most the step under way finishes first)."""
+        self._gate.clear()
+        try:
+            with self.step_lock:
+                yield
+        finally:
+            self._gate.set()
+
     def _loop(self) -> None:
         batch = _Batch()
         while True:
+            self._gate.wait()
             with self._wake:
                 if not batch.jobs and self._queue and self.gather_s > 0:
                     # Starting from idle: give requests sent together a moment to arrive together.
