@@ -14,12 +14,12 @@ against ``default``, exactly what ``sedi run`` ships). They get the same teacher
 call budget (``--stop-at budget``). The goal the product is judged by is ``calls_per_kept_ratio`` (``default``
 over ``self-instruct``) <= 0.5 with the high end of ``calls_per_kept_ratio_ci95`` below 1, diversity at most 3%
 lower and held-out loss at most 2% higher than self-instruct. Ratios are pooled over seeds (all calls over all
-kept tasks, per arm); their interval is the paired two-level bootstrap of ``sedi.stats``.
+kept tasks, per arm); their interval is the paired two-level bootstrap of ``sedi.report.stats``.
 
 Per arm (key suffix: the arm's name with ``-`` as ``_``): ``calls_per_kept_<arm>``, and for every arm but the
 baseline ``calls_per_kept_ratio_<arm>`` (over the baseline) with ``_ci95`` and ``_verdict``; means over seeds
 (``heldout_loss``, ``diversity``, ``vendi``, ``topics_covered``, ``heldout_rouge_l``, ``kept``, ``calls``,
-``promotions``, ``demotions``, with ``_stdev`` when --repeat > 1); from the runs' databases (``sedi.arm_stats``,
+``promotions``, ``demotions``, with ``_stdev`` when --repeat > 1); from the runs' databases (``sedi.report.arm_stats``,
 pooled over seeds): ``rejection_shares_<arm>`` (rule -> share of all candidates), ``candidates_per_request_<arm>``
 and ``kept_per_request_<arm>`` (per answered generation request), ``truncated_request_share_<arm>`` (generation
 requests whose response stopped at max_tokens), ``repair_calls_<arm>`` (null where runs do not count them),
@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sedi import arm_stats
 from sedi.arms import parse_arms
 from sedi.exceptions import ConfigError
+from sedi.report import arm_stats
 
 MEANS = {"diversity": "diversity_mean_cosine_distance", "vendi": "diversity_vendi", "topics_covered": "topics_covered"}
 MEANS |= {"heldout_loss": "heldout_loss", "heldout_rouge_l": "heldout_rouge_l", "kept": "kept", "calls": "calls"}

@@ -1,6 +1,6 @@
 """The API-efficiency benchmark's JSON line from recorded per-seed totals, for results whose run directories are
 gone (or per-seed tables from elsewhere): the same fields as ``bench_api_efficiency.py`` for the arms
-``self-instruct``, ``sedi-paper`` and ``sedi``, with intervals from :func:`sedi.stats.totals_bootstrap_ratio_ci`
+``self-instruct``, ``sedi-paper`` and ``sedi``, with intervals from :func:`sedi.report.stats.totals_bootstrap_ratio_ci`
 (seeds resampled, kept counts redrawn as Poisson) instead of the rounds-level bootstrap, which needs every round.
 
     python scripts/bench_api_totals.py [scripts/results/bench_api_150.json]
@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sedi import stats
 from sedi.arms import ARMS as TABLE
+from sedi.report import stats
 
 ARMS = {"self_instruct": "self-instruct", "sedi_paper": "sedi-paper", "sedi": "sedi"}
 RECORDED_AS = {"self-instruct": "self-instruct", "sedi-paper": "sedi-paper", "sedi": "sedi-steer"}  # arm today
@@ -60,7 +60,7 @@ def summarise(recorded: dict[str, Any]) -> dict[str, Any]:
             result[f"{short}_{name}_stdev"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
         result[f"per_seed_{name}"] = runs[arm]
     result["seeds"] = [int(s) for s in seeds]
-    result["interval"] = "paired bootstrap over seeds, kept counts redrawn as Poisson (sedi.stats)"
+    result["interval"] = "paired bootstrap over seeds, kept counts redrawn as Poisson (sedi.report.stats)"
     return result
 
 

@@ -68,7 +68,7 @@ from diversity.dedup import DiversityFilter
 from diversity.embeddings import Encoder
 from diversity.index import VectorIndex
 from diversity.scale import derived_vectors, embedding_rule, exact_rule
-from sedi.tasks import bundled_path
+from sedi.config.seeds import bundled_path
 
 # Before the encoder first loads transformers (nothing imported above does).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,9 +2,9 @@
 
 Streams are written by ``scripts/record_stream.py`` (prompts show human seeds only, so no filter shaped them).
 Their responses are replayed in index order, each stream after the previous one, and parsed exactly as the run
-parses them (``sedi.parsing.parse_generated``, alpaca style, completion prompt, truncated when finish_reason is
-"length"). Every parsed item becomes a ``sedi.candidates.Candidate`` and is judged by the run's own
-``sedi.filtering.TaskFilter``, one response at a time, by two filters, each with its own growing pool that starts
+parses them (``sedi.stages.parsing.parse_generated``, alpaca style, completion prompt, truncated when finish_reason is
+"length"). Every parsed item becomes a ``sedi.store.candidates.Candidate`` and is judged by the run's own
+``sedi.stages.filtering.TaskFilter``, one response at a time, by two filters, each with its own growing pool that starts
 with the 175 seed instructions:
 
 - Self-Instruct: ``method: self-instruct`` (its heuristics, ROUGE-L above 0.7 rejects);
@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PAPER_RATIO = 1 / 0.64
-SIMILARITY_RULES = ("rouge", "embedding")  # what sedi.filtering's similarity step rejects with
+SIMILARITY_RULES = ("rouge", "embedding")  # what sedi.stages.filtering's similarity step rejects with
 
 
 def read_stream(path: Path) -> list[dict[str, Any]]:
@@ -78,8 +78,8 @@ class Tally:
 
 
 def judge_stream(records: list[dict[str, Any]], task_filter: Any, seeds: int, bucket: int, name: str) -> Tally:
-    from sedi.candidates import Candidate
-    from sedi.parsing import parse_generated
+    from sedi.stages.parsing import parse_generated
+    from sedi.store.candidates import Candidate
 
     tally, next_id = Tally(name), 0
     pool_size = seeds
@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--streams: {missing[0]} does not exist" if missing else "--bucket must be >= 1", file=sys.stderr)
         return 2
 
-    from sedi.config import SediConfig
-    from sedi.embeddings import LazyEncoder
-    from sedi.filtering import TaskFilter
-    from sedi.tasks import load_seed_tasks
+    from sedi.config.model import SediConfig
+    from sedi.config.seeds import load_seed_tasks
+    from sedi.stages.embeddings import LazyEncoder
+    from sedi.stages.filtering import TaskFilter
 
     records: list[dict[str, Any]] = []
     seen_seeds: dict[Any, Path] = {}

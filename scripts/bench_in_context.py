@@ -31,11 +31,11 @@ from typing import Any
 
 import yaml
 
-from sedi import arm_stats
 from sedi.arms import ARMS, parse_arms, resolve
 from sedi.compare import pair_ratios, run_row
-from sedi.config import SediConfig, load_config
+from sedi.config.model import SediConfig, load_config
 from sedi.exceptions import ConfigError
+from sedi.report import arm_stats
 
 DEFAULT_ARMS = ("self-instruct", "in-context-split", "sedi-paper")
 ALIASES = {"sedi-split": "in-context-split"}  # this script's old name for the same config

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from diversity.benchmark import SAMPLE_CORPUS, candidate_stream, read_texts, run_reference
 from diversity.rouge_filter import RougeFilter
-from sedi.tasks import bundled_path
+from sedi.config.seeds import bundled_path
 
 
 def run_ours(seeds: list[str], candidates: list[str], threshold: float, workers: int, batch_size: int) -> list[str]:

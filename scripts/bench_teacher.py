@@ -28,8 +28,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as sedi.serve.serve does
 def prompts(count: int, seed: int = 0, style: str = "self-instruct") -> list[str]:
     """``style`` 'alpaca' gives the default run's prompts (whole seed tasks, about 600-850 tokens); 'self-instruct'
     the instruction lists this script measured first (about 140 tokens)."""
-    from sedi.prompts import completion_prompt
-    from sedi.tasks import load_seed_tasks
+    from sedi.config.seeds import load_seed_tasks
+    from sedi.stages.prompts import completion_prompt
 
     tasks = load_seed_tasks(None)
     rng = random.Random(seed)

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sedi.rundir import DB_NAME, connect_readonly
+from sedi.store.rundir import DB_NAME, connect_readonly
 
 _REQUESTS = """
 SELECT r.context, s.prompt_tokens, s.finish_reason,

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sedi.prompts import chat_messages, sample_in_context
-from sedi.tasks import load_seed_tasks
+from sedi.config.seeds import load_seed_tasks
+from sedi.stages.prompts import chat_messages, sample_in_context
 
 
 def main() -> None:

@@ -3,11 +3,11 @@
 Prompt ``i`` is the default run's alpaca-style completion prompt showing ``--in-context`` human seed tasks
 (the shipped 175 Self-Instruct seeds), drawn by ``random.Random(f"{seed}:{i}")``; the request carries the
 default sampling settings (temperature 1.0, top_p 0.9, max_tokens 384, stops "Task 16" and three newlines) and
-the run's per-request seed (``sedi.generation.request_seed``). Because no prompt shows a machine task, the
+the run's per-request seed (``sedi.stages.generation.request_seed``). Because no prompt shows a machine task, the
 stream is the same whichever filter later judges it: ``scripts/bench_filter_replay.py`` replays it through the
 Self-Instruct and the SeDi filters.
 
-The bundled Gemma-3-270m is served by the real server (``sedi.endpoint.LocalTeacher``, batching up to
+The bundled Gemma-3-270m is served by the real server (``sedi.teacher.endpoint.LocalTeacher``, batching up to
 ``--concurrency`` rows) and called with the real openai client, ``--concurrency`` requests in flight; with
 ``--base-url`` an already running OpenAI-compatible server is used instead (the tests' scripted teacher).
 
@@ -71,15 +71,15 @@ def rewrite(path: Path, records: list[dict[str, Any]]) -> None:
 
 def plan(index: int, seed: int, seeds: list[Any], in_context: int) -> tuple[list[Any], int]:
     """The in-context seed tasks and the request seed of prompt ``index``: a pure function of both seeds."""
-    from sedi.generation import request_seed
+    from sedi.stages.generation import request_seed
 
     rng = random.Random(f"{seed}:{index}")
     return rng.sample(seeds, in_context), request_seed(seed, index)
 
 
 def local_teacher(concurrency: int, log_dir: Path) -> Any:
-    from sedi.config_teacher import TeacherConfig
-    from sedi.endpoint import LocalTeacher
+    from sedi.config.teacher import TeacherConfig
+    from sedi.teacher.endpoint import LocalTeacher
 
     return LocalTeacher(TeacherConfig(concurrency=concurrency), log_dir)
 
@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import openai
 
-    from sedi.config import SamplingConfig
-    from sedi.prompts import completion_prompt
-    from sedi.tasks import load_seed_tasks
+    from sedi.config.model import SamplingConfig
+    from sedi.config.seeds import load_seed_tasks
+    from sedi.stages.prompts import completion_prompt
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     records, torn = read_records(args.out)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sedi.report import write_report
+from sedi.report.page import write_report
 from sedi.sample_run import write_sample_run
 
 CHROMIUM_FLAGS = [

@@ -1,6 +1,6 @@
 """sedi-instruct: SeDi-Instruct data generation with a hard API budget.
 
-The public surface is small: the ``sedi`` command, :func:`sedi.config.load_config`, and the
+The public surface is small: the ``sedi`` command, :func:`sedi.config.model.load_config`, and the
 exceptions of :mod:`sedi.exceptions` (re-exported here). Heavy libraries are imported only where used.
 """
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from sedi.config import SediConfig, apply_overrides
+from sedi.config.model import SediConfig, apply_overrides
 from sedi.exceptions import ConfigError
 
 StopAt = Literal["kept", "budget"]

@@ -78,9 +78,9 @@ def run(
     set_: SetOption = None,
 ) -> None:
     """Run (or resume) the loop on a config; a rerun never pays twice for a response."""
-    from sedi.config import load_config
+    from sedi.config.model import load_config
     from sedi.loop import run as run_loop
-    from sedi.summary import read_summary
+    from sedi.report.summary import read_summary
 
     _offline_defaults()
     cfg = load_config(config, set_ or [])
@@ -96,7 +96,7 @@ def run(
         outcome = run_loop(cfg, run_dir, source, hook, on_start=lambda: console.print(header))
     summary = read_summary(run_dir)
     console.print(f"[bold]{outcome.state}[/bold]: {outcome.message}")
-    from sedi.ledger import cost_text
+    from sedi.store.ledger import cost_text
 
     cost = cost_text(summary)  # "at most $X" when usage went unreported: never $0 for what was charged
     console.print(
@@ -162,7 +162,7 @@ def compare(
     _offline_defaults()
     from sedi.arms import parse_arms
     from sedi.compare import compare as run_compare
-    from sedi.config import load_config
+    from sedi.config.model import load_config
     from sedi.exceptions import ConfigError
 
     names = parse_arms(arms)
@@ -200,7 +200,7 @@ def estimate(
 ) -> None:
     """Forecast the calls, tokens, cost and wall time of the run as configured (it ends at generation.target_kept,
     run.max_rounds or a budget cap, whichever comes first) and to reach the target, with 95% intervals."""
-    from sedi.config import load_config
+    from sedi.config.model import load_config
     from sedi.estimate import describe
     from sedi.estimate import estimate as forecast
 
@@ -217,7 +217,7 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", help="Output directory; default: the first directory.")] = None,
 ) -> None:
     """Write DIR/report.html (self-contained, plots embedded) and a PNG of each plot under DIR/report/."""
-    from sedi.report import write_report
+    from sedi.report.page import write_report
 
     dirs, labels, note = list(run_dirs), None, None
     if len(dirs) == 1 and (dirs[0] / "comparison.json").is_file():
@@ -241,7 +241,7 @@ def config_show(
     set_: SetOption = None,
 ) -> None:
     """Print the effective config (defaults, then FILE, then --set) as YAML."""
-    from sedi.config import dump_config, load_config
+    from sedi.config.model import dump_config, load_config
 
     typer.echo(dump_config(load_config(file, set_ or [])), nl=False)
 
@@ -275,7 +275,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Counts of a run: calls, cache hits, tokens, cost, kept tasks, state."""
-    from sedi.summary import read_summary
+    from sedi.report.summary import read_summary
 
     summary = read_summary(run_dir)
     if as_json:
@@ -307,9 +307,9 @@ def export_data(
 ) -> None:
     """Write the run's kept tasks (one row per instance) in a fine-tuning format, with a dataset card. An existing
     file is replaced only with --force; the run's own data/ directory is refused."""
-    from sedi.export_formats import export_dataset
-    from sedi.export_hub import check_push
-    from sedi.export_hub import push_to_hub as push
+    from sedi.export.formats import export_dataset
+    from sedi.export.hub import check_push
+    from sedi.export.hub import push_to_hub as push
 
     if push_to_hub is None:
         _offline_defaults()  # only a push talks to the Hub
@@ -335,7 +335,7 @@ def export_model(
     license_: LicenseOption = None,
 ) -> None:
     """Save the student (its adapter, or the base with it merged) loadable by AutoModelForCausalLM, with a card."""
-    from sedi.export_model import export_model as save_model
+    from sedi.export.model import export_model as save_model
 
     _offline_defaults()
     done = save_model(run_dir, out, round_index, merge=merge, dataset=dataset, license_=license_)

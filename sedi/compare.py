@@ -25,16 +25,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sedi import stats
 from sedi._io import fsync_write
 from sedi._types import ProgressHook
-from sedi.arm_stats import ratio_words
 from sedi.arms import ARMS, DEFAULT_ARMS, StopAt, parse_arms, resolve
-from sedi.config import SediConfig
+from sedi.config.model import SediConfig
 from sedi.loop import run
-from sedi.rundir import connect_readonly
-from sedi.store import RunStore
-from sedi.summary import read_summary
+from sedi.report.arm_stats import ratio_words
+from sedi.report import stats
+from sedi.report.summary import read_summary
+from sedi.store.db import RunStore
+from sedi.store.rundir import connect_readonly
 
 # One run of a comparison: its name (the arm, and its seed when there are several), its config and its directory.
 Job = tuple[str, SediConfig, Path]

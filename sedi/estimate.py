@@ -19,7 +19,8 @@ Three bases, from the most evidence to the least:
   the prompt's byte bound plus ``sampling.max_tokens``).
 
 The forecast (``run`` and ``pilot``): the generation calls so far ("slots") kept k tasks in s slots; the slots
-still needed for the R = target - kept tasks left, with a 95% interval, come from :func:`sedi.stats.calls_to_keep`
+still needed for the R = target - kept tasks left, with a 95% interval, come from
+:func:`sedi.report.stats.calls_to_keep`
 (Poisson counts: the log of R*s/k has a standard error of sqrt(1/k + 1/R), the uncertainty of the rate seen plus
 the chance in the tasks to come). A run checks the target between rounds, so slots are rounded up to whole rounds
 of ``generation.calls_per_round``; calls are slots times the calls per slot seen (1 for the alpaca style without
@@ -42,21 +43,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sedi import ledger, stats
 from sedi._types import ProgressHook
-from sedi.budget import prompt_token_bound
-from sedi.config import SediConfig
+from sedi.config.model import SediConfig
+from sedi.config.seeds import Task
 from sedi.loop import check_inputs, run
-from sedi.prompts import chat_messages, completion_prompt
-from sedi.rundir import DB_NAME, connect_readonly, lock_held, unreadable
-from sedi.summary import read_summary
-from sedi.tasks import Task
+from sedi.report import stats
+from sedi.report.summary import read_summary
+from sedi.stages.prompts import chat_messages, completion_prompt
+from sedi.store import ledger
+from sedi.store.rundir import DB_NAME, connect_readonly, lock_held, unreadable
+from sedi.teacher.budget import prompt_token_bound
 
 # A kept task costs at least this many completion tokens (an instruction of 4 words or more: 3 or fewer are
 # rejected as too short; its labels; an output): it bounds the tasks one completion-mode call can write.
 MIN_TOKENS_PER_TASK = 8
 PROMPT_DRAWS = 200  # prompts drawn from the seeds to bound the prompt tokens of one generation call
-INTERVAL = "95%: Poisson counts of kept tasks (sedi.stats.calls_to_keep), rounded up to whole rounds"
+INTERVAL = "95%: Poisson counts of kept tasks (sedi.report.stats.calls_to_keep), rounded up to whole rounds"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """One run, top to bottom: open the run directory, then rounds until a stop condition (generation.target_kept,
-run.stop_when's marginal-value rule on held-out evaluations (sedi.stopping), run.max_rounds, or the budget).
+run.stop_when's marginal-value rule on held-out evaluations (sedi.stages.stopping), run.max_rounds, or the budget).
 
-A round: generate (plan from the seed pool, see sedi.steering; send, parse, store) -> filter (parse problems,
+A round: generate (plan from the seed pool, see sedi.stages.steering; send, parse, store) -> filter (parse problems,
 heuristics, similarity) -> instances (instruction-only prompts) -> batches -> train the student -> feedback
 (``method: sedi``: attractive batches join the seed pool, weak seeds leave) -> measure and export.
 
@@ -25,28 +25,28 @@ from pathlib import Path
 from sedi._faults import crash_point
 from sedi._io import fsync_write
 from sedi._types import ProgressHook, RoundStage, RunState
-from sedi.batching import compose_round_batches, record_round_metrics, sequential_batches
-from sedi.budget import Budget
-from sedi.candidates import kept_count, pooled_instructions, round_candidates, set_verdicts
-from sedi.checks import check_models
-from sedi.config import SediConfig, dump_config
-from sedi.embeddings import LazyEncoder
-from sedi.endpoint import LocalTeacher, openai_endpoints
+from sedi.config.model import SediConfig, dump_config
+from sedi.config.seeds import Task, load_heldout_tasks, load_seed_tasks
 from sedi.exceptions import BudgetExceeded
-from sedi.export import write_datasets
-from sedi.filtering import TaskFilter
-from sedi.generation import generate, plan_round
-from sedi.instances import mark_budget_stop, write_instances
-from sedi.repair import awaiting_repair, repair_outputs
-from sedi.resume import SEEDS_DIGEST, check_resume, check_seeds, seeds_digest
-from sedi.rundir import check_run_dir, recorded_meta, run_dir_errors
-from sedi.seedpool import apply_feedback, init_pool, record_pool_metrics, settle
-from sedi.steering import round_picker
-from sedi.stopping import marginal_stop
-from sedi.store import RunStore
-from sedi.student import evaluate, example_losses, train
-from sedi.tasks import Task, load_heldout_tasks, load_seed_tasks
-from sedi.teacher import Endpoint, TeacherClient
+from sedi.stages.checks import check_models
+from sedi.stages.embeddings import LazyEncoder
+from sedi.stages.filtering import TaskFilter
+from sedi.stages.generation import generate, plan_round
+from sedi.stages.instances import mark_budget_stop, write_instances
+from sedi.stages.repair import awaiting_repair, repair_outputs
+from sedi.stages.resume import SEEDS_DIGEST, check_resume, check_seeds, seeds_digest
+from sedi.stages.seedpool import apply_feedback, init_pool, record_pool_metrics, settle
+from sedi.stages.steering import round_picker
+from sedi.stages.stopping import marginal_stop
+from sedi.stages.student import evaluate, example_losses, train
+from sedi.stages.training_batches import compose_round_batches, record_round_metrics, sequential_batches
+from sedi.store.candidates import kept_count, pooled_instructions, round_candidates, set_verdicts
+from sedi.store.dataset import write_datasets
+from sedi.store.db import RunStore
+from sedi.store.rundir import check_run_dir, recorded_meta, run_dir_errors
+from sedi.teacher.budget import Budget
+from sedi.teacher.client import Endpoint, TeacherClient
+from sedi.teacher.endpoint import LocalTeacher, openai_endpoints
 
 STAGES: tuple[RoundStage, ...] = ("filtered", "trained", "fed", "done")
 

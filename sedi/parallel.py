@@ -14,7 +14,7 @@ or an environment variable that a user's own run could pick up and so silently t
 subprocess rather than ``multiprocessing``: spawn re-runs the caller's main script in every child, which fails
 (or runs the script again) unless that script guards itself with ``if __name__ == "__main__"``.
 
-The shared server is the one a solo run would start (:class:`sedi.endpoint.LocalTeacher` on the first job's
+The shared server is the one a solo run would start (:class:`sedi.teacher.endpoint.LocalTeacher` on the first job's
 ``teacher`` settings: the same model, model id, device and dtype; jobs that differ there get a server each), with
 ``--max-batch`` the sum of its jobs' ``teacher.concurrency``, so no request waits for a batch place. A run's
 request keys, and so its response cache, never name the server's URL or port: a run started here resumes alone
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from sedi.config import SediConfig
-from sedi.endpoint import LocalTeacher, local_endpoint
+from sedi.config.model import SediConfig
+from sedi.teacher.endpoint import LocalTeacher, local_endpoint
 
 Job = tuple[str, SediConfig, Path]  # (name, config, run directory)
 
@@ -111,8 +111,8 @@ def _child(job_file: Path) -> None:
     result = job_file.with_suffix(".result")
     threading.Thread(target=_interrupt_when_orphaned, args=(os.getppid(),), daemon=True).start()
     try:
-        from sedi import student
         from sedi.loop import run
+        from sedi.stages import student
 
         if spec["max_training"]:
             slots, count = Path(spec["slots"]), int(spec["max_training"])

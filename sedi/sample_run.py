@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from sedi.store import RunStore
+from sedi.store.db import RunStore
 
 RULES = ["rouge_similarity", "too_short", "blacklisted_word", "bad_start", "duplicate"]
 

@@ -1,6 +1,6 @@
 """``sedi init``: a commented config to start from, and a small example seed file beside it.
 
-The config is generated from the pydantic models (:class:`sedi.config.SediConfig` and its sections): every key
+The config is generated from the pydantic models (:class:`sedi.config.model.SediConfig` and its sections): every key
 in field order, its ``Field(description=...)`` as the comment above it, its default as the value, so the file
 cannot drift from the code. Only what a teacher kind needs beyond the defaults, and a few notes on what to do
 next, are written here by hand.
@@ -23,9 +23,9 @@ import yaml
 from pydantic import BaseModel
 
 from sedi._io import fsync_write
-from sedi.config import SediConfig
+from sedi.config.model import SediConfig
+from sedi.config.seeds import Task, load_tasks
 from sedi.exceptions import ConfigError
-from sedi.tasks import Task, load_tasks
 
 CONFIG_NAME = "sedi.yaml"
 SEEDS_NAME = "seeds.example.csv"

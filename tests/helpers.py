@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from sedi._io import fsync_write
-from sedi.config import SediConfig, dump_config
-from sedi.store import RunStore
+from sedi.config.model import SediConfig, dump_config
+from sedi.store.db import RunStore
 from tests.servers import Served
 
 CRASH_ENV = "SEDI_CRASH_AT"  # sedi's fault-injection point: set only through ``crash_at``

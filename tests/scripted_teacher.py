@@ -16,8 +16,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from sedi.config.seeds import bundled_path
 from sedi.serve._engine import GenerationResult
-from sedi.tasks import bundled_path
 
 _VERBS = ["Explain", "Describe", "Summarize", "List the key facts about", "Write a short story about", "Compare"]
 _TOPICS = [
@@ -62,7 +62,7 @@ class ScriptedEngine:
         repair_answer: str = "In short, {instruction}",
     ) -> None:
         """``lose_outputs``: every second task block of a generation answer has an empty output (what small teachers
-        often write); ``repair_answer``: the answer to each task of a repair prompt (sedi.repair), formatted with the
+        often write); ``repair_answer``: the answer to each task of a repair prompt (stages.repair), formatted with the
         task's ``instruction``; an empty one leaves that task unanswered."""
         self.model_id = model_id
         self.tasks_per_call = tasks_per_call
@@ -90,7 +90,7 @@ class ScriptedEngine:
         return GenerationResult(body, finish, len(text.split()), min(len(words), max_tokens))  # type: ignore[arg-type]
 
     def _answer(self, text: str, rng: random.Random) -> str:
-        """What a tidy teacher writes for each of sedi's prompt kinds (see sedi.prompts)."""
+        """What a tidy teacher writes for each of sedi's prompt kinds (see sedi.stages.prompts)."""
         if text.endswith("Classification:"):
             return " Yes" if "whether" in text.rsplit("Task:", 1)[-1] else " No"
         if text.endswith(("Example 1\nInput:", "Example 1\nOutput:")):

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from feedback import TrainConfig, TrainExample, per_example_loss, promotions, select_attractive, train_round
-from sedi.config import SediConfig
-from sedi.store import RunStore
-from sedi.student import round_examples, train
+from sedi.config.model import SediConfig
+from sedi.stages.student import round_examples, train
+from sedi.store.db import RunStore
 
 torch = pytest.importorskip("torch")
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from sedi.arms import ARMS, DEFAULT_ARMS, overrides, parse_arms, resolve, run_controls
-from sedi.candidates import Candidate
-from sedi.config import load_config
+from sedi.config.model import load_config
 from sedi.exceptions import ConfigError
-from sedi.filtering import TaskFilter
+from sedi.stages.filtering import TaskFilter
+from sedi.store.candidates import Candidate
 from tests.helpers import invoke
 
 # What a comparison sets on every arm, the default one included: nothing else may differ from `sedi run`.

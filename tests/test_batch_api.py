@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from sedi.budget import Budget
-from sedi.config import SediConfig
-from sedi.config_teacher import Prices
+from sedi.config.model import SediConfig
+from sedi.config.teacher import Prices
 from sedi.exceptions import SediError, TeacherError
-from sedi.store import RunStore
-from sedi.summary import read_summary
-from sedi.teacher import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
+from sedi.report.summary import read_summary
+from sedi.store.db import RunStore
+from sedi.teacher.budget import Budget
+from sedi.teacher.client import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
 from tests.batch_server import BatchServer
 from tests.fault_server import FaultServer, tagged
 from tests.helpers import invoke, ledger, rows, scripted_args, sedi, status

@@ -140,8 +140,8 @@ def read_stream(path: Path) -> list[dict[str, Any]]:
 
 
 def test_the_recorder_resumes_a_killed_recording_without_asking_again(tmp_path: Path) -> None:
-    from sedi.generation import request_seed
     from sedi.serve import create_app
+    from sedi.stages.generation import request_seed
     from tests.scripted_teacher import ScriptedEngine
 
     out = tmp_path / "stream.jsonl.gz"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sedi.arms import resolve
-from sedi.config import load_config
+from sedi.config.model import load_config
 from sedi.sample_run import write_sample_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_in_context.py"

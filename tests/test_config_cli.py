@@ -9,9 +9,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from sedi.config import SediConfig, load_config
+from sedi.config.model import SediConfig, load_config
+from sedi.config.seeds import load_seed_tasks, load_tasks
 from sedi.exceptions import ConfigError
-from sedi.tasks import load_seed_tasks, load_tasks
 from tests.helpers import sedi
 
 
@@ -153,7 +153,7 @@ def test_cli_errors_are_one_line_exit_2_and_keep_the_run_dir(tmp_path: Path) -> 
 
 
 def test_unreachable_teacher_exits_2_with_one_line(tmp_path: Path) -> None:
-    from sedi.endpoint import free_port
+    from sedi.teacher.endpoint import free_port
 
     port = free_port()  # nothing listens there
     result = sedi(

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from sedi.endpoint_pool import COOLDOWN_S, FAILURES_TO_SET_ASIDE, EndpointPool
+from sedi.teacher.endpoint_pool import COOLDOWN_S, FAILURES_TO_SET_ASIDE, EndpointPool
 from tests.helpers import rows, scripted_args, sedi, status
 from tests.servers import serve_app
 

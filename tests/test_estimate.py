@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sedi.stats import calls_to_keep
+from sedi.report.stats import calls_to_keep
 from tests.helpers import ledger, scripted_args, sedi, status
 from tests.servers import Served
 
@@ -116,9 +116,9 @@ def test_bad_input_is_one_line_exit_2_before_any_call(tmp_path: Path, scripted: 
 def test_the_headline_is_the_run_as_configured_and_the_target_is_beside_it(
     sets: list[str], ends_by: str, calls: int
 ) -> None:
-    from sedi.config import load_config
+    from sedi.config.model import load_config
+    from sedi.config.seeds import load_seed_tasks
     from sedi.estimate import Seen, describe, forecast
-    from sedi.tasks import load_seed_tasks
 
     prices = ["teacher.prices.prompt=20", "teacher.prices.completion=100"]  # USD per million tokens
     config = load_config(None, ["generation.calls_per_round=10", *prices, *sets])
@@ -162,9 +162,9 @@ def test_the_calls_interval_covers_simulated_runs() -> None:
 
 
 def test_spent_cost_is_never_shown_below_what_the_budget_charged() -> None:
-    from sedi.config import load_config
+    from sedi.config.model import load_config
+    from sedi.config.seeds import load_seed_tasks
     from sedi.estimate import Seen, forecast
-    from sedi.tasks import load_seed_tasks
 
     config = load_config(None, ["teacher.prices.prompt=1", "teacher.prices.completion=1"])
     # 4 calls reported 1,000 tokens ($0.001), but two came back without usage and were charged their worst case.

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sedi.export import user_turn
-from sedi.export_formats import COLUMNS, FORMATS
+from sedi.export.formats import COLUMNS, FORMATS
+from sedi.store.dataset import user_turn
 from tests.helpers import SMALL_PRICED_ROUND, invoke, record_run, rows, scripted_args, sedi, set_args, status
 from tests.hub_server import local_hub
 from tests.scripted_teacher import ScriptedEngine
@@ -147,7 +147,7 @@ def test_the_dataset_card_says_how_the_data_was_made(run_dir: Path, tmp_path: Pa
     meta, text = _card(tmp_path / "out" / "README.md")
     numbers = status(run_dir)
     (digest,) = rows(run_dir, "SELECT digest FROM configs ORDER BY id DESC LIMIT 1")[0]
-    from sedi.config import load_config
+    from sedi.config.model import load_config
 
     assert meta["sedi"]["config_digest"] == digest == load_config(run_dir / "config.yaml").digest()
     assert f"| config digest | `{digest}` |" in text
@@ -197,7 +197,7 @@ def test_push_to_hub_sends_data_and_card_with_the_token_only_in_its_header(run_d
 def test_bad_export_input_is_one_line_with_exit_code_2(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sedi.config import load_config
+    from sedi.config.model import load_config
 
     empty = tmp_path / "empty"
     record_run(empty, load_config())  # started, nothing kept, nothing trained
@@ -296,7 +296,7 @@ def test_writes_never_surprise_and_an_unwritable_place_is_one_line(
 
 
 def test_a_user_seed_file_is_named_with_the_licence_given_or_unknown() -> None:
-    from sedi.export_formats import seed_source
+    from sedi.export.formats import seed_source
 
     mine = {"seeds": {"path": "seeds/mine.csv"}}
     assert seed_source(mine, None) == ("`seeds/mine.csv` (seeds.path)", "unknown (pass --license to record it)")
@@ -326,7 +326,7 @@ def test_the_student_loads_as_an_adapter_and_merged_and_its_card_links_the_data_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from feedback._hf import PLAIN_PROMPT
-    from sedi.export_model import PLAIN_PROMPT as CARD_FRAME
+    from sedi.export.model import PLAIN_PROMPT as CARD_FRAME
 
     assert CARD_FRAME == PLAIN_PROMPT  # the card tells users the frame the student was trained in
     adapter, merged = tmp_path / "adapter", tmp_path / "merged"

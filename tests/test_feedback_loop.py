@@ -57,7 +57,7 @@ def test_attractive_tasks_join_the_pool_and_steer_the_next_prompts(
     shown = {t for ctx in contexts for t in ctx if t.startswith("machine-")}
     assert shown and shown <= round1
     # the report shows, per round, the windows, promotions and demotions, and the choices in force
-    from sedi.report import write_report
+    from sedi.report.page import write_report
 
     page = write_report([run_dir], tmp_path / "report").read_text(encoding="utf-8")
     assert "Feedback per round" in page and "windows of 3 optimizer steps over the whole run" in page

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from sedi.config import SediConfig, load_config
+from sedi.config.model import SediConfig, load_config
+from sedi.config.seeds import Task, load_heldout_tasks, load_seed_tasks
 from sedi.exceptions import ConfigError
-from sedi.tasks import Task, load_heldout_tasks, load_seed_tasks
 from tests.helpers import invoke, rows, scripted_args, sedi, status
 from tests.servers import Served
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from sedi.budget import Budget
-from sedi.config import SediConfig
+from sedi.config.model import SediConfig
 from sedi.exceptions import RunDirError, SediError, TeacherError
-from sedi.ledger import cost_text
-from sedi.store import RunStore, Usage
-from sedi.summary import summarize
-from sedi.teacher import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
-from sedi.teacher_outcomes import MAX_CHARS_PER_TOKEN, MAX_RETRY_AFTER_S, Malformed, checked_text
+from sedi.report.summary import summarize
+from sedi.store.db import RunStore, Usage
+from sedi.store.ledger import cost_text
+from sedi.teacher.budget import Budget
+from sedi.teacher.client import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
+from sedi.teacher.outcomes import MAX_CHARS_PER_TOKEN, MAX_RETRY_AFTER_S, Malformed, checked_text
 from tests.fault_server import OVER_REPORTED_COMPLETION_TOKENS, FaultServer, answer_text, tagged
 from tests.servers import Served, serve_app
 

@@ -26,8 +26,8 @@ from feedback import (
     select_attractive,
     train_round,
 )
-from sedi.config import SediConfig
-from sedi.store import RunStore
+from sedi.config.model import SediConfig
+from sedi.store.db import RunStore
 
 torch = pytest.importorskip("torch")
 
@@ -116,9 +116,9 @@ def _alive(marker: str) -> list[int]:
 
 CHILD = """
 import sys
-from sedi.config import SediConfig
-from sedi.store import RunStore
-from sedi.student import train
+from sedi.config.model import SediConfig
+from sedi.store.db import RunStore
+from sedi.stages.student import train
 with RunStore(__import__("pathlib").Path(sys.argv[1])) as store:
     train(store, SediConfig.model_validate_json(sys.argv[2]), 0, losses=False)
 """
@@ -126,7 +126,7 @@ with RunStore(__import__("pathlib").Path(sys.argv[1])) as store:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the launcher dies with its caller through Linux prctl")
 def test_a_killed_two_process_round_leaves_no_rank_and_trains_again(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from sedi.student import train
+    from sedi.stages.student import train
 
     run_dir, round_dir = tmp_path / "run", tmp_path / "run" / "student" / "round-0"
     batches = _store(run_dir)
@@ -171,7 +171,7 @@ def test_a_killed_two_process_round_leaves_no_rank_and_trains_again(tiny_model_d
     ],
 )
 def test_bad_process_settings_are_refused_before_the_run(overrides: list[str], message: str) -> None:
-    from sedi.config import load_config
+    from sedi.config.model import load_config
     from sedi.exceptions import ConfigError
 
     with pytest.raises(ConfigError, match=message):

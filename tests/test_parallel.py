@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from sedi.config import SediConfig, load_config
+from sedi.config.model import SediConfig, load_config
 from sedi.loop import run
 from sedi.parallel import _StudentSlots, run_jobs
 from tests.helpers import rows

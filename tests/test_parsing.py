@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from sedi.parsing import (
+from sedi.stages.parsing import (
     NO_OUTPUT,
     TRUNCATED,
     parse_classification,

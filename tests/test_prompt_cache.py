@@ -18,13 +18,13 @@ from typing import Any
 import pydantic
 import pytest
 
-from sedi.budget import Budget
-from sedi.config import SediConfig
-from sedi.config_teacher import Prices
-from sedi.report import write_report
-from sedi.store import RunStore
-from sedi.summary import read_summary
-from sedi.teacher import Endpoint, TeacherClient, TeacherRequest
+from sedi.config.model import SediConfig
+from sedi.config.teacher import Prices
+from sedi.report.page import write_report
+from sedi.report.summary import read_summary
+from sedi.store.db import RunStore
+from sedi.teacher.budget import Budget
+from sedi.teacher.client import Endpoint, TeacherClient, TeacherRequest
 from tests.servers import Served, read_body, serve_app
 
 PROMPT_RATE, COMPLETION_RATE, CACHED_RATE = 2.0, 8.0, 0.5  # USD per million tokens

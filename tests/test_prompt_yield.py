@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sedi.rundir import DB_NAME
-from sedi.schema import SCHEMA
+from sedi.store.rundir import DB_NAME
+from sedi.store.schema import SCHEMA
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "prompt_yield.py"
 

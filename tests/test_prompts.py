@@ -7,9 +7,9 @@ import random
 import re
 from pathlib import Path
 
-from sedi.parsing import parse_numbered_tasks
-from sedi.prompts import chat_messages, completion_prompt, sample_in_context
-from sedi.tasks import Task, load_seed_tasks
+from sedi.config.seeds import Task, load_seed_tasks
+from sedi.stages.parsing import parse_numbered_tasks
+from sedi.stages.prompts import chat_messages, completion_prompt, sample_in_context
 
 RAW = Path(__file__).parent / "data" / "raw" / "gemma_completion.jsonl"
 

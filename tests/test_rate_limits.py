@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from sedi.budget import Budget
-from sedi.config import SediConfig, load_config
+from sedi.config.model import SediConfig, load_config
 from sedi.exceptions import ConfigError
-from sedi.ratelimit import RateLimiter, parse_duration
-from sedi.resume import changed_settings
-from sedi.store import RunStore
-from sedi.teacher import Endpoint, TeacherClient, TeacherRequest
+from sedi.stages.resume import changed_settings
+from sedi.store.db import RunStore
+from sedi.teacher.budget import Budget
+from sedi.teacher.client import Endpoint, TeacherClient, TeacherRequest
+from sedi.teacher.ratelimit import RateLimiter, parse_duration
 from tests.fault_server import FaultServer, answer_text
 from tests.rate_limit_server import RateLimited
 from tests.servers import Served, serve_app

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from sedi.candidates import Candidate
-from sedi.config import SediConfig
-from sedi.filtering import AWAITING_REPAIR, TaskFilter
-from sedi.parsing import NO_OUTPUT, TRUNCATED, TRUNCATED_OUTPUT, parse_repair_answers, parse_task_blocks
-from sedi.prompts import repair_messages, repair_prompt
+from sedi.config.model import SediConfig
+from sedi.stages.filtering import AWAITING_REPAIR, TaskFilter
+from sedi.stages.parsing import NO_OUTPUT, TRUNCATED, TRUNCATED_OUTPUT, parse_repair_answers, parse_task_blocks
+from sedi.stages.prompts import repair_messages, repair_prompt
+from sedi.store.candidates import Candidate
 from tests.helpers import ledger, rows, scripted_args, sedi, status
 from tests.scripted_teacher import ScriptedEngine
 from tests.servers import Served, serve_app

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sedi import _plots
 from sedi.exceptions import RunDirError
-from sedi.report import PLOTS, _best, load_run, write_report
+from sedi.report.page import PLOTS, _best, load_run, write_report
+from sedi.report import plots as _plots
+from sedi.report.summary import read_summary
 from sedi.sample_run import write_sample_run
-from sedi.summary import read_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -115,7 +115,7 @@ def test_cost_per_kept_task_is_unknown_without_prices_never_zero(tmp_path: Path)
     priced = write_sample_run(tmp_path / "priced", "sedi", seed=1)
     unpriced = write_sample_run(tmp_path / "unpriced", "sedi", seed=2)
     db = sqlite3.connect(unpriced / "sedi.db")
-    with db:  # what a start without teacher.prices records (sedi.ledger.PRICES_NONE)
+    with db:  # what a start without teacher.prices records (sedi.store.ledger.PRICES_NONE)
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('prices', 'none')")
     db.close()
     summary = read_summary(unpriced)
@@ -128,7 +128,7 @@ def test_cost_per_kept_task_is_unknown_without_prices_never_zero(tmp_path: Path)
     assert _best_cells(page, "usd_per_kept") == []  # nothing to compare with an unknown cost
     costs = [_ledger_totals(run) for run in (priced, unpriced)]
     assert costs[0][1] / costs[0][2] != costs[1][1] / costs[1][2]  # different, yet within the noise of a few
-    assert _best_cells(page, "tokens_per_kept") == []  # kept tasks: no cell marked (sedi.arm_stats.clearly_better)
+    assert _best_cells(page, "tokens_per_kept") == []  # no cell marked (arm_stats.clearly_better)
 
 
 def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_comparison_labels_both_methods(tmp_path: Path) -> None:
 
 
 def test_the_lead_calls_a_difference_only_outside_the_noise() -> None:
-    from sedi import stats
+    from sedi.report import stats
 
     # the case that was called a win before: 6 kept against 5 in 8 calls each
     low, high = stats.poisson_ratio_ci(8, 5, 8, 6) or (0.0, 0.0)
@@ -189,7 +189,7 @@ def test_the_lead_calls_a_difference_only_outside_the_noise() -> None:
 
 
 def test_paired_bootstrap_interval_covers_the_pooled_ratio_and_shrinks_with_data() -> None:
-    from sedi import stats
+    from sedi.report import stats
 
     # arm b keeps about twice as many tasks per round as arm a, with round-to-round noise
     rng = __import__("random").Random(3)
@@ -208,7 +208,7 @@ def test_paired_bootstrap_interval_covers_the_pooled_ratio_and_shrinks_with_data
 
 
 def test_totals_bootstrap_covers_the_pooled_ratio_and_widens_when_seeds_disagree() -> None:
-    from sedi import stats
+    from sedi.report import stats
 
     agree_a, agree_b = [(150.0, 300.0)] * 3, [(150.0, 240.0)] * 3  # b needs 1.25x the calls per kept task
     disagree_a, disagree_b = [(150.0, 300.0)] * 3, [(150.0, 180.0), (150.0, 300.0), (150.0, 240.0)]
@@ -267,7 +267,7 @@ def test_missing_run_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_last_round_that_generated_nothing_does_not_name_the_diversity_value() -> None:
-    from sedi.report import RunData, _last
+    from sedi.report.page import RunData, _last
 
     metrics = {"diversity_mean_cosine_distance": {0: 0.81, 1: 0.84, 2: 0.84}, "calls": {0: 4.0, 1: 8.0, 2: 8.0}}
     cell = _last("diversity_mean_cosine_distance")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sedi.tasks import bundled_path
+from sedi.config.seeds import bundled_path
 from tests.helpers import ledger, sedi, status
 from tests.servers import Served, serve_app
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-import sedi.rundir
-from sedi.candidates import add_candidates
-from sedi.config import load_config
+import sedi.store.rundir
+from sedi.config.model import load_config
 from sedi.exceptions import RunDirError
-from sedi.rundir import run_dir_errors
-from sedi.store import RunStore
-from sedi.summary import read_summary
+from sedi.report.summary import read_summary
+from sedi.store.candidates import add_candidates
+from sedi.store.db import RunStore
+from sedi.store.rundir import run_dir_errors
 from tests.helpers import invoke, record_run, snapshot
 
 
@@ -102,7 +102,7 @@ def test_status_works_on_a_read_only_copy_and_run_refuses_it(
 
 
 def test_report_works_on_a_read_only_copy(read_only_copy: Path, tmp_path: Path) -> None:
-    from sedi.report import write_report
+    from sedi.report.page import write_report
 
     write_report([read_only_copy], tmp_path / "out")
     assert (tmp_path / "out" / "report.html").is_file()
@@ -127,7 +127,7 @@ def test_readers_fall_back_to_immutable_where_mode_ro_cannot_open(
                 raise sqlite3.OperationalError("unable to open database file")
             return real_connect(target, *args, **kwargs)
 
-        monkeypatch.setattr(sedi.rundir.sqlite3, "connect", no_mode_ro)
+        monkeypatch.setattr(sedi.store.rundir.sqlite3, "connect", no_mode_ro)
         assert read_summary(run_dir)["state"] == "budget_exhausted"
     finally:
         writer.close()
@@ -135,7 +135,7 @@ def test_readers_fall_back_to_immutable_where_mode_ro_cannot_open(
 
 def test_status_says_interrupted_after_kill_9(run_dir: Path) -> None:
     code = (
-        "import os, signal, sys; from pathlib import Path; from sedi.store import RunStore; "
+        "import os, signal, sys; from pathlib import Path; from sedi.store.db import RunStore; "
         "s = RunStore(Path(sys.argv[1])); s.set_state('running'); os.kill(os.getpid(), signal.SIGKILL)"
     )
     killed = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, timeout=60)

@@ -3,7 +3,7 @@ bodies, in its response headers and inside a completion, through a real run, rep
 byte written (the run directories with sedi.db, the export, the pushed files, the library's home, stdout and stderr
 of every command) is searched for the canaries.
 
-How a URL's user-info is handled (sedi.endpoint.openai_endpoint): split off and sent as HTTP Basic auth, as httpx
+How a URL's user-info is handled (teacher.endpoint.openai_endpoint): split off and sent as HTTP Basic auth, as httpx
 would send it; sedi stores and prints the URL without it. Also here: loopback is judged by address, not spelling.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from sedi import redact
-from sedi.budget import Budget
-from sedi.config import SediConfig
-from sedi.endpoint import _is_loopback, openai_endpoint
+from sedi.config.model import SediConfig
 from sedi.exceptions import ConfigError, TeacherError
-from sedi.store import RunStore
-from sedi.teacher import Endpoint, TeacherClient, TeacherRequest
+from sedi.store.db import RunStore
+from sedi.teacher.budget import Budget
+from sedi.teacher.client import Endpoint, TeacherClient, TeacherRequest
+from sedi.teacher.endpoint import _is_loopback, openai_endpoint
 from tests.fault_server import EchoFirst, FaultServer
 from tests.helpers import SMALL_PRICED_ROUND, scripted_args, sedi, set_args, status
 from tests.hub_server import local_hub
@@ -223,7 +223,7 @@ def create_scripted() -> object:
 
 
 def test_the_config_digest_does_not_depend_on_a_url_password() -> None:
-    from sedi.config import load_config
+    from sedi.config.model import load_config
 
     first, second = (
         load_config(None, [f"teacher.base_url=http://user:{pw}@127.0.0.1:9/v1"]) for pw in ("pw-one1", "pw-two2")

@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 
 from feedback.shaping import ShapeArm, ShapingRule, best_shape, plan_shapes
-from sedi.budget import Budget, prompt_token_bound
-from sedi.config import SediConfig, load_config
-from sedi.generation import plan_round
-from sedi.report import write_report
-from sedi.seedpool import init_pool
-from sedi.steering import round_picker
-from sedi.store import RunStore
-from sedi.summary import read_summary
-from sedi.tasks import Task, load_seed_tasks
-from sedi.teacher import Endpoint, TeacherClient
+from sedi.config.model import SediConfig, load_config
+from sedi.config.seeds import Task, load_seed_tasks
+from sedi.report.page import write_report
+from sedi.report.summary import read_summary
+from sedi.stages.generation import plan_round
+from sedi.stages.seedpool import init_pool
+from sedi.stages.steering import round_picker
+from sedi.store.db import RunStore
+from sedi.teacher.budget import Budget, prompt_token_bound
+from sedi.teacher.client import Endpoint, TeacherClient
 from tests.helpers import rows, scripted_args, sedi, status
 from tests.scripted_teacher import ShapedEngine
 from tests.servers import Served

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sedi.tasks import bundled_path
+from sedi.config.seeds import bundled_path
 from tests.helpers import rows, scripted_args, sedi
 from tests.scripted_teacher import ScriptedEngine
 from tests.servers import Served

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from sedi.config import SediConfig, load_config
-from sedi.config_run import StopWhenConfig
+from sedi.config.model import SediConfig, load_config
+from sedi.config.run import StopWhenConfig
 from sedi.exceptions import ConfigError
-from sedi.stopping import marginal_stop
+from sedi.stages.stopping import marginal_stop
 from tests.helpers import rows, scripted_args, sedi, status
 from tests.servers import Served
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sedi.budget import Budget, prompt_token_bound
-from sedi.config_teacher import BudgetConfig
+from sedi.config.teacher import BudgetConfig
 from sedi.exceptions import BudgetExceeded, RunDirError
-from sedi.store import AttemptOutcome, CachedResponse, RunStore, Usage
-from sedi.summary import read_summary
+from sedi.report.summary import read_summary
+from sedi.store.db import AttemptOutcome, CachedResponse, RunStore, Usage
+from sedi.teacher.budget import Budget, prompt_token_bound
 
 
 def test_wal_mode_and_exclusive_ownership(tmp_path: Path) -> None:

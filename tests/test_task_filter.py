@@ -19,10 +19,10 @@ from diversity.instance_filters import (
     OUTPUT_EQUALS_INPUT,
     filter_instances,
 )
-from sedi.candidates import Candidate
-from sedi.config import load_config
-from sedi.filtering import TaskFilter
-from sedi.tasks import load_seed_tasks
+from sedi.config.model import load_config
+from sedi.config.seeds import load_seed_tasks
+from sedi.stages.filtering import TaskFilter
+from sedi.store.candidates import Candidate
 
 
 def candidate(i: int, instruction: str, output: str = "An answer.", *, problem: str | None = None) -> Candidate:

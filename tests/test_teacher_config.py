@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from sedi.config import SediConfig, load_config
-from sedi.endpoint import openai_endpoints
+from sedi.config.model import SediConfig, load_config
+from sedi.config.seeds import load_tasks
 from sedi.exceptions import ConfigError
-from sedi.resume import changed_settings
-from sedi.tasks import load_tasks
+from sedi.stages.resume import changed_settings
+from sedi.teacher.endpoint import openai_endpoints
 
 
 @pytest.mark.parametrize(

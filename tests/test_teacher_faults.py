@@ -16,13 +16,13 @@ from typing import Any
 import httpx2
 import pytest
 
-from sedi.budget import Budget
-from sedi.config import SediConfig
+from sedi.config.model import SediConfig
 from sedi.exceptions import RunDirError, TeacherError, TeacherUnreachable
-from sedi.store import RunStore, Usage
-from sedi.summary import summarize
-from sedi.teacher import Endpoint, TeacherClient, TeacherRequest, UsageMisreported
-from sedi.teacher_outcomes import retry_after
+from sedi.report.summary import summarize
+from sedi.store.db import RunStore, Usage
+from sedi.teacher.budget import Budget
+from sedi.teacher.client import Endpoint, TeacherClient, TeacherRequest, UsageMisreported
+from sedi.teacher.outcomes import retry_after
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 

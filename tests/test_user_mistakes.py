@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from sedi.checks import has_chat_template
-from sedi.config import load_config
+from sedi.config.model import load_config
+from sedi.stages.checks import has_chat_template
 from tests.helpers import invoke, record_run, snapshot
 from tests.servers import Served, serve_app
 
@@ -311,7 +311,7 @@ def test_a_budget_stop_exits_3_and_your_seeds_say_which_held_out_set_they_are_me
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The documented budget code, distinct from errors (2) and bugs (1); nothing sent (the cap is 0)."""
-    from sedi.summary import read_summary
+    from sedi.report.summary import read_summary
 
     seeds, run_dir, requests = _file("mine.jsonl", _SEED)(tmp_path), tmp_path / "run", teacher.counter.total
     sets = ["teacher.provider=openai", f"teacher.base_url={teacher.base_url}", "teacher.model=tiny"]

@@ -1,0 +1,334 @@
+"""``sedi export``: a run's kept tasks in the shapes fine-tuning libraries take, with a dataset card that says
+how they were made, pushed to the Hugging Face Hub by :mod:`sedi.export.hub` when asked.
+
+Formats, one row per *instance* (a task the teacher gave three instances becomes three rows, ids
+``<task id>-<instance index>``, so no paid-for instance is left out):
+
+- ``messages``: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``, TRL's conversational
+  language-modeling shape;
+- ``prompt-completion``: ``{"prompt": [user turn], "completion": [assistant turn]}``, TRL's conversational
+  prompt-completion shape (the loss falls on the completion only);
+- ``alpaca``: ``{"instruction", "input", "output"}`` as in Stanford Alpaca's ``alpaca_data.json``;
+- ``sharegpt``: ``{"conversations": [{"from": "human", "value"}, {"from": "gpt", "value"}]}``.
+
+The file type follows ``--out``'s extension: ``.jsonl``, ``.json`` (one JSON array, as Alpaca ships) or
+``.parquet``. The card is ``README.md`` beside the data, in the Hub's dataset-card format (a YAML header the Hub
+and ``datasets.load_dataset(DIR)`` read, then markdown). The run is only read: exporting works on a run that
+is going on and on a read-only copy, like ``sedi status``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import yaml
+
+from sedi._io import fsync_write
+from sedi.exceptions import ConfigError, RunDirError
+from sedi.redact import redact
+from sedi.report.summary import read_summary
+from sedi.stages.resume import SEEDS_DIGEST
+from sedi.store.dataset import kept_records, user_turn
+from sedi.store.ledger import cost_text
+from sedi.store.rundir import DB_NAME, connect_readonly, unreadable
+
+if TYPE_CHECKING:
+    from huggingface_hub import DatasetCard
+
+ExportFormat = Literal["messages", "prompt-completion", "alpaca", "sharegpt"]
+FORMATS: tuple[str, ...] = get_args(ExportFormat)
+SUFFIXES = (".jsonl", ".json", ".parquet")
+COLUMNS: dict[str, list[str]] = {
+    "messages": ["id", "messages"],
+    "prompt-completion": ["id", "prompt", "completion"],
+    "alpaca": ["instruction", "input", "output"],
+    "sharegpt": ["id", "conversations"],
+}
+CARD_TAG = "sedi-instruct"  # on every card sedi writes: a README.md without it is the user's, never overwritten
+EMBEDDED_SEEDS = "the 175 Self-Instruct seed tasks shipped with sedi (sedi/data/seed_tasks.jsonl)"
+EMBEDDED_SEEDS_LICENSE = "Apache-2.0"
+# The config sections that make a method what it is (the card lists their settings; the whole config follows).
+_METHOD_SECTIONS = {"self-instruct": ("generation", "instances", "filter"), "sedi": ("generation", "instances",
+                    "filter", "batches", "feedback")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the cards say about a run, read without taking its lock."""
+
+    run_dir: Path
+    summary: dict[str, Any]  # sedi status --json
+    config: dict[str, Any]  # the effective config of the latest start
+    config_body: str  # the same, as recorded (YAML)
+    config_digest: str  # as recorded in the run database
+    seeds_digest: str | None
+    records: list[dict[str, Any]]  # data/kept.jsonl's records (sedi.store.dataset.kept_records)
+
+
+@dataclass
+class _ReadOnlyRun:
+    db: sqlite3.Connection
+
+
+def read_run(run_dir: Path) -> RunFacts:
+    """Everything ``sedi export`` and ``sedi export-model`` need from a run directory, read-only."""
+    summary = read_summary(run_dir)  # one-line RunDirError when there is no run here
+    db_path = run_dir / DB_NAME
+    try:
+        db = connect_readonly(db_path)
+        try:
+            db.row_factory = sqlite3.Row
+            recorded = db.execute("SELECT digest, body FROM configs ORDER BY id DESC LIMIT 1").fetchone()
+            seeds = db.execute("SELECT value FROM meta WHERE key = ?", (SEEDS_DIGEST,)).fetchone()
+            records = kept_records(_ReadOnlyRun(db))
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise unreadable(db_path, exc) from None
+    if recorded is None:
+        raise RunDirError(f"{run_dir}: the run never started (no config recorded): run 'sedi run --run-dir {run_dir}'")
+    config = yaml.safe_load(recorded["body"])
+    return RunFacts(run_dir, summary, config, recorded["body"], recorded["digest"], seeds and seeds[0], records)
+
+
+def to_rows(records: list[dict[str, Any]], fmt: ExportFormat) -> list[dict[str, Any]]:
+    """One row per instance of every kept task, in ``fmt``'s shape (see the module docstring)."""
+    rows = []
+    for record in records:
+        for i, inst in enumerate(record["instances"]):
+            row_id, user = f"{record['id']}-{i}", user_turn(record["instruction"], inst["input"])
+            if fmt == "messages":
+                turns = [{"role": "user", "content": user}, {"role": "assistant", "content": inst["output"]}]
+                rows.append({"id": row_id, "messages": turns})
+            elif fmt == "prompt-completion":
+                rows.append(
+                    {
+                        "id": row_id,
+                        "prompt": [{"role": "user", "content": user}],
+                        "completion": [{"role": "assistant", "content": inst["output"]}],
+                    }
+                )
+            elif fmt == "alpaca":
+                rows.append({"instruction": record["instruction"], "input": inst["input"], "output": inst["output"]})
+            else:
+                turns = [{"from": "human", "value": user}, {"from": "gpt", "value": inst["output"]}]
+                rows.append({"id": row_id, "conversations": turns})
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write ``rows`` by ``path``'s extension, atomically (a reader never sees half a file)."""
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        os.replace(tmp, path)
+    elif path.suffix == ".json":
+        fsync_write(path, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    else:
+        fsync_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def check_out(out: Path, fmt: str, run_dir: Path | None = None, *, force: bool = False) -> Path:
+    """Refuse a bad ``--format`` or ``--out`` before anything is written; returns where the card goes. An existing
+    file is replaced only with ``force``, and nothing is ever written into ``run_dir``'s own ``data/``, which the
+    run rewrites after every round (an export there would be lost, or would replace the run's own files)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if out.suffix not in SUFFIXES:
+        raise ConfigError(f"--out {out}: name a file ending in {', '.join(SUFFIXES)} (the extension picks the type)")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory: name a file inside it, e.g. {out / ('train' + SUFFIXES[0])}")
+    if run_dir is not None and out.resolve().is_relative_to((run_dir / "data").resolve()):
+        raise ConfigError(f"--out {out}: is inside the run's own data directory ({run_dir / 'data'}): export elsewhere")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ConfigError(f"--out {out}: already exists: pass --force to replace it, or name a new file")
+    card = out.parent / "README.md"
+    if card.is_file() and CARD_TAG not in card.read_text(encoding="utf-8", errors="replace"):
+        raise ConfigError(f"{card}: a README.md not written by sedi is there: export into another directory")
+    return card
+
+
+def seed_source(config: dict[str, Any], license_: str | None) -> tuple[str, str]:
+    """Where the seed tasks came from and under which licence (``--license`` for a user's file)."""
+    path = (config.get("seeds") or {}).get("path")
+    if path is None and license_ is not None:
+        raise ConfigError(
+            f"--license {license_}: the run used the embedded seed tasks ({EMBEDDED_SEEDS_LICENSE}); --license "
+            "records the licence of a seeds.path file: drop it"
+        )
+    if path is None:
+        return EMBEDDED_SEEDS, EMBEDDED_SEEDS_LICENSE
+    return f"`{path}` (seeds.path)", license_ or "unknown (pass --license to record it)"
+
+
+def _size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return label
+    return "1M<n<10M"
+
+
+def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [item for key, sub in value.items() for item in _flat(f"{prefix}.{key}", sub)]
+    return [(prefix, value)]
+
+
+def teacher_name(config: dict[str, Any]) -> str:
+    teacher = config.get("teacher") or {}
+    return f"{teacher.get('provider', '?')}/{teacher.get('model', '?')}"
+
+
+def how_made(facts: RunFacts, license_: str | None) -> str:
+    """The card's account of the run: teacher, method and settings, spending, verdicts, seeds, config digest."""
+    s, config = facts.summary, facts.config
+    teacher = config.get("teacher") or {}
+    cost = cost_text(s, 6)  # "at most $X" when usage went unreported: never $0 for what was charged
+    rate = "n/a" if s["keep_rate"] is None else f"{s['keep_rate']:.1%}"
+    rejects = ", ".join(f"{rule} {n}" for rule, n in s["rejected_by_rule"].items()) or "none"
+    source, licence = seed_source(config, license_)
+    method = str(config.get("method", "?"))
+    settings = [item for section in _METHOD_SECTIONS.get(method, ()) for item in _flat(section, config.get(section))]
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| teacher | `{teacher_name(config)}` ({teacher.get('mode', '?')} mode) |",
+        f"| method | `{method}` |",
+        f"| rounds finished | {s['rounds']} |",
+        f"| teacher calls | {s['calls']} ({s['failed_calls']} failed; {s['cache_hits']} answered from the run's "
+        "cache, not paid again) |",
+        f"| tokens | {s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion |",
+        f"| cost | {cost} |",
+        f"| candidates | {s['candidates']}, kept {s['kept']} (keep rate {rate}) |",
+        f"| calls per kept task | {s['calls_per_kept'] if s['calls_per_kept'] is not None else 'n/a'} |",
+        f"| rejected, by rule | {rejects} |",
+        f"| seed tasks | {source}; licence: {licence} |",
+        f"| config digest | `{facts.config_digest}` |",
+        "",
+        "Settings of the method:",
+        "",
+        *(f"- `{key}`: `{json.dumps(value)}`" for key, value in settings),
+    ]
+    return "\n".join(lines)
+
+
+def dataset_card(facts: RunFacts, fmt: ExportFormat, data: Path, rows: int, license_: str | None) -> DatasetCard:
+    """The Hub dataset card (``README.md``) for one exported file."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    s = facts.summary
+    _, licence = seed_source(facts.config, license_)
+    spdx = licence.lower() if " " not in licence else "unknown"
+    builder = "parquet" if data.suffix == ".parquet" else "json"
+    data_card = DatasetCardData(
+        license=spdx,
+        task_categories=["text-generation"],
+        tags=list(dict.fromkeys([CARD_TAG, "synthetic", "self-instruct", str(facts.config.get("method", "sedi"))])),
+        size_categories=[_size_category(rows)],
+        pretty_name=f"{facts.run_dir.name} ({fmt})",
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data.name}]}],
+        sedi={
+            "config_digest": facts.config_digest,
+            "seeds_digest": facts.seeds_digest,
+            "teacher": teacher_name(facts.config),
+            "method": facts.config.get("method"),
+            "format": fmt,
+            "rows": rows,
+            "tasks": len(facts.records),
+            **{key: s[key] for key in ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "candidates")},
+            **{key: s[key] for key in ("kept", "keep_rate", "rejected_by_rule")},
+            "cost_upper_bound": bool(s.get("cost_upper_bound")),  # cost_usd is "at most": usage went unreported
+        },
+    )
+    example = _example(fmt, data, builder)
+    body = f"""
+# {facts.run_dir.name}: synthetic instruction data ({fmt})
+
+{rows} rows from {len(facts.records)} tasks that a teacher model wrote and sedi-instruct kept
+(`{facts.config.get("method")}` method). Each row is one *instance* of a task: a task with several
+instances gives several rows (`id` is `<task id>-<instance index>`).
+
+{provenance(facts, license_)}
+
+## Columns
+
+`{data.name}` ({fmt}): {", ".join(f"`{c}`" for c in COLUMNS[fmt])}. {_FORMAT_NOTES[fmt]}
+
+```python
+{example}
+```
+
+## Licence
+
+The seed tasks are under {licence}. The rows were written by the teacher model `{teacher_name(facts.config)}`:
+its provider's terms of use apply to them as well.
+
+{full_config(facts)}
+"""
+    return DatasetCard(f"---\n{data_card.to_yaml()}\n---\n{body}")
+
+
+def provenance(facts: RunFacts, license_: str | None) -> str:
+    return f"## How the data was made\n\n{how_made(facts, license_)}"
+
+
+def full_config(facts: RunFacts) -> str:
+    return (
+        f"## The run's full configuration\n\n<details><summary>config.yaml (digest {facts.config_digest})</summary>"
+        f"\n\n```yaml\n{facts.config_body.rstrip()}\n```\n\n</details>"
+    )
+
+
+_FORMAT_NOTES = {
+    "messages": "TRL's conversational language-modeling format: `SFTTrainer(train_dataset=...)` takes it as is.",
+    "prompt-completion": "TRL's conversational prompt-completion format: `SFTTrainer` takes it as is and puts "
+    "the loss on the completion only.",
+    "alpaca": "Stanford Alpaca's fields; TRL does not take them directly: map each row to `messages` first.",
+    "sharegpt": "The common ShareGPT shape (`from`: `human` / `gpt`); TRL does not take it directly: map "
+    "`human` to `user` and `gpt` to `assistant` first.",
+}
+
+
+def _example(fmt: str, data: Path, builder: str) -> str:
+    load = f'ds = load_dataset("{builder}", data_files="{data.name}", split="train")'
+    lines = ["from datasets import load_dataset", "", load]
+    if fmt in ("messages", "prompt-completion"):
+        lines += ["", "from trl import SFTConfig, SFTTrainer", 'SFTTrainer(model="...", train_dataset=ds).train()']
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Exported:
+    data: Path
+    card: Path
+    rows: int
+    tasks: int
+
+
+def export_dataset(run_dir: Path, fmt: str, out: Path, license_: str | None = None, *, force: bool = False) -> Exported:
+    """Write the run's kept tasks to ``out`` in ``fmt`` and the dataset card beside it (see :func:`check_out`)."""
+    card_path = check_out(out, fmt, run_dir, force=force)
+    facts = read_run(run_dir)
+    if not facts.records:
+        raise RunDirError(f"{run_dir}: no kept tasks yet: run 'sedi run --run-dir {run_dir}' until a round keeps some")
+    chosen: ExportFormat = fmt  # type: ignore[assignment]  # checked against FORMATS above
+    seed_source(facts.config, license_)  # a wrong --license is refused before anything is written
+    rows = to_rows(facts.records, chosen)
+    card = redact(str(dataset_card(facts, chosen, out, len(rows), license_)))  # also what a Hub push sends
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_rows(rows, out)
+        fsync_write(card_path, card)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}): choose a writable folder"
+        ) from None
+    return Exported(out, card_path, len(rows), len(facts.records))

@@ -1,0 +1,138 @@
+"""What ``sedi status`` prints: the numbers of a run, read from its database without taking its lock.
+
+Works while a run is going on and on a read-only copy (see :mod:`sedi.store.rundir`); a run whose state says
+``running`` but whose lock nobody holds was killed, and is reported ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sedi.exceptions import RunDirError
+from sedi.stages.shapes import shape_summary
+from sedi.store import ledger
+from sedi.store.rundir import DB_NAME, connect_readonly, lock_held, unreadable
+
+
+def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
+    """The numbers ``sedi status --json`` prints, from a run database."""
+    db.row_factory = sqlite3.Row
+    calls = db.execute(
+        "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c, "
+        f"COALESCE(SUM({ledger.cached_tokens_sql(db)}), 0) AS cached, "
+        "COALESCE(SUM(status IN ('error', 'interrupted')), 0) AS failed, "
+        "COALESCE(SUM(status = 'length'), 0) AS truncated, COALESCE(SUM(charged_tokens), 0) AS charged_tokens "
+        "FROM calls"
+    ).fetchone()
+    verdicts = {row[0]: int(row[1]) for row in db.execute("SELECT verdict, COUNT(*) FROM candidates GROUP BY verdict")}
+    rejected = {
+        row[0]: int(row[1])
+        for row in db.execute(
+            "SELECT rule, COUNT(*) FROM candidates WHERE verdict = 'rejected' "
+            "GROUP BY rule ORDER BY COUNT(*) DESC, rule"
+        )
+    }
+    candidates, kept = sum(verdicts.values()), verdicts.get("kept", 0)
+    meta = {row[0]: row[1] for row in db.execute("SELECT key, value FROM meta")}
+    cost = ledger.cost_summary(db, meta)
+    tokens = int(calls["p"]) + int(calls["c"])
+    return {
+        "run_dir": str(run_dir),
+        "state": meta.get("state", "created"),
+        "outcome": meta.get("outcome") or None,  # why the latest start ended (null while running or if killed)
+        "calls": int(calls["calls"]),
+        "failed_calls": int(calls["failed"]),
+        "truncated_responses": int(calls["truncated"]),
+        "cache_hits": int(meta.get("cache_hits", 0)),
+        "wall_seconds": float(meta.get("wall_seconds", 0)),
+        "responses": int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]),
+        "prompt_tokens": int(calls["p"]),
+        "completion_tokens": int(calls["c"]),
+        # Prompt tokens the provider served from its prompt cache (usage.prompt_tokens_details.cached_tokens), and
+        # their share of all prompt tokens (null before any prompt token was reported).
+        "cached_prompt_tokens": int(calls["cached"]),
+        "cached_share": round(int(calls["cached"]) / int(calls["p"]), 4) if int(calls["p"]) else None,
+        "budget_charged_tokens": int(calls["charged_tokens"]),
+        # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given. cost_usd is
+        # never below the charge: with cost_upper_bound true (cost_known false) it is "at most", as is usd_per_kept.
+        **cost,
+        "candidates": candidates,
+        "kept": kept,
+        "keep_rate": round(kept / candidates, 4) if candidates else None,
+        "calls_per_kept": round(int(calls["calls"]) / kept, 4) if kept else None,
+        # What each kept task cost: prompt + completion tokens, and USD at the latest start's prices (null when
+        # nothing is kept yet, or when no prices were given: an unknown cost is never reported as $0).
+        "tokens_per_kept": round(tokens / kept, 2) if kept else None,
+        "usd_per_kept": round(cost["cost_usd"] / kept, 8) if kept and cost["cost_usd"] is not None else None,
+        "verdicts": verdicts,
+        "rejected_by_rule": rejected,
+        "embedding_rejects": rejected.get("embedding", 0),
+        # Per request shape (generation.shaping): its generation requests, kept tasks, kept per call (and per USD when
+        # priced), and the shape with the best posterior kept per dollar (per call without prices); see stages.shapes.
+        **shape_summary(db, bool(cost["cost_known"])),
+        **_repair_summary(db),
+        **_training_summary(db),
+    }
+
+
+def _repair_summary(db: sqlite3.Connection) -> dict[str, int]:
+    """generation.repair: ledger calls of repair requests (also in ``calls``) and kept tasks whose output came from
+    repair (0 in a file written before the original_output column existed, read without migrating it)."""
+    calls = "SELECT COUNT(*) FROM calls c JOIN requests q ON q.request_key = c.request_key WHERE q.kind = 'repair'"
+    kept = "SELECT COUNT(*) FROM candidates WHERE verdict = 'kept' AND original_output IS NOT NULL"
+    repaired = ledger.has_column(db, "candidates", "original_output")
+    return {
+        "repair_calls": int(db.execute(calls).fetchone()[0]),
+        "repaired_kept": int(db.execute(kept).fetchone()[0]) if repaired else 0,
+    }
+
+
+def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
+    # Each metric's latest value: a round cut short by the budget measures diversity but trains nothing,
+    # so its held-out loss is that of the round before.
+    metrics = {
+        r[0]: r[1]
+        for r in db.execute(
+            "SELECT name, value FROM round_metrics m WHERE value IS NOT NULL AND round = "
+            "(SELECT MAX(round) FROM round_metrics WHERE name = m.name AND value IS NOT NULL)"
+        )
+    }
+    history = dict(db.execute("SELECT action, COUNT(*) FROM seed_history GROUP BY action").fetchall())
+    return {
+        "rounds": int(db.execute("SELECT COUNT(*) FROM rounds WHERE stage = 'done'").fetchone()[0]),
+        "train_steps": int(db.execute("SELECT COUNT(*) FROM train_steps").fetchone()[0]),
+        "promotions": int(history.get("promote", 0)),
+        "demotions": int(history.get("demote", 0)),
+        "seed_pool_size": int(db.execute("SELECT COUNT(*) FROM seed_pool WHERE active = 1").fetchone()[0]),
+        "diversity": {
+            name: round(float(metrics[name]), 4)
+            for name in ("diversity_mean_cosine_distance", "diversity_vendi", "topics_covered")
+            if metrics.get(name) is not None
+        },
+        **{
+            name: None if metrics.get(name) is None else round(float(metrics[name]), 4)
+            for name in ("heldout_loss", "heldout_rouge_l")
+        },
+    }
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """Summary of a run directory without taking its lock (works while a run is going on)."""
+    db_path = run_dir / DB_NAME
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        what = "missing" if not db_path.is_file() else "empty"
+        raise RunDirError(f"{run_dir}: no sedi run here ({DB_NAME} {what}): pass the --run-dir of a run")
+    try:
+        # Changes nothing in the directory and works on a read-only copy (see sedi.store.rundir).
+        db = connect_readonly(db_path)
+        try:
+            summary = summarize(db, run_dir)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise unreadable(db_path, exc) from None
+    if summary["state"] == "running" and not lock_held(run_dir):
+        summary["state"] = "interrupted"  # killed (SIGKILL, power cut): nobody owns the directory any more
+    return summary

@@ -1,0 +1,88 @@
+"""Request shapes in a run: the shape today's settings give, and what each shape's generation requests kept.
+
+Read by the planner (:mod:`sedi.stages.steering`,
+evidence for :mod:`feedback.shaping`), ``sedi status`` and ``sedi report``.
+A kept task counts for the generation request that wrote its instruction (``candidates.request_key``), also when
+its output came from a later repair request; a shape's cost is that of its generation requests only (every attempt,
+``calls.cost_usd``). Light: no numpy, no model; works on a read-only connection and on a file written before the
+``requests.shape`` column existed (no shapes then).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from feedback.shaping import ShapeArm, best_shape
+from sedi.config.model import SediConfig
+from sedi.config.shaping import PromptShape
+
+_STATS = """
+SELECT shape, COUNT(*), COALESCE(SUM(kept), 0), COALESCE(SUM(cost), 0) FROM (
+    SELECT q.shape AS shape,
+           (SELECT COUNT(*) FROM candidates c WHERE c.request_key = q.request_key AND c.verdict = 'kept') AS kept,
+           (SELECT COALESCE(SUM(k.cost_usd), 0) FROM calls k WHERE k.request_key = q.request_key) AS cost
+    FROM requests q JOIN responses s ON s.request_key = q.request_key
+    WHERE q.kind = 'tasks' AND q.shape IS NOT NULL AND q.round < ?
+) GROUP BY shape ORDER BY shape
+"""
+
+
+@dataclass(frozen=True)
+class ShapeStats:
+    """One shape's answered generation requests, the tasks they kept and what they cost (USD at the prices in force
+    when each was answered; 0 without prices)."""
+
+    name: str
+    requests: int
+    kept: int
+    cost_usd: float
+
+
+def fixed_shape(config: SediConfig) -> PromptShape:
+    """The shape every request has with ``generation.shaping: fixed`` (what the settings give)."""
+    gen = config.generation
+    return PromptShape(
+        in_context=max(1, gen.human_in_context + gen.machine_in_context),
+        max_task_chars=None,
+        tasks_per_call=gen.tasks_per_call,
+        max_tokens=gen.sampling.max_tokens,
+    )
+
+
+def has_shapes(db: sqlite3.Connection) -> bool:
+    return any(row[1] == "shape" for row in db.execute("PRAGMA table_info(requests)"))
+
+
+def shape_stats(db: sqlite3.Connection, before_round: int | None = None) -> list[ShapeStats]:
+    """Per shape, the generation requests of rounds before ``before_round`` (all rounds: None), by name."""
+    if not has_shapes(db):
+        return []
+    rows = db.execute(_STATS, (2**62 if before_round is None else before_round,)).fetchall()
+    return [ShapeStats(str(n), int(r), int(k), float(c)) for n, r, k, c in rows]
+
+
+def arms(stats: list[ShapeStats], per_dollar: bool) -> list[ShapeArm]:
+    """The rule's view of each shape: cost in USD, or one per request (``per_dollar`` false, or nothing priced)."""
+    priced = per_dollar and sum(s.cost_usd for s in stats) > 0
+    return [ShapeArm(s.requests, float(s.kept), s.cost_usd if priced else float(s.requests)) for s in stats]
+
+
+def shape_summary(db: sqlite3.Connection, cost_known: bool) -> dict[str, Any]:
+    """``sedi status``'s ``shapes`` (per shape: requests, kept, kept_per_call, cost_usd, kept_per_usd) and
+    ``shape_chosen`` (the best by posterior kept per dollar, per call when no cost is known; null with no shape)."""
+    stats = shape_stats(db)
+    priced = cost_known and sum(s.cost_usd for s in stats) > 0
+    shapes = {
+        s.name: {
+            "requests": s.requests,
+            "kept": s.kept,
+            "kept_per_call": round(s.kept / s.requests, 4) if s.requests else None,
+            "cost_usd": round(s.cost_usd, 6) if priced else None,
+            "kept_per_usd": round(s.kept / s.cost_usd, 4) if priced and s.cost_usd > 0 else None,
+        }
+        for s in stats
+    }
+    best = best_shape(arms(stats, priced))
+    return {"shapes": shapes, "shape_chosen": None if best is None else stats[best].name}

@@ -1,0 +1,251 @@
+"""The Batch API's durable records and wire format: the ``batch_jobs`` and ``batch_lines`` tables (see
+:mod:`sedi.store.schema`), and the JSONL lines sent to and read back from a provider in OpenAI's batch format.
+
+A job row and its lines (each with its ledger row) are written in one transaction before anything leaves, so a
+killed process leaves either nothing or a job it can resume; every later step (input file uploaded, job created,
+job ended) is recorded as soon as it happened. The driver is :mod:`sedi.teacher.batch_api`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from openai.types import Completion
+from openai.types.chat import ChatCompletion
+
+from sedi._io import dumps
+from sedi._types import AttemptOutcome, Usage
+from sedi.redact import redact
+from sedi.store import ledger
+from sedi.teacher.outcomes import Malformed
+
+# batch_jobs.state, in order: rows written; input file uploaded; job created at the provider; lines recorded.
+NEW, UPLOADED, CREATED, ENDED = "new", "uploaded", "created", "ended"
+# The provider's terminal statuses (openai.types.Batch.status); the others (validating, in_progress, finalizing,
+# cancelling) mean the job is still going.
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+METADATA_KEY = "sedi_job"  # the job's metadata entry holding its marker
+_RETRYABLE_STATUS = {408, 409, 429}  # and 5xx: as on the synchronous path (sedi.teacher.outcomes.classify)
+
+
+@dataclass
+class Line:
+    """One request of a job: its ledger row, cache key, the request as the cache stores it, and its reservation."""
+
+    call_id: int
+    key: str
+    payload: dict[str, Any]
+    reservation: Usage
+    settled: bool = False
+
+    @property
+    def custom_id(self) -> str:
+        return f"call-{self.call_id}"
+
+
+@dataclass
+class Job:
+    id: int
+    marker: str
+    endpoint: str  # the API path every line targets, e.g. "/v1/completions"
+    input_file_id: str | None
+    batch_id: str | None
+    created_at: float
+    lines: list[Line]
+    resumed: bool = False  # left by an earlier process: its file or job may exist without a record of it
+
+    @property
+    def filename(self) -> str:
+        return f"sedi-{self.marker}.jsonl"
+
+
+def create_job(
+    db: sqlite3.Connection, endpoint: str, model: str, planned: list[tuple[str, dict[str, Any], Usage]]
+) -> Job:
+    """Write a job with one line and one 'sent' ledger row per ``(key, payload, reservation)``; the caller holds the
+    transaction, so the job and its ledger rows exist together or not at all."""
+    now, marker = time.time(), uuid.uuid4().hex
+    cur = db.execute(
+        "INSERT INTO batch_jobs (marker, endpoint, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        (marker, endpoint, NEW, now, now),
+    )
+    assert cur.lastrowid is not None
+    job = Job(cur.lastrowid, marker, endpoint, None, None, now, [])
+    label = endpoint.removeprefix("/v1/")  # the ledger's endpoint names, as the synchronous path writes them
+    for key, payload, reservation in planned:
+        call_id = ledger.insert_attempt(db, key, 0, model, label, reservation.tokens, reservation.cost_usd)
+        db.execute(
+            "INSERT INTO batch_lines (call_id, job_id, request) VALUES (?, ?, ?)", (call_id, job.id, dumps(payload))
+        )
+        job.lines.append(Line(call_id, key, payload, reservation))
+    return job
+
+
+def open_jobs(db: sqlite3.Connection) -> list[Job]:
+    """Jobs an earlier process left before their end, with the lines it had not recorded. Those lines' ledger rows
+    were marked 'interrupted' and charged their reservation when the store opened; each line's ``reservation`` is
+    that charge, and its row goes back to 'sent' (in flight again) here."""
+    jobs = []
+    for row in db.execute(
+        "SELECT id, marker, endpoint, input_file_id, batch_id, created_at FROM batch_jobs WHERE state != ? ORDER BY id",
+        (ENDED,),
+    ).fetchall():
+        job = Job(int(row[0]), str(row[1]), str(row[2]), row[3], row[4], float(row[5]), [], resumed=True)
+        for call_id, key, request, tokens, cost in db.execute(
+            "SELECT c.id, c.request_key, l.request, c.charged_tokens, c.charged_cost_usd FROM batch_lines l "
+            "JOIN calls c ON c.id = l.call_id WHERE l.job_id = ? AND c.status = 'interrupted' ORDER BY c.id",
+            (job.id,),
+        ).fetchall():
+            job.lines.append(Line(int(call_id), str(key), json.loads(request), Usage(1, int(tokens), float(cost))))
+        jobs.append(job)
+    return jobs
+
+
+def reopen_lines(db: sqlite3.Connection, job: Job) -> None:
+    """Put the job's unrecorded lines back in flight: 'sent', charged nothing (the budget holds their reservation)."""
+    db.executemany(
+        "UPDATE calls SET status = 'sent', charged_tokens = 0, charged_cost_usd = 0, error_class = NULL, error = NULL "
+        "WHERE id = ? AND status = 'interrupted'",
+        [(line.call_id,) for line in job.lines],
+    )
+
+
+def record_file(db: sqlite3.Connection, job: Job, file_id: str) -> None:
+    job.input_file_id = file_id
+    db.execute(
+        "UPDATE batch_jobs SET input_file_id = ?, state = ?, updated_at = ? WHERE id = ?",
+        (file_id, UPLOADED, time.time(), job.id),
+    )
+
+
+def record_batch(db: sqlite3.Connection, job: Job, batch_id: str) -> None:
+    """The job's id at the provider, on the job and on every ledger row it carries, in one transaction."""
+    job.batch_id = batch_id
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "UPDATE batch_jobs SET batch_id = ?, state = ?, updated_at = ? WHERE id = ?",
+            (batch_id, CREATED, time.time(), job.id),
+        )
+        db.execute(
+            "UPDATE calls SET batch_id = ? WHERE id IN (SELECT call_id FROM batch_lines WHERE job_id = ?)",
+            (batch_id, job.id),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def record_status(db: sqlite3.Connection, job: Job, status: str, *, ended: bool = False) -> None:
+    db.execute(
+        "UPDATE batch_jobs SET status = ?, state = CASE WHEN ? THEN ? ELSE state END, updated_at = ? WHERE id = ?",
+        (status, ended, ENDED, time.time(), job.id),
+    )
+
+
+def api_body(payload: dict[str, Any]) -> dict[str, Any]:
+    """The body of one request as the API takes it, from the request as the cache stores it (the same fields the
+    synchronous path sends: :func:`sedi.teacher.outcomes.send`)."""
+    keys = ("model", "max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty")
+    body = {key: payload[key] for key in keys}
+    if payload.get("stop"):
+        body["stop"] = list(payload["stop"])
+    if payload.get("seed") is not None:
+        body["seed"] = payload["seed"]
+    if payload["mode"] == "chat":
+        body["messages"] = payload["messages"]
+    else:
+        body["prompt"] = payload["prompt"]
+    return body
+
+
+def input_file(job: Job) -> bytes:
+    """The job's input file: one JSONL request per line, ``custom_id`` naming its ledger row."""
+    lines = [
+        dumps({"custom_id": line.custom_id, "method": "POST", "url": job.endpoint, "body": api_body(line.payload)})
+        for line in job.lines
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def read_lines(text: str) -> dict[str, dict[str, Any]]:
+    """An output or error file's lines by ``custom_id``; a line that is not a JSON object with one is skipped (its
+    request then counts as unanswered)."""
+    found: dict[str, dict[str, Any]] = {}
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+            found[line["custom_id"]] = line
+    return found
+
+
+def retryable(status: int) -> bool:
+    return status in _RETRYABLE_STATUS or status >= 500
+
+
+def line_failure(
+    out: dict[str, Any] | None, job_status: str, line: Line, latency: float, why: str
+) -> tuple[AttemptOutcome, bool] | None:
+    """How a line that brought no answer ends (its ledger outcome, and whether it may go out again in a later
+    job), from its output or error line ``out`` and the job's status; None for a 200 answer."""
+    response = out.get("response") if out is not None else None
+    error = out.get("error") if out is not None else None
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if status == 200:
+        return None
+    if isinstance(response, dict) and isinstance(status, int):  # the provider answered it with an error: not billed
+        message = str(((response.get("body") or {}).get("error") or {}).get("message") or f"HTTP {status}")[:300]
+        outcome = AttemptOutcome("error", status, charged=Usage(1), latency_s=latency,
+                                 error_class="BatchLineError", error=message)  # fmt: skip
+        return outcome, retryable(status)
+    if isinstance(error, dict) or job_status != "completed":  # not run: the job expired, was cancelled or failed
+        code = str((error or {}).get("code") or f"batch_{job_status}")
+        message = str((error or {}).get("message") or why)[:300]
+        outcome = AttemptOutcome("error", None, charged=Usage(1), latency_s=latency, error_class=code, error=message)
+        return outcome, job_status != "cancelled"
+    # A completed job without this line: it may have run and been billed, so it is charged its worst case.
+    outcome = AttemptOutcome("error", None, charged=line.reservation, latency_s=latency,
+                             error_class="BatchLineMissing", error=f"{why}: no line for {line.custom_id}")  # fmt: skip
+    return outcome, True
+
+
+def refused(url: str, what: str, exc: openai.APIStatusError, key_env: str) -> str:
+    if exc.status_code in (401, 403):
+        return f"teacher at {url} rejected the API key at the {what} (HTTP {exc.status_code}): check ${key_env}"
+    if exc.status_code == 404:
+        return (
+            f"teacher at {url} has no Batch API (HTTP 404 at the {what}): set teacher.batch: false, or point "
+            "teacher.base_url at an endpoint with /v1/files and /v1/batches"
+        )
+    detail = redact(str(exc).splitlines()[0])[:300]  # redacted before the cut, so no half of a key survives it
+    return f"teacher at {url} refused the {what} (HTTP {exc.status_code}: {detail}): fix the teacher config"
+
+
+def read_answer(body: Any, chat: bool) -> tuple[str, str | None, Any]:
+    """(text, finish reason, usage as received) of a batch line's 200 body; :class:`Malformed` without usable text.
+    Built leniently (the openai models' ``construct``), as the client parses a synchronous response."""
+    if not isinstance(body, dict):
+        raise Malformed("batch line has no response body")
+    parsed: Any = ChatCompletion.construct(**body) if chat else Completion.construct(**body)
+    choices = getattr(parsed, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise Malformed("response has no choices")
+    try:
+        text = choices[0].message.content if chat else choices[0].text
+        finish = choices[0].finish_reason
+    except AttributeError as exc:
+        raise Malformed(f"response has no text ({exc})") from None
+    if not isinstance(text, str):
+        raise Malformed("response has no text")
+    return text, finish if isinstance(finish, str) else None, getattr(parsed, "usage", None)
