@@ -9,6 +9,7 @@ from diversity.batches import Leftover as Leftover
 from diversity.batches import cluster as cluster
 from diversity.batches import compose_batches as compose_batches
 from diversity.batches import default_n_clusters as default_n_clusters
+from diversity.decontaminate import Decontaminator as Decontaminator
 from diversity.dedup import DiversityFilter as DiversityFilter
 from diversity.dedup import DiversityVerdict as DiversityVerdict
 from diversity.dedup import Rule as Rule

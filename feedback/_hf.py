@@ -49,8 +49,8 @@ def resolve_runtime(config: TrainConfig) -> Runtime:
     if config.device == "cuda" and not cuda:
         raise RuntimeError("TrainConfig.device='cuda' but torch sees no CUDA device: set device='auto' or 'cpu'.")
     device = "cuda" if config.device == "cuda" or (config.device == "auto" and cuda) else "cpu"
-    if config.bf16 != "auto":
-        return Runtime(device=device, bf16=bool(config.bf16))
+    if config.precision != "auto":
+        return Runtime(device=device, bf16=config.precision == "bfloat16")
     if device == "cuda":
         return Runtime(device=device, bf16=torch.cuda.is_bf16_supported())
     # On CPU, bf16 autocast is only faster with native bf16 instructions (AVX512-BF16 or AMX); elsewhere it is

@@ -62,10 +62,11 @@ class TrainConfig(BaseModel):
         1.0, ge=0.0, description="Clip the total gradient norm to this (0: no clipping; the norm is logged anyway)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto': CUDA when available, else CPU.")
-    bf16: Literal["auto"] | bool = Field(
+    # One vocabulary with the teacher's and the encoder's precision (auto | float32 | bfloat16).
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="bf16 autocast. 'auto': on CUDA when the GPU supports bf16; on CPU when it has native bf16 "
-        "instructions (AVX512-BF16 or AMX), where it is faster than fp32.",
+        description="Training arithmetic: 'bfloat16' autocast or 'float32'. 'auto': bf16 on CUDA when the GPU "
+        "supports it and on CPUs with native bf16 instructions (AVX512-BF16 or AMX), where it is faster, else float32.",
     )
     # Set explicitly: TRL's default has changed across releases (a chunked NLL since 1.7 that fails under LoRA).
     loss_type: Literal["nll", "dft"] = Field(
@@ -149,7 +150,8 @@ class FeedbackConfig(BaseModel):
     # Measured on the bundled teacher: 'pool' (the method as stated) needed 1.29x the Self-Instruct baseline's calls
     # per kept task over 3 seeds x 150 calls (interval 1.14-1.45): a uniform 8 of 175 human + ~20 promoted seeds
     # shows almost only human seeds, whose long outputs the teacher imitates until max_tokens cuts it. 'split'
-    # needed 0.90x (0.74-1.07; 3 seeds x 64 calls, scripts/bench_in_context.py; README, "What the SeDi prompts show").
+    # needed 0.90x (0.74-1.07; 3 seeds x 64 calls, scripts/bench_in_context.py; docs/results.md, "What the SeDi
+    # prompts show").
     in_context: Literal["pool", "split"] = Field(
         "split",
         description="How a prompt's in-context tasks are drawn: 'split' as Self-Instruct (generation.human_in_context "
@@ -161,14 +163,14 @@ class FeedbackConfig(BaseModel):
         False,
         description="Beyond the paper: draw in-context tasks by a bandit over what each seed's prompts yielded "
         "(kept against rejected offspring) instead of uniformly (feedback.bandit). Draws from the whole pool: "
-        "in_context becomes 'pool' (an explicit 'split' is refused).",
+        "needs in_context 'pool' (set both).",
     )
     bandit: BanditConfig = Field(default_factory=BanditConfig, description="The prompt bandit (feedback.steer).")
 
     @model_validator(mode="after")
     def _steer_needs_the_pool(self) -> FeedbackConfig:
+        # Refused, not switched: a validator that quietly changed in_context made one key change another's
+        # meaning, and a recorded config read differently from what was written.
         if self.steer and self.in_context != "pool":
-            if "in_context" in self.model_fields_set:  # asked for both: say which one to change
-                raise ValueError("feedback.steer draws from the whole pool: set feedback.in_context to 'pool'")
-            self.in_context = "pool"  # the default split gives way to steering, which needs the pool
+            raise ValueError("feedback.steer draws from the whole pool: set feedback.in_context to 'pool' as well")
         return self

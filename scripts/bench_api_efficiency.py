@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sedi._hardware import offline_env
 from sedi.arms import parse_arms
 from sedi.exceptions import ConfigError
 from sedi.report import arm_stats
@@ -119,7 +120,7 @@ def main() -> None:
     command += [] if args.sequential else ["--parallel"]
     command += [a for item in overrides for a in ("--set", item)]
     started = time.monotonic()
-    subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    subprocess.run(command, check=True, env=offline_env(os.environ))
     result = summarise(json.loads((args.run_dir / "comparison.json").read_text()))
     result.update(max_calls=args.max_calls, repeat=args.repeat, seconds=round(time.monotonic() - started, 1))
     print(json.dumps(result))

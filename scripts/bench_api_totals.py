@@ -11,7 +11,7 @@ The file holds, per seed and arm: ``calls``, ``answered`` (calls that got a resp
 Recorded files predate the arms table (``sedi.arms``): their arm ``sedi`` is today's ``sedi-steer`` (steered
 prompts, from the whole pool), so here ``calls_per_kept_ratio`` stays what it was when recorded, sedi-steer over
 self-instruct (in ``sedi compare`` and ``bench_api_efficiency.py`` it is now ``default`` over ``self-instruct``).
-The keys are kept as recorded so that the README's JSON lines reproduce.
+The keys are kept as recorded so that the JSON lines in docs/results.md reproduce.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Usage::
     python scripts/bench_filter.py --corpus PATH/t0_prompts_dev.jsonl --limit 52000
 
 ``--corpus`` defaults to the 400 T0 prompts shipped in ``diversity/data`` (``diversity.benchmark.SAMPLE_CORPUS``);
-the README's figures were measured on the whole T0 prompt corpus (27,337 prompts, same format), passed with
+the figures in docs/results.md were measured on the whole T0 prompt corpus (27,337 prompts, same format), passed with
 ``--corpus``.
 
 Ours: candidates arrive in batches of ``--batch`` (a generation round) and go through
@@ -68,11 +68,12 @@ from diversity.dedup import DiversityFilter
 from diversity.embeddings import Encoder
 from diversity.index import VectorIndex
 from diversity.scale import derived_vectors, embedding_rule, exact_rule
-from sedi.config.seeds import bundled_path
 
 # Before the encoder first loads transformers (nothing imported above does).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from sedi._hardware import go_offline
+from sedi.config.seeds import bundled_path
+
+go_offline()  # before transformers is imported
 
 
 class TimedEncoder:

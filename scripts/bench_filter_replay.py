@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import sys
 import tempfile
 import time
@@ -41,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from sedi._hardware import go_offline
+
+go_offline()  # before transformers is imported
 
 PAPER_RATIO = 1 / 0.64
 SIMILARITY_RULES = ("rouge", "embedding")  # what sedi.stages.filtering's similarity step rejects with

@@ -2,7 +2,7 @@
 pool``, a uniform subset of the whole seed pool, as the method states) and ``in-context-split`` (the same run with
 ``feedback.in_context: split``: 6 human seeds and 2 promoted ones, Self-Instruct's mix) on the embedded defaults,
 paired by seed, with a fixed call budget. One JSON line: each arm's pooled calls per kept task, every arm's ratio
-over the first (and in-context-split over sedi-paper) with a 95% interval (``sedi.compare.pair_ratios``: the
+over the first (and in-context-split over sedi-paper) with a 95% interval (``sedi.comparison.pair_ratios``: the
 rounds-level paired bootstrap for several seeds), diversity, topics, held-out loss, config digest, per seed.
 
     python scripts/bench_in_context.py [--run-dir runs/bench-in-context] [--max-calls 64] [--repeat 3]
@@ -31,8 +31,9 @@ from typing import Any
 
 import yaml
 
+from sedi._hardware import offline_env
 from sedi.arms import ARMS, parse_arms, resolve
-from sedi.compare import pair_ratios, run_row
+from sedi.comparison import pair_ratios, run_row
 from sedi.config.model import SediConfig, load_config
 from sedi.exceptions import ConfigError
 from sedi.report import arm_stats
@@ -58,7 +59,7 @@ def _pairs(arms: list[str]) -> list[tuple[str, str]]:
 
 
 def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The JSON line's fields from each arm's per-seed run rows (``sedi.compare.run_row``), seeds in order."""
+    """The JSON line's fields from each arm's per-seed run rows (``sedi.comparison.run_row``), seeds in order."""
     out: dict[str, Any] = {}
     for arm, runs in rows.items():
         name = arm.replace("-", "_")
@@ -84,7 +85,7 @@ def _row(run_dir: Path) -> dict[str, Any]:
 
 
 def _run(config_path: Path, run_dir: Path, threads: int | None) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = offline_env(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     command = [sys.executable, "-m", "sedi", "run", str(config_path), "--run-dir", str(run_dir)]

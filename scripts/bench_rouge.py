@@ -7,7 +7,7 @@ Usage::
     python scripts/bench_rouge.py --corpus PATH/t0_prompts_dev.jsonl --limit 5000
 
 ``--corpus`` defaults to the 400 T0 prompts shipped in ``diversity/data`` (``diversity.benchmark.SAMPLE_CORPUS``);
-the README's figures were measured on the whole T0 prompt corpus (27,337 prompts, same format), passed with
+the figures in docs/results.md were measured on the whole T0 prompt corpus (27,337 prompts, same format), passed with
 ``--corpus``.
 
 The reference is Stanford Alpaca's filter: the pool is tokenized once with ``rouge_score``'s tokenizer,

@@ -20,8 +20,9 @@ import threading
 import time
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from sedi._hardware import go_offline
+
+go_offline()  # before transformers is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as sedi.serve.serve does
 
 

@@ -5,7 +5,7 @@ share of candidates each rule rejected. One JSON line.
     python scripts/prompt_yield.py RUN_DIR [RUN_DIR ...] [--from-round 1] [--token-edges 800,1000,1200]
 
 Written to find out why the SeDi arms of the 150-call benchmark needed more calls per kept task than the baseline:
-the in-context tasks a prompt shows decide much of what a small teacher writes back (see the README's Results).
+the in-context tasks a prompt shows decide much of what a small teacher writes back (see docs/results.md).
 Reads the run databases only (read-only); works on a finished, stopped or running run.
 """
 
@@ -17,15 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sedi._types import LENGTH
+from sedi.store.plans import request_shapes
+from sedi.store.report_queries import human_seed_ids, outcome_counts, request_yields
 from sedi.store.rundir import DB_NAME, connect_readonly
-
-_REQUESTS = """
-SELECT r.context, s.prompt_tokens, s.finish_reason,
-       (SELECT COUNT(*) FROM candidates c WHERE c.request_key = r.request_key),
-       (SELECT COUNT(*) FROM candidates c WHERE c.request_key = r.request_key AND c.verdict = 'kept'), r.request_key
-FROM requests r JOIN responses s USING (request_key)
-WHERE r.kind = 'tasks' AND r.round >= ?
-"""
 
 
 def _group(rows: list[tuple[int, int, bool]]) -> dict[str, float]:
@@ -50,30 +45,25 @@ def _bin(tokens: int, edges: list[int]) -> str:
 def run_yield(run_dir: Path, from_round: int, edges: list[int]) -> dict[str, Any]:
     db = connect_readonly(run_dir / DB_NAME)
     try:
-        human = {row[0] for row in db.execute("SELECT task_id FROM seed_pool WHERE origin = 'human'")}
-        requests = db.execute(_REQUESTS, (from_round,)).fetchall()
-        has_shape = any(row[1] == "shape" for row in db.execute("PRAGMA table_info(requests)"))
-        shapes = (
-            dict(db.execute("SELECT request_key, shape FROM requests WHERE shape IS NOT NULL")) if has_shape else {}
-        )
-        rules = db.execute(
-            "SELECT COALESCE(rule, verdict), COUNT(*) FROM candidates WHERE round >= ? GROUP BY 1", (from_round,)
-        ).fetchall()
+        human = human_seed_ids(db)
+        requests = request_yields(db, from_round)
+        shapes = request_shapes(db)
+        rules = outcome_counts(db, from_round)
     finally:
         db.close()
     every: list[tuple[int, int, bool]] = []
     by_machine: dict[str, list[tuple[int, int, bool]]] = {}
     by_tokens: dict[str, list[tuple[int, int, bool]]] = {}
     by_shape: dict[str, list[tuple[int, int, bool]]] = {}
-    for context, prompt_tokens, finish, candidates, kept, key in requests:
-        row = (int(candidates), int(kept), finish == "length")
+    for request in requests:
+        row = (request.candidates, request.kept, request.finish_reason == LENGTH)
         every.append(row)
-        machine = sum(1 for task in json.loads(context) if task not in human)
+        machine = sum(1 for task in json.loads(request.shown) if task not in human)
         by_machine.setdefault(str(machine), []).append(row)
-        by_tokens.setdefault(_bin(int(prompt_tokens), edges), []).append(row)
-        if key in shapes:
-            by_shape.setdefault(str(shapes[key]), []).append(row)
-    counts = Counter({str(rule): int(n) for rule, n in rules})
+        by_tokens.setdefault(_bin(request.prompt_tokens, edges), []).append(row)
+        if request.request_key in shapes:
+            by_shape.setdefault(shapes[request.request_key], []).append(row)
+    counts = Counter(rules)
     total = sum(counts.values()) or 1
     return {
         "all": _group(every) if every else {},

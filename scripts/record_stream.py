@@ -36,8 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from sedi._hardware import go_offline
+
+go_offline()  # before transformers is imported
 
 STYLE = "alpaca"  # the default generation.prompt_style
 

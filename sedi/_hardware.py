@@ -1,10 +1,17 @@
-"""Questions about the machine that sedi's own code asks (the served teacher's default dtype).
+"""Questions about the machine that sedi's own code asks (the served teacher's default dtype), and the
+environment every process that loads a model runs in (no model hub).
 
-``diversity`` and ``feedback`` never import ``sedi``, so each keeps its own copy of this check
+``diversity`` and ``feedback`` never import ``sedi``, so each keeps its own copy of the bf16 check
 (``diversity.embeddings.cpu_has_native_bf16``, ``feedback._hf.resolve_runtime``); sedi code imports it from here.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+# Nothing in a run may try a model hub: every model comes from a package or a local directory.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -12,3 +19,16 @@ def cpu_has_native_bf16() -> bool:
     import torch
 
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def go_offline() -> None:
+    """Set the Hugging Face offline variables in this process unless the user set them (``sedi export --push``
+    is the one command that may reach the Hub, and runs without this)."""
+    for name, value in OFFLINE_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def offline_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the offline variables forced on: for a child process that loads a model (the local teacher
+    server), whatever this process was started with."""
+    return {**env, **OFFLINE_ENV}

@@ -22,6 +22,25 @@ SeedOrigin = Literal["human", "machine"]
 TaskOrigin = SeedOrigin | Literal["heldout"]
 # How one HTTP attempt stands in the ledger (calls.status).
 CallStatus = Literal["sent", "ok", "length", "error", "interrupted"]
+# What the feedback stage did to a seed (seed_history.action).
+SeedAction = Literal["promote", "demote"]
+
+# The words above that queries name, as values: the store passes them as parameters, never spelled inside SQL.
+UNJUDGED = "new"  # candidates.verdict before the filters decide (not a VerdictName: no stage ever returns it)
+KEPT: VerdictName = "kept"
+REJECTED: VerdictName = "rejected"
+TASKS: RequestKind = "tasks"
+INSTANCES: RequestKind = "instances"
+REPAIR: RequestKind = "repair"
+ROUND_DONE: RoundStage = "done"
+HUMAN: SeedOrigin = "human"
+MACHINE: SeedOrigin = "machine"
+PROMOTE: SeedAction = "promote"
+DEMOTE: SeedAction = "demote"
+SENT: CallStatus = "sent"
+INTERRUPTED: CallStatus = "interrupted"
+FAILED_CALLS: tuple[CallStatus, ...] = ("error", "interrupted")  # sedi status's failed_calls
+LENGTH = "length"  # calls.status and responses.finish_reason of an answer cut at max_tokens
 
 ProgressHook = Callable[[str, int, int], None]  # (stage, done, total)
 EncodeFn = Callable[[Sequence[str]], Any]  # texts -> one embedding row each

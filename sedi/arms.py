@@ -74,7 +74,7 @@ ARMS: dict[str, Arm] = {
         Arm(
             "sedi-steer",
             "SeDi with prompts steered by yield (the old `sedi` arm).",
-            ("feedback.steer=true",),
+            ("feedback.in_context=pool", "feedback.steer=true"),
             extends="sedi-paper",
         ),
         Arm("default", "Exactly what `sedi run` does with the user's config: no overrides."),

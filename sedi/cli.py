@@ -161,7 +161,7 @@ def compare(
     student and budget; write a table with each arm's calls per kept task over the baseline's, with intervals."""
     _offline_defaults()
     from sedi.arms import parse_arms
-    from sedi.compare import compare as run_compare
+    from sedi.comparison import compare as run_compare
     from sedi.config.model import load_config
     from sedi.exceptions import ConfigError
 
@@ -216,8 +216,10 @@ def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="A run directory, a compare directory, or several runs.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output directory; default: the first directory.")] = None,
 ) -> None:
-    """Write DIR/report.html (self-contained, plots embedded) and a PNG of each plot under DIR/report/."""
+    """Write DIR/report.html (self-contained, plots embedded) and a PNG of each plot under DIR/report/, and
+    DIR/viewer.html, a self-contained page to read each kept and rejected candidate (one per arm for a comparison)."""
     from sedi.report.page import write_report
+    from sedi.report.viewer import write_viewers
 
     dirs, labels, note = list(run_dirs), None, None
     if len(dirs) == 1 and (dirs[0] / "comparison.json").is_file():
@@ -233,6 +235,8 @@ def report(
         out = out or run_dirs[0]
     path = write_report(dirs, out or dirs[0], labels, note)
     typer.echo(f"report: {path}")
+    for viewer in write_viewers(dirs, out or dirs[0], labels):  # one per run: viewer.html, or viewer-<arm>.html
+        typer.echo(f"viewer: {viewer}")
 
 
 @config_app.command("show")
@@ -304,18 +308,29 @@ def export_data(
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
     license_: LicenseOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+    select: Annotated[
+        str,
+        typer.Option(
+            "--select",
+            help="Which kept tasks: all, attractive (the tasks of attractive batches) or top-loss:N (the N the "
+            "student found hardest).",
+        ),
+    ] = "all",
 ) -> None:
-    """Write the run's kept tasks (one row per instance) in a fine-tuning format, with a dataset card. An existing
-    file is replaced only with --force; the run's own data/ directory is refused."""
+    """Write the run's kept tasks (one row per instance) in a fine-tuning format, with their provenance and
+    training-signal columns and a dataset card. An existing file is replaced only with --force; the run's own
+    data/ directory is refused."""
     from sedi.export.formats import export_dataset
     from sedi.export.hub import check_push
     from sedi.export.hub import push_to_hub as push
+    from sedi.export.select import parse_selection
 
+    selection = parse_selection(select)  # an unknown signal: one line, exit 2, before anything is read
     if push_to_hub is None:
         _offline_defaults()  # only a push talks to the Hub
     else:
         check_push()  # a missing token is refused before anything is written
-    done = export_dataset(run_dir, fmt, out, license_, force=force)
+    done = export_dataset(run_dir, fmt, out, license_, force=force, selection=selection)
     typer.echo(f"{done.rows} rows ({done.tasks} tasks) -> {done.data}\ndataset card -> {done.card}")
     if push_to_hub is not None:
         typer.echo(f"pushed -> {push(done, push_to_hub, private)}")

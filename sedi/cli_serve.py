@@ -10,9 +10,9 @@ import typer
 
 
 def offline_defaults() -> None:
-    # Nothing in a run may try a model hub: every model comes from a package or a local directory.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sedi._hardware import go_offline
+
+    go_offline()  # nothing in a run may try a model hub: every model comes from a package or a local directory
     # Our own progress bars say what is going on; the libraries' per-call bars would bury them.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")

@@ -51,6 +51,7 @@ from sedi.report import stats
 from sedi.report.summary import read_summary
 from sedi.stages.prompts import chat_messages, completion_prompt
 from sedi.store import ledger
+from sedi.store.report_queries import answered_generation_requests, timed_seconds
 from sedi.store.rundir import DB_NAME, connect_readonly, lock_held, unreadable
 from sedi.teacher.budget import prompt_token_bound
 
@@ -88,13 +89,8 @@ def read_seen(run_dir: Path) -> Seen | None:
     try:
         db = connect_readonly(db_path)
         try:
-            slots = db.execute(
-                "SELECT COUNT(*) FROM requests q JOIN responses r ON r.request_key = q.request_key "
-                "WHERE q.kind = 'tasks'"
-            ).fetchone()[0]
-            timed = dict(
-                db.execute("SELECT name, SUM(value) FROM round_metrics WHERE name LIKE 'seconds_%' GROUP BY name")
-            )
+            slots = answered_generation_requests(db)
+            timed = timed_seconds(db)
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:

@@ -29,6 +29,7 @@ from sedi.config.model import SediConfig, dump_config
 from sedi.config.seeds import Task, load_heldout_tasks, load_seed_tasks
 from sedi.exceptions import BudgetExceeded
 from sedi.stages.checks import check_models
+from sedi.stages.decontaminate import check_seed_copies, decontaminator
 from sedi.stages.embeddings import LazyEncoder
 from sedi.stages.filtering import TaskFilter
 from sedi.stages.generation import generate, plan_round
@@ -213,7 +214,7 @@ async def _rounds(
         config.filter.embedding_backend,
     )
     pool = [t.instruction for t in seeds] + pooled_instructions(store, unfiltered)
-    task_filter = TaskFilter(config, pool, encode, store.run_dir / "index")
+    task_filter = TaskFilter(config, pool, encode, store.run_dir / "index", decontaminator(config))
     job = _Job(config, store, client, seeds, heldout, task_filter, encode, progress)
     try:
         outcome = await _until_stop(job)
@@ -234,6 +235,7 @@ def check_inputs(
     Returns (human seed tasks, held-out tasks) and, for ``provider: openai``, the remote endpoints."""
     seeds, limit = load_seed_tasks(config.seeds.path, config.seeds.max_chars), config.seeds.max_chars
     heldout = load_heldout_tasks(config.seeds.heldout_path, limit) if config.student.heldout_size else []
+    check_seed_copies(config, seeds, decontaminator(config))
     check_models(config, source)
     remote = None if config.teacher.provider == "local" else openai_endpoints(config.teacher, source)
     if run_dir is not None:

@@ -2,7 +2,7 @@
 
 Run one by one, each ``provider: local`` run starts its own server (one model load each) and keeps it busy with
 only its own ``teacher.concurrency`` requests. Run together, their requests decode in one batch of one server:
-on two CPU cores a decoding step costs nearly the same for 16 rows as for 8 (2.2x the tokens/s, see the README,
+on two CPU cores a decoding step costs nearly the same for 16 rows as for 8 (2.2x the tokens/s, see docs/results.md,
 "The embedded teacher server"), so N runs cost far less than N times one.
 
 Each job runs in its own process, ``python -m sedi.parallel JOB_FILE``, which calls :func:`sedi.loop.run` with
@@ -19,7 +19,7 @@ The shared server is the one a solo run would start (:class:`sedi.teacher.endpoi
 ``--max-batch`` the sum of its jobs' ``teacher.concurrency``, so no request waits for a batch place. A run's
 request keys, and so its response cache, never name the server's URL or port: a run started here resumes alone
 with the same cache, and its recorded config is the one a solo run records. Completions depend on what they
-were batched with (see :mod:`sedi.serve._batching`) whether the server is shared or not.
+were batched with (see :mod:`sedi.serve._decoding`) whether the server is shared or not.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _server_key(config: SediConfig) -> tuple[str, str, str, str]:
     """What :class:`LocalTeacher` passes to the server besides its port, batch size and parent: equal keys, one
     teacher."""
     teacher = config.teacher
-    return (teacher.model, teacher.local.model, teacher.local.device, teacher.local.dtype)
+    return (teacher.model, teacher.local.model, teacher.local.device, teacher.local.precision)
 
 
 class _StudentSlots:
@@ -198,7 +198,7 @@ def _start(
         env = dict(os.environ)
         if not alone:
             # One OpenMP thread per run (students, embeddings) when several share the cores: with two threads each,
-            # three runs at once went 5 to 10 times slower (README, "The 150-call benchmark"), since OpenMP's
+            # three runs at once went 5 to 10 times slower (docs/results.md, "The 150-call benchmark"), since OpenMP's
             # parallel regions stall while other processes hold the cores. The caller's own setting wins.
             env.setdefault("OMP_NUM_THREADS", "1")
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from sedi._types import RequestKind, SeedAction
+from sedi.store import synthetic
 from sedi.store.db import RunStore
 
 RULES = ["rouge_similarity", "too_short", "blacklisted_word", "bad_start", "duplicate"]
@@ -19,50 +21,31 @@ RULES = ["rouge_similarity", "too_short", "blacklisted_word", "bad_start", "dupl
 def write_sample_run(run_dir: Path, method: str, *, training: bool = True, seed: int = 0) -> Path:
     """A finished two-round run; without ``training`` only the ledger (calls and responses) is written."""
     rng = random.Random(seed)
-    with RunStore(run_dir) as store, store.transaction() as db:
+    with RunStore(run_dir) as store, store.transaction():
         store.record_config("digest", f"method: {method}\nteacher:\n  model: test-teacher\n")
         store.set_state("finished")
         call_ids: list[tuple[int, str, int]] = []
         for i in range(10):
             rnd, key = i // 5, f"req-{i}"
             failed = i == 3  # one failed attempt: a call that produced nothing
-            cur = db.execute(
-                "INSERT INTO calls (request_key, attempt, model, endpoint, status, prompt_tokens, completion_tokens, "
-                "cost_usd, started_at) VALUES (?, 0, 'test-teacher', 'completions', ?, ?, ?, ?, ?)",
-                (key, "error" if failed else "ok", 0 if failed else 200 + i, 0 if failed else 90 + 3 * i,
-                 0.0 if failed else 0.0011 * (i + 1), 1_700_000_000.0 + i),
+            call_id = synthetic.call(
+                store, key, "error" if failed else "ok", (0, 0) if failed else (200 + i, 90 + 3 * i),
+                0.0 if failed else 0.0011 * (i + 1), 1_700_000_000.0 + i,
             )  # fmt: skip
-            assert cur.lastrowid is not None
             if not failed:
-                kind = "classify" if i == 4 else "tasks"
-                db.execute(
-                    "INSERT INTO requests (request_key, round, kind, sample_index) VALUES (?, ?, ?, 0)",
-                    (key, rnd, kind),
-                )
-                db.execute(
-                    "INSERT INTO responses (request_key, call_id, request, text, prompt_tokens, completion_tokens, "
-                    "created_at) VALUES (?, ?, '{}', 'text', 1, 1, 0)",
-                    (key, cur.lastrowid),
-                )
+                kind: RequestKind = "classify" if i == 4 else "tasks"
+                synthetic.answered_request(store, key, rnd, kind, call_id)
                 if kind == "tasks":
-                    call_ids.append((cur.lastrowid, key, rnd))
+                    call_ids.append((call_id, key, rnd))
         if not training:
             return run_dir
         for n in range(30):
             _, key, rnd = call_ids[n % len(call_ids)]
             verdict = rng.choice(["kept", "kept", "rejected", "rejected", "pending"])
-            db.execute(
-                "INSERT INTO candidates (request_key, position, round, instruction, verdict, rule, pooled) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, n, rnd, f"Task number {n}.", verdict, rng.choice(RULES) if verdict == "rejected" else None,
-                 int(verdict == "kept")),
-            )  # fmt: skip
+            synthetic.candidate(store, key, n, rnd, verdict, rng.choice(RULES) if verdict == "rejected" else None)
         for step in range(1, 13):
-            db.execute(
-                "INSERT INTO train_steps (round, step, grad_norm, loss, learning_rate, task_ids, attractive) "
-                "VALUES (?, ?, ?, ?, 2e-4, '[1, 2]', ?)",
-                ((step - 1) // 6, step, 2.5 / step**0.5 + rng.random() * 0.2, 3.0 - step * 0.1, int(step in (4, 10))),
-            )
+            grad_norm = 2.5 / step**0.5 + rng.random() * 0.2
+            synthetic.train_step(store, (step - 1) // 6, step, grad_norm, 3.0 - step * 0.1, step in (4, 10))
         d = seed / 10  # runs differ a little, as two real runs would
         metrics = {
             "keep_rate": (0.4 - d, 0.5), "heldout_loss": (2.9, 2.4 - d), "diversity_vendi": (9.5, 12.25 + 10 * d),
@@ -72,11 +55,10 @@ def write_sample_run(run_dir: Path, method: str, *, training: bool = True, seed:
         }  # fmt: skip
         for rnd in (0, 1):
             store.record_metrics(rnd, {name: values[rnd] for name, values in metrics.items()})
-        for task, action, rnd in [("t1", "promote", 0), ("t2", "promote", 0), ("t3", "promote", 0),
-                                  ("t4", "promote", 1), ("t5", "promote", 1), ("t2", "demote", 1)]:  # fmt: skip
-            db.execute(
-                "INSERT INTO seed_history (task_id, action, round, step, signal, reason, created_at) "
-                "VALUES (?, ?, ?, 4, 0.5, 'test', 0)",
-                (task, action, rnd),
-            )
+        moves: list[tuple[str, SeedAction, int]] = [
+            ("t1", "promote", 0), ("t2", "promote", 0), ("t3", "promote", 0),
+            ("t4", "promote", 1), ("t5", "promote", 1), ("t2", "demote", 1),
+        ]  # fmt: skip
+        for task, action, rnd in moves:
+            synthetic.seed_move(store, task, action, rnd)
     return run_dir

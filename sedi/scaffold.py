@@ -187,6 +187,8 @@ def _keys(
     """The YAML lines of one section: for each field its notes (if any), its help text, then the key."""
     pad, out = "  " * depth, list[str]()
     for name, info in model.model_fields.items():
+        if info.exclude:  # not a config key (student.train.seed follows run.seed)
+            continue
         dotted, value, section = prefix + name, values[name], _section_model(info.annotation)
         if depth == 0 and out:
             out.append("")

@@ -17,6 +17,20 @@ from tests.tiny_model import build_tiny_model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# --- Test tiers: `pytest -m "not slow"` is the fast tier, `pytest -m slow` the rest (.ci/run runs both) -----------
+
+# Fixtures that load the bundled Gemma-3-270m (seconds to load, tens of seconds per generated batch on 2 cores):
+# every test that uses one, directly or through another fixture, is marked slow here, so no test has to remember.
+SLOW_FIXTURES = frozenset({"gemma_engine"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 # --- Local teacher server (sedi.serve) -------------------------------------------------------------
 
 

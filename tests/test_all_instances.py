@@ -32,7 +32,7 @@ BATCHES = [[5, 6], [7, 8]]
 
 def config(**overrides: Any) -> TrainConfig:
     base: dict[str, Any] = dict(
-        per_device_batch_size=2, max_length=96, lora_dropout=0.0, bf16=False, device="cpu", learning_rate=1e-2
+        per_device_batch_size=2, max_length=96, lora_dropout=0.0, precision="float32", device="cpu", learning_rate=1e-2
     )
     return TrainConfig(**{**base, **overrides})
 
@@ -76,6 +76,7 @@ def grad_norm_by_hand(model_dir: Path, examples: list[TrainExample]) -> float:
     return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
 
 
+@pytest.mark.slow
 def test_a_task_with_three_instances_trains_three_rows_in_one_step(tiny_model_dir: Path, tmp_path: Path) -> None:
     import feedback._trainer as trainer_module
 
@@ -97,6 +98,7 @@ def test_a_task_with_three_instances_trains_three_rows_in_one_step(tiny_model_di
     assert result.steps[0].grad_norm != pytest.approx(grad_norm_by_hand(tiny_model_dir, [INSTANCES[0], SINGLES[0]]))
 
 
+@pytest.mark.slow
 def test_a_task_is_dropped_only_when_none_of_its_instances_fits(tiny_model_dir: Path, tmp_path: Path) -> None:
     long = "The answer is 42. " * 40
     examples = [*SINGLES, INSTANCES[0], INSTANCES[0].model_copy(update={"completion": long})]
@@ -136,6 +138,7 @@ def _store_with_tasks(run_dir: Path) -> RunStore:
     return store
 
 
+@pytest.mark.slow
 def test_the_train_stage_trains_every_instance_and_records_task_ids(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = _store_with_tasks(tmp_path / "run")
     a, b = (int(r[0]) for r in store.db.execute("SELECT id FROM candidates WHERE verdict = 'kept' ORDER BY id"))
@@ -143,7 +146,12 @@ def test_the_train_stage_trains_every_instance_and_records_task_ids(tiny_model_d
     assert [ex.id for ex in examples] == [a, a, a, b]
     assert [ex.completion for ex in examples] == ["mot 0", "mot 1", "mot 2", "Own output."]
     settings = SediConfig.model_validate(
-        {"student": {"model": str(tiny_model_dir), "train": config(per_device_batch_size=4).model_dump()}}
+        {
+            "student": {
+                "model": str(tiny_model_dir),
+                "train": config(per_device_batch_size=4).model_dump(exclude={"seed"}),
+            }
+        }
     )
     steps = train(store, settings, 0)
     recorded = [json.loads(r[0]) for r in store.db.execute("SELECT task_ids FROM train_steps WHERE round = 0")]

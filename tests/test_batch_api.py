@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,11 @@ from sedi.exceptions import SediError, TeacherError
 from sedi.report.summary import read_summary
 from sedi.store.db import RunStore
 from sedi.teacher.budget import Budget
-from sedi.teacher.client import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
+from sedi.teacher.client import CompletedRequests, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
 from tests.batch_server import BatchServer
 from tests.fault_server import FaultServer, tagged
 from tests.helpers import invoke, ledger, rows, scripted_args, sedi, status
-from tests.servers import Served, serve_app
+from tests.servers import Served, read_body, serve_app
 
 PROMPT_RATE, COMPLETION_RATE = 2.0, 8.0  # USD per million tokens
 PRICES = ("--set", f"teacher.prices.prompt={PROMPT_RATE}", "--set", f"teacher.prices.completion={COMPLETION_RATE}")
@@ -70,7 +71,7 @@ def _complete(
     budget: dict[str, Any] | None = None,
     stop_after_s: float | None = None,
     **teacher: Any,
-) -> tuple[BatchResult | SediError | None, list[dict[str, Any]], Budget]:
+) -> tuple[CompletedRequests | SediError | None, list[dict[str, Any]], Budget]:
     """One start of a batch client over HTTP: what ``complete_all`` returned (or raised; None when it was stopped
     after ``stop_after_s``), the ledger, the budget."""
     prices = {"prompt": PROMPT_RATE, "completion": COMPLETION_RATE}
@@ -82,7 +83,7 @@ def _complete(
         client = TeacherClient(config.teacher, store, spent, lambda: Endpoint(base_url, "sk-test"))
         requests = [TeacherRequest(prompt=p, max_tokens=16) for p in prompts]
 
-        async def go() -> BatchResult | SediError | None:
+        async def go() -> CompletedRequests | SediError | None:
             try:
                 return await asyncio.wait_for(client.complete_all(requests), stop_after_s)
             except SediError as exc:
@@ -105,7 +106,7 @@ def test_a_job_answers_every_request_at_the_discount_with_its_batch_id_and_a_rep
 ) -> None:
     server, served = faulty
     outcome, calls, budget = _complete(tmp_path / "run", served.base_url, _prompts(6))
-    assert isinstance(outcome, BatchResult) and outcome.budget_stop is None
+    assert isinstance(outcome, CompletedRequests) and outcome.budget_stop is None
     assert all(r is not None and r.text.startswith("Task 2: answer") for r in outcome.responses)
     assert len(server.created) == 1 and server.uploads == 1 and served.request_counts["/v1/batches"] == 1
     (batch_id,) = server.created
@@ -121,7 +122,7 @@ def test_a_job_answers_every_request_at_the_discount_with_its_batch_id_and_a_rep
 
     before = served.counter.total
     again, calls_again, _ = _complete(tmp_path / "run", served.base_url, _prompts(6))
-    assert isinstance(again, BatchResult) and all(r is not None and r.from_cache for r in again.responses)
+    assert isinstance(again, CompletedRequests) and all(r is not None and r.from_cache for r in again.responses)
     assert served.counter.total == before and len(calls_again) == 6  # answered from the cache: nothing sent
 
 
@@ -130,9 +131,68 @@ def test_a_discount_other_than_the_default_reaches_the_ledger_and_status(
 ) -> None:
     prices = {"prompt": PROMPT_RATE, "completion": COMPLETION_RATE, "batch_discount": 0.25}
     outcome, calls, _ = _complete(tmp_path / "run", faulty[1].base_url, _prompts(2), prices=prices)
-    assert isinstance(outcome, BatchResult)
+    assert isinstance(outcome, CompletedRequests)
     assert all(r["cost_usd"] == pytest.approx(0.75 * _full_cost(r)) for r in calls)
     assert read_summary(tmp_path / "run")["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in calls), abs=1e-6)
+
+
+@dataclass
+class RateLimitedUploads:
+    """Answers the first ``refusals`` uploads of a batch input file (POST /v1/files) with a 429 asking to wait 7 s,
+    and passes every other request to ``app``."""
+
+    app: Any
+    refusals: int
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        upload = scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/files")
+        if not upload or self.refusals == 0:
+            await self.app(scope, receive, send)
+            return
+        self.refusals -= 1
+        await read_body(receive)
+        raw = b'{"error": {"message": "slow down", "type": "rate_limit_exceeded"}}'
+        head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+        await send({"type": "http.response.start", "status": 429, "headers": [*head, (b"retry-after", b"7")]})
+        await send({"type": "http.response.body", "body": raw})
+
+
+@pytest.mark.parametrize("refusals", [1, 3], ids=["then-accepted", "every-attempt"])
+def test_a_rate_limited_upload_waits_the_retry_after_then_succeeds_or_ends_in_the_one_error(
+    tmp_path: Path, refusals: int
+) -> None:
+    server = BatchServer(FaultServer(), step_s=0.02)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # recorded, not slept: the polls' short waits pass as they are
+        waits.append(seconds)
+        await asyncio.sleep(min(seconds, 0.01))
+
+    with serve_app(RateLimitedUploads(server.app, refusals)) as served, RunStore(tmp_path / "run") as store:
+        settings = {"provider": "openai", "base_url": served.base_url, "batch": True, "batch_poll_s": 0.01,
+                    "max_retries": 2, "backoff_base_s": 0, "free": True}  # fmt: skip
+        config = SediConfig.model_validate({"teacher": settings, "budget": {"max_calls": None}})
+        budget = Budget(config.budget, store.spent())
+        client = TeacherClient(config.teacher, store, budget, lambda: Endpoint(served.base_url, "sk-test"), sleep=sleep)
+        requests = [TeacherRequest(prompt=p, max_tokens=16) for p in _prompts(2)]
+
+        async def go() -> CompletedRequests | SediError:
+            try:
+                return await client.complete_all(requests)
+            except SediError as exc:
+                return exc
+            finally:
+                await client.aclose()
+
+        outcome = asyncio.run(go())
+    if refusals == 1:
+        assert isinstance(outcome, CompletedRequests) and all(r is not None for r in outcome.responses)
+        assert waits.count(7.0) == 1 and server.uploads == 1
+    else:  # max_retries 2: three attempts, two waits, then the policy's one error
+        assert type(outcome) is TeacherError and "\n" not in str(outcome)
+        assert "the upload of the batch input file failed 3 attempts, last HTTP 429" in str(outcome)
+        assert waits.count(7.0) == 2 and server.uploads == 0
+    assert budget.in_flight == 0 and budget.reserved.calls == 0
 
 
 def test_failed_lines_of_a_partial_job_go_out_again_in_a_later_job(
@@ -141,7 +201,7 @@ def test_failed_lines_of_a_partial_job_go_out_again_in_a_later_job(
     server, served = faulty
     server.faults = ["partial"]
     outcome, calls, budget = _complete(tmp_path / "run", served.base_url, _prompts(6))
-    assert isinstance(outcome, BatchResult) and all(r is not None for r in outcome.responses)
+    assert isinstance(outcome, CompletedRequests) and all(r is not None for r in outcome.responses)
     first, second = server.created
     failed = [r for r in calls if r["batch_id"] == first and r["status"] == "error"]
     assert len(failed) == 3 and all(r["http_status"] == 500 and r["charged_cost_usd"] == 0 for r in failed)
@@ -159,7 +219,7 @@ def test_expired_and_failed_jobs_are_retried_up_to_max_retries(
     server, served = faulty
     server.faults = [fault]
     outcome, calls, _ = _complete(tmp_path / "once", served.base_url, _prompts(4), max_retries=1)
-    assert isinstance(outcome, BatchResult) and all(r is not None for r in outcome.responses)
+    assert isinstance(outcome, CompletedRequests) and all(r is not None for r in outcome.responses)
     assert len(server.created) == 2
     unrun = [r for r in calls if r["batch_id"] == server.created[0] and r["status"] == "error"]
     assert len(unrun) == (2 if fault == "expired" else 4)  # an expired job returns what it finished
@@ -181,7 +241,7 @@ def test_a_cancelled_job_stops_the_call_and_a_rerun_sends_only_the_rest(
     assert len(server.created) == 1 and budget.reserved.calls == 0
     assert sorted(r["status"] for r in calls) == ["error", "error", "ok", "ok"]
     outcome, calls, _ = _complete(tmp_path / "run", served.base_url, _prompts(4))
-    assert isinstance(outcome, BatchResult) and all(r is not None for r in outcome.responses)
+    assert isinstance(outcome, CompletedRequests) and all(r is not None for r in outcome.responses)
     assert len(server.created) == 2 and len(server.lines_by_job[server.created[1]]) == 2
     assert all(n == 1 for n in server.runs.values()) and len(server.runs) == 4
 
@@ -189,7 +249,7 @@ def test_a_cancelled_job_stops_the_call_and_a_rerun_sends_only_the_rest(
 def test_the_budget_bounds_what_a_job_carries(tmp_path: Path, faulty: tuple[BatchServer, Served]) -> None:
     server, served = faulty
     outcome, calls, budget = _complete(tmp_path / "calls", served.base_url, _prompts(6), budget={"max_calls": 4})
-    assert isinstance(outcome, BatchResult) and outcome.budget_stop is not None
+    assert isinstance(outcome, CompletedRequests) and outcome.budget_stop is not None
     assert outcome.budget_stop.cap == "max_calls" and sum(r is not None for r in outcome.responses) == 4
     assert len(server.created) == 1 and len(server.lines_by_job[server.created[0]]) == 4 and len(calls) == 4
 
@@ -198,7 +258,7 @@ def test_the_budget_bounds_what_a_job_carries(tmp_path: Path, faulty: tuple[Batc
     worst = calls[0]["reserved_cost_usd"]
     cap = {"max_calls": None, "max_cost_usd": 2.5 * worst}
     outcome, calls, budget = _complete(tmp_path / "cost", served.base_url, _prompts(6), budget=cap)
-    assert isinstance(outcome, BatchResult) and outcome.budget_stop is not None
+    assert isinstance(outcome, CompletedRequests) and outcome.budget_stop is not None
     assert outcome.budget_stop.cap == "max_cost_usd"
     jobs = server.created[1:]
     assert len(server.lines_by_job[jobs[0]]) == 2 and len(jobs) >= 2
@@ -233,7 +293,7 @@ def test_a_job_left_running_is_collected_by_the_next_start_even_with_batch_off(
 
     server.hold = False
     outcome, calls, budget = _complete(tmp_path / "run", served.base_url, _prompts(3), batch=False)
-    assert isinstance(outcome, BatchResult) and all(r is not None and r.from_cache for r in outcome.responses)
+    assert isinstance(outcome, CompletedRequests) and all(r is not None and r.from_cache for r in outcome.responses)
     assert len(server.created) == 1 and served.request_counts["/v1/completions"] == 0  # nothing sent again
     assert all(r["status"] == "ok" and r["batch_id"] == server.created[0] for r in calls) and len(calls) == 3
     assert budget.spent.cost_usd == pytest.approx(sum(r["cost_usd"] for r in calls))  # the worst case given back
@@ -244,6 +304,7 @@ def _job_rows(run_dir: Path) -> list[tuple[Any, ...]]:
     return rows(run_dir, "SELECT state, batch_id, status FROM batch_jobs ORDER BY id")
 
 
+@pytest.mark.slow
 def test_kill_9_while_the_job_is_in_progress_resumes_the_same_job(
     tmp_path: Path, scripted_batch: tuple[BatchServer, Served], tiny_model_dir: Path
 ) -> None:
@@ -277,6 +338,7 @@ def test_kill_9_while_the_job_is_in_progress_resumes_the_same_job(
     assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in calls), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_between_the_create_and_its_record_the_job_is_found_by_its_metadata(
     tmp_path: Path, scripted_batch: tuple[BatchServer, Served], tiny_model_dir: Path
 ) -> None:
@@ -294,6 +356,7 @@ def test_killed_between_the_create_and_its_record_the_job_is_found_by_its_metada
     assert len(server.runs) == 4 and all(n == 1 for n in server.runs.values())
 
 
+@pytest.mark.slow
 def test_a_batch_run_keeps_the_same_tasks_as_a_synchronous_run_at_half_the_price(
     tmp_path: Path, scripted: Served, scripted_batch: tuple[BatchServer, Served], tiny_model_dir: Path
 ) -> None:
@@ -335,6 +398,7 @@ def test_batch_with_the_embedded_teacher_is_one_line_exit_2(
     assert "teacher.batch" in output and "'local'" in output and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_estimate_prices_a_batch_run_at_the_discount(tmp_path: Path, scripted: Served, tiny_model_dir: Path) -> None:
     def estimate(*extra: str) -> dict[str, Any]:
         args = scripted_args(tmp_path / "new", scripted, tiny_model_dir, *PRICES, *extra)[1:]

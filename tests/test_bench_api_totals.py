@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs the script in a Python process
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_api_totals.py"
 RESULTS = SCRIPT.parent / "results" / "bench_api_150.json"
 

@@ -28,6 +28,7 @@ def test_pairs_counted_by_our_filter_equal_the_reference_loops() -> None:
     assert 0 < measured.half_pairs < measured.pairs and 0 < measured.half_seconds < measured.seconds
 
 
+@pytest.mark.slow
 def test_the_scale_mode_reports_its_backend_and_checks_it_against_float32_torch() -> None:
     """`bench_filter.py` above `--real-max`: real embeddings for timing, derived vectors for the index, the
     approximate index checked on a prefix, and the encoder's backend checked against float32 torch."""

@@ -14,7 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.servers import serve_app
+
+pytestmark = pytest.mark.slow  # every test here runs a script in a Python process
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 # Word salad from one vocabulary: two random 10-word instructions share almost no ordered words (ROUGE-L ~0.1),

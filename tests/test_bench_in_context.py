@@ -69,6 +69,7 @@ def test_summary_pools_seeds_and_pairs_rounds(bench: Any) -> None:
                      ("sedi-paper", "in-context-split")]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_unknown_arm_is_refused_before_anything_runs(tmp_path: Path) -> None:
     run = [sys.executable, str(SCRIPT), "--run-dir", str(tmp_path / "b"), "--arms", "self-instruct,sedi"]
     result = subprocess.run(run, capture_output=True, text=True, timeout=120)
@@ -76,6 +77,7 @@ def test_unknown_arm_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_report_only_summarises_existing_run_directories_under_the_old_arm_name(tmp_path: Path) -> None:
     for seed in (0, 1):
         write_sample_run(tmp_path / f"seed-{seed}" / "self-instruct", "self-instruct", seed=seed)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from sedi.compare import _aggregate, _markdown, pair_ratios, run_row, tabulate
-from sedi.report.arm_stats import clearly_better, ratio_words
+from sedi.comparison import _aggregate, _markdown, pair_ratios, run_row, tabulate
 from sedi.report import stats
+from sedi.report.arm_stats import clearly_better, ratio_words
 from sedi.report.page import write_report
 from sedi.report.summary import read_summary
 from sedi.sample_run import write_sample_run
@@ -25,6 +25,7 @@ from tests.servers import Served
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
+@pytest.mark.slow
 def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_model_dir: Path) -> None:
     server = scripted
     out = tmp_path / "cmp"
@@ -214,6 +215,7 @@ def test_every_arm_is_compared_with_the_first_and_the_headline_is_default_over_t
     assert list(other["ratios"]) == ["default over sedi-paper"] and other["calls_per_kept_ratio"] is None
 
 
+@pytest.mark.slow
 def test_the_report_of_a_comparison_says_each_ratio_as_the_table_does_and_marks_only_clear_differences(
     tmp_path: Path,
 ) -> None:

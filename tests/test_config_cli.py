@@ -55,16 +55,42 @@ def test_yaml_then_set_overrides(tmp_path: Path) -> None:
     assert cfg.teacher.prices is not None and cfg.teacher.prices.prompt == 0.5
 
 
-def test_prompts_show_the_split_by_default_and_steering_takes_the_pool(tmp_path: Path) -> None:
+def test_prompts_show_the_split_by_default_and_steering_needs_the_pool_said(tmp_path: Path) -> None:
     assert SediConfig().feedback.in_context == "split"  # measured fewer calls per kept task than 'pool'
-    steered = load_config(None, ["feedback.steer=true"])
-    assert steered.feedback.in_context == "pool"
+    steered = load_config(None, ["feedback.steer=true", "feedback.in_context=pool"])
     again = SediConfig.model_validate(steered.model_dump(mode="json"))  # a recorded config reads back the same
     assert again.feedback == steered.feedback
     path = tmp_path / "c.yaml"
-    path.write_text("feedback:\n  steer: true\n  in_context: split\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: .*set feedback.in_context to 'pool'"):
-        load_config(path)
+    for body in ("feedback:\n  steer: true\n  in_context: split\n", "feedback:\n  steer: true\n"):
+        path.write_text(body)  # no key changes another: steering alone is refused, not switched to the pool
+        with pytest.raises(ConfigError, match=r"c.yaml: .*set feedback.in_context to 'pool'"):
+            load_config(path)
+
+
+def test_renamed_and_no_op_keys_are_refused_in_one_line_and_old_recorded_configs_still_read(tmp_path: Path) -> None:
+    from sedi.config.model import upgrade_recorded
+
+    path = tmp_path / "old.yaml"
+    for body, said in (
+        ("teacher:\n  local:\n    dtype: float32\n", "'teacher.local.dtype' is now 'teacher.local.precision'"),
+        ("student:\n  train:\n    bf16: false\n", "'student.train.bf16' is now 'student.train.precision'"),
+        ("student:\n  train:\n    seed: 3\n", "student.train.seed does nothing: training follows run.seed"),
+    ):
+        path.write_text(body)
+        with pytest.raises(ConfigError) as refused:
+            load_config(path)
+        assert said in str(refused.value) and str(path) in str(refused.value) and "\n" not in str(refused.value)
+    recorded = SediConfig().model_dump(mode="json")
+    assert "seed" not in recorded["student"]["train"]  # not shown as if it were a setting
+    recorded["teacher"]["local"]["dtype"] = recorded["teacher"]["local"].pop("precision")
+    recorded["student"]["train"].pop("precision")
+    recorded["student"]["train"].update(bf16=False, seed=0)
+    old = SediConfig.model_validate(upgrade_recorded(recorded))
+    assert old.student.train.precision == "float32" and old.teacher.local.precision == "auto"
+    trained = load_config(None, ["run.seed=7"])
+    from sedi.stages.student import train_config
+
+    assert train_config(trained).seed == 7 and train_config(trained).model_dump()["seed"] == 7
 
 
 @pytest.mark.parametrize(
@@ -117,6 +143,7 @@ def test_bad_seed_file_names_line_and_field(tmp_path: Path, line: str, pattern: 
         load_tasks(path)
 
 
+@pytest.mark.slow
 def test_config_show_prints_effective_yaml(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("teacher: {concurrency: 7}\n")
@@ -127,6 +154,7 @@ def test_config_show_prints_effective_yaml(tmp_path: Path) -> None:
     assert SediConfig.model_validate(shown) == load_config(path, ["run.seed=42"])
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_exit_2_and_keep_the_run_dir(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -152,6 +180,7 @@ def test_cli_errors_are_one_line_exit_2_and_keep_the_run_dir(tmp_path: Path) -> 
     assert sorted(p.name for p in run_dir.iterdir()) == ["kept.jsonl"]
 
 
+@pytest.mark.slow
 def test_unreachable_teacher_exits_2_with_one_line(tmp_path: Path) -> None:
     from sedi.teacher.endpoint import free_port
 
@@ -170,11 +199,13 @@ def test_unreachable_teacher_exits_2_with_one_line(tmp_path: Path) -> None:
     assert summary["state"] == "failed" and summary["calls"] == 2
 
 
+@pytest.mark.slow
 def test_status_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     result = sedi("status", str(tmp_path), "--json", timeout=120)
     assert result.returncode == 2 and "no sedi run here" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_exit_codes_are_listed_in_run_help_and_the_readme() -> None:
     from sedi.cli import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ERROR, EXIT_INTERRUPTED
 

@@ -35,6 +35,7 @@ def encoder() -> Encoder:
     return Encoder(device="cpu")
 
 
+@pytest.mark.slow
 def test_encoder_returns_unit_float32_rows(encoder: Encoder) -> None:
     vectors = encoder.encode([SLEEP, *UNRELATED])
     assert vectors.dtype == np.float32
@@ -43,6 +44,7 @@ def test_encoder_returns_unit_float32_rows(encoder: Encoder) -> None:
     assert encoder.encode([]).shape == (0, encoder.dim)
 
 
+@pytest.mark.slow
 def test_paraphrase_with_low_rouge_is_rejected_by_the_embedding_rule(encoder: Encoder) -> None:
     assert rouge_l_f1(SLEEP, SLEEP_PARAPHRASE) < 0.2
     vectors = encoder.encode([SLEEP, SLEEP_PARAPHRASE])
@@ -56,6 +58,7 @@ def test_paraphrase_with_low_rouge_is_rejected_by_the_embedding_rule(encoder: En
     assert len(dedup) == 1
 
 
+@pytest.mark.slow
 def test_unrelated_tasks_pass_and_report_their_neighbours(encoder: Encoder) -> None:
     dedup = DiversityFilter(0.85, PARAPHRASE_THRESHOLD, pool_texts=[SLEEP], pool_ids=[0], encoder=encoder)
     verdicts = dedup.check_batch(UNRELATED, encoder.encode(UNRELATED), [1, 2, 3, 4])
@@ -68,6 +71,7 @@ def test_unrelated_tasks_pass_and_report_their_neighbours(encoder: Encoder) -> N
     assert dedup.ids == (0, 1, 2, 3, 4)
 
 
+@pytest.mark.slow
 def test_within_batch_duplicates_are_caught(encoder: Encoder) -> None:
     batch = [UNRELATED[0], SLEEP, UNRELATED[0], SLEEP_PARAPHRASE]
     dedup = DiversityFilter(0.85, PARAPHRASE_THRESHOLD, encoder=encoder)
@@ -82,6 +86,7 @@ def test_within_batch_duplicates_are_caught(encoder: Encoder) -> None:
     assert dedup.ids == (10, 11)
 
 
+@pytest.mark.slow
 def test_embedding_rule_can_be_disabled(encoder: Encoder) -> None:
     dedup = DiversityFilter(0.85, None, pool_texts=[SLEEP])
     (verdict,) = dedup.check_batch([SLEEP_PARAPHRASE])
@@ -90,6 +95,7 @@ def test_embedding_rule_can_be_disabled(encoder: Encoder) -> None:
     assert copy.rule == "rouge"
 
 
+@pytest.mark.slow
 def test_lazy_encoding_skips_candidates_rouge_rejects(tmp_path: Path) -> None:
     with Encoder(device="cpu", cache_path=tmp_path / "cache.sqlite") as encoder:
         dedup = DiversityFilter(0.85, 0.95, pool_texts=[SLEEP], encoder=encoder)
@@ -100,6 +106,7 @@ def test_lazy_encoding_skips_candidates_rouge_rejects(tmp_path: Path) -> None:
         assert verdicts[1].kept and verdicts[1].cosine is not None
 
 
+@pytest.mark.slow
 def test_cache_avoids_re_encoding(encoder: Encoder, tmp_path: Path) -> None:
     cache = tmp_path / "embeddings.sqlite"
     with Encoder(device="cpu", cache_path=cache) as first:
@@ -115,6 +122,7 @@ def test_cache_avoids_re_encoding(encoder: Encoder, tmp_path: Path) -> None:
         np.testing.assert_allclose(again[1], encoder.encode([UNRELATED[0]])[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_gives_the_float32_vectors_under_another_cache_key(tmp_path: Path) -> None:
     texts = [SLEEP, SLEEP_PARAPHRASE, *UNRELATED]
     cache = tmp_path / "embeddings.sqlite"

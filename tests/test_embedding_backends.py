@@ -17,6 +17,8 @@ from diversity import Encoder
 from diversity.benchmark import SAMPLE_CORPUS, read_texts
 from diversity.embeddings import cpu_has_native_bf16, default_model_path, unsupported_files_reason
 
+pytestmark = pytest.mark.slow  # every test here loads MiniLM (sentence-transformers, OpenVINO)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from sedi.teacher.endpoint_pool import COOLDOWN_S, FAILURES_TO_SET_ASIDE, EndpointPool
 from tests.helpers import rows, scripted_args, sedi, status
 from tests.servers import serve_app
@@ -73,6 +75,7 @@ def test_when_every_endpoint_is_aside_the_one_back_first_is_tried() -> None:
     assert pool.pick().base_url == URLS[1]
 
 
+@pytest.mark.slow
 def test_a_run_uses_both_servers_and_finishes_on_one_when_the_other_dies(tmp_path: Path, tiny_model_dir: Path) -> None:
     """Two real servers of the scripted teacher behind one run; the first is shut down (its port closed) after
     answering 3 requests. Nothing is lost: every request is answered once, by one server or the other."""

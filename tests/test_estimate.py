@@ -30,6 +30,7 @@ def _json(result: Any) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+@pytest.mark.slow
 def test_a_pilot_forecasts_the_real_run_which_pays_nothing_twice(
     tmp_path: Path, scripted: Served, tiny_model_dir: Path
 ) -> None:
@@ -72,6 +73,7 @@ def test_a_pilot_forecasts_the_real_run_which_pays_nothing_twice(
     assert again["cost_usd"] == pytest.approx(final["cost_usd"], abs=1e-6) and len(ledger(run_dir)) == final["calls"]
 
 
+@pytest.mark.slow
 def test_bounds_without_a_run_send_nothing(tmp_path: Path, scripted: Served, tiny_model_dir: Path) -> None:
     run_dir = tmp_path / "new"
     est = _json(sedi(*_estimate(run_dir, scripted, tiny_model_dir, *SMALL, "--json")))
@@ -87,6 +89,7 @@ def test_bounds_without_a_run_send_nothing(tmp_path: Path, scripted: Served, tin
     assert not run_dir.exists() and sum(scripted.request_counts.values()) == 0
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_before_any_call(tmp_path: Path, scripted: Served, tiny_model_dir: Path) -> None:
     run_dir = tmp_path / "run"
     cases = [

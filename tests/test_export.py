@@ -95,6 +95,7 @@ def _train_one_step(model_dir: Path, dataset: Any, out: Path) -> None:
     assert not torch.equal(before, model.lm_head.weight.detach())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_each_format_loads_from_jsonl_and_parquet_and_trains_a_step(
     fmt: str, run_dir: Path, tiny_model_dir: Path, tmp_path: Path
@@ -142,6 +143,7 @@ def _card(path: Path) -> tuple[dict[str, Any], str]:
     return card.data.to_dict(), card.text
 
 
+@pytest.mark.slow
 def test_the_dataset_card_says_how_the_data_was_made(run_dir: Path, tmp_path: Path) -> None:
     _export(run_dir, "prompt-completion", tmp_path / "out" / "data.jsonl")
     meta, text = _card(tmp_path / "out" / "README.md")
@@ -166,6 +168,7 @@ def test_the_dataset_card_says_how_the_data_was_made(run_dir: Path, tmp_path: Pa
     assert (run_dir / "config.yaml").read_text().rstrip() in text  # the full config, as recorded
 
 
+@pytest.mark.slow
 def test_push_to_hub_sends_data_and_card_with_the_token_only_in_its_header(run_dir: Path, tmp_path: Path) -> None:
     out, hf_home = tmp_path / "out" / "train.parquet", tmp_path / "hf-home"
     with local_hub() as hub:
@@ -194,6 +197,7 @@ def test_push_to_hub_sends_data_and_card_with_the_token_only_in_its_header(run_d
     assert TOKEN not in pushed.stdout + pushed.stderr + again.stdout + again.stderr
 
 
+@pytest.mark.slow
 def test_bad_export_input_is_one_line_with_exit_code_2(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,6 +252,7 @@ def read_only(path: Path) -> Iterator[None]:
         path.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_writes_never_surprise_and_an_unwritable_place_is_one_line(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -318,6 +323,7 @@ def _generate(model: Any, tokenizer: Any, new: int = 5) -> Any:
     return logits
 
 
+@pytest.mark.slow
 def test_the_student_loads_as_an_adapter_and_merged_and_its_card_links_the_data_card(
     run_dir: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

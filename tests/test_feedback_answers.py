@@ -21,7 +21,9 @@ PROMPTS = {
 
 
 def config(**overrides: Any) -> TrainConfig:
-    base: dict[str, Any] = dict(per_device_batch_size=4, max_length=96, lora_dropout=0.0, bf16=False, device="cpu")
+    base: dict[str, Any] = dict(
+        per_device_batch_size=4, max_length=96, lora_dropout=0.0, precision="float32", device="cpu"
+    )
     return TrainConfig(**{**base, **overrides})
 
 
@@ -43,6 +45,7 @@ def hand_greedy(model_dir: Path, text: str, new_tokens: int, special: bool) -> s
     return str(tokenizer.decode(out, skip_special_tokens=True)).strip()
 
 
+@pytest.mark.slow
 def test_answers_are_the_greedy_continuation_of_the_chat_frame(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -56,18 +59,21 @@ def test_answers_are_the_greedy_continuation_of_the_chat_frame(tiny_model_dir: P
         assert answers[key] == hand_greedy(tiny_model_dir, str(framed), 12, special=False), key
 
 
+@pytest.mark.slow
 def test_batching_and_left_padding_do_not_change_the_answers(tiny_model_dir: Path) -> None:
     together = greedy_answers(str(tiny_model_dir), None, PROMPTS, config(eval_batch_size=3), max_new_tokens=10)
     alone = greedy_answers(str(tiny_model_dir), None, PROMPTS, config(eval_batch_size=1), max_new_tokens=10)
     assert together == alone
 
 
+@pytest.mark.slow
 def test_plain_frame_for_a_student_without_chat_template(tiny_model_dir_no_template: Path) -> None:
     answers = greedy_answers(str(tiny_model_dir_no_template), None, {1: "Name a fruit."}, config(), max_new_tokens=8)
     framed = PLAIN_PROMPT.format(prompt="Name a fruit.")
     assert answers[1] == hand_greedy(tiny_model_dir_no_template, framed, 8, special=True)
 
 
+@pytest.mark.slow
 def test_a_trained_adapter_changes_the_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
     target = "The answer is forty two."
     examples = [TrainExample(id=i, prompt=PROMPTS[3], completion=target) for i in range(8)]

@@ -13,6 +13,8 @@ from tests.helpers import ledger, rows, scripted_args, sedi, status
 from tests.scripted_teacher import ScriptedEngine
 from tests.servers import Served, serve_app
 
+pytestmark = pytest.mark.slow  # every test here starts `python -m sedi`
+
 LOOP = ("--set", "generation.calls_per_round=5", "--set", "run.max_rounds=3", "--set", "feedback.interval=3")
 
 

@@ -262,6 +262,7 @@ def test_feedback_config_rejects_unknown_fields() -> None:
         FeedbackConfig(intervall=5)  # type: ignore[call-arg]
 
 
+@pytest.mark.slow
 def test_import_is_light_and_independent() -> None:
     code = (
         "import sys, feedback; heavy = {'torch', 'transformers', 'trl', 'peft', 'datasets', 'sedi', 'diversity'};"

@@ -48,7 +48,7 @@ BATCHES = [[10, 11, 12], [13, 14], [15, 16, 17, 18], [19, 20, 21]]
 def config(**overrides: Any) -> TrainConfig:
     # fp32 and no dropout make every number reproducible; a high rate makes one round move the weights.
     base: dict[str, Any] = dict(
-        per_device_batch_size=4, max_length=96, lora_dropout=0.0, bf16=False, device="cpu", learning_rate=1e-2
+        per_device_batch_size=4, max_length=96, lora_dropout=0.0, precision="float32", device="cpu", learning_rate=1e-2
     )
     return TrainConfig(**{**base, **overrides})
 
@@ -117,6 +117,7 @@ def round2(
     return result, start
 
 
+@pytest.mark.slow
 def test_round_trains_in_composed_order_and_records_every_step(round1: RoundResult) -> None:
     assert [s.step for s in round1.steps] == [1, 2, 3, 4]
     assert [s.ids for s in round1.steps] == BATCHES
@@ -129,6 +130,7 @@ def test_round_trains_in_composed_order_and_records_every_step(round1: RoundResu
     assert written == round1.steps
 
 
+@pytest.mark.slow
 def test_round_changes_the_lora_weights(round1: RoundResult) -> None:
     tensors = adapter_tensors(round1.adapter_path)
     lora_b = [t for name, t in tensors.items() if "lora_B" in name]
@@ -137,6 +139,7 @@ def test_round_changes_the_lora_weights(round1: RoundResult) -> None:
     assert all(t.abs().sum() > 0 for t in lora_b)
 
 
+@pytest.mark.slow
 def test_second_round_starts_from_the_first_rounds_adapter(
     round1: RoundResult, round2: tuple[RoundResult, dict[str, Any]]
 ) -> None:
@@ -149,11 +152,13 @@ def test_second_round_starts_from_the_first_rounds_adapter(
     assert any(not torch.equal(after[name], saved[name]) for name in saved)
 
 
+@pytest.mark.slow
 def test_accumulated_steps_span_consecutive_composed_batches(round2: tuple[RoundResult, dict[str, Any]]) -> None:
     result, _ = round2
     assert [s.ids for s in result.steps] == [BATCHES[0] + BATCHES[1], BATCHES[2] + BATCHES[3]]
 
 
+@pytest.mark.slow
 def test_recorded_grad_norm_is_the_pre_clipping_norm(
     tiny_model_dir: Path, round1: RoundResult, round2: tuple[RoundResult, dict[str, Any]]
 ) -> None:
@@ -184,6 +189,7 @@ def test_recorded_grad_norm_is_the_pre_clipping_norm(
     assert step.loss == pytest.approx(loss.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_too_long_example_is_dropped_and_ids_stay_aligned(tiny_model_dir: Path, tmp_path: Path) -> None:
     batches = [[10, TOO_LONG, 11], [TOO_LONG], [12]]
     result = train_round(str(tiny_model_dir), EXAMPLES, batches, config(), tmp_path)
@@ -193,6 +199,7 @@ def test_too_long_example_is_dropped_and_ids_stay_aligned(tiny_model_dir: Path, 
     assert [json.loads(line)["ids"] for line in lines] == [[10, 11], [12]]
 
 
+@pytest.mark.slow
 def test_truncate_mode_keeps_the_long_example(tiny_model_dir: Path, tmp_path: Path) -> None:
     result = train_round(str(tiny_model_dir), EXAMPLES, [[10, TOO_LONG], [11]], config(too_long="truncate"), tmp_path)
     assert result.dropped_ids == []
@@ -206,6 +213,7 @@ def test_batches_are_validated(tiny_model_dir: Path, tmp_path: Path) -> None:
         train_round(str(tiny_model_dir), EXAMPLES, [[10, 12345]], config(), tmp_path)
 
 
+@pytest.mark.slow
 def test_per_example_loss_matches_the_models_own_loss(tiny_model_dir: Path, round1: RoundResult) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -229,6 +237,7 @@ def test_per_example_loss_matches_the_models_own_loss(tiny_model_dir: Path, roun
             assert losses[example.id] == pytest.approx(expected, rel=1e-5), example.id
 
 
+@pytest.mark.slow
 def test_scoring_cuts_passes_by_logits_size_and_scores_the_same(
     tiny_model_dir: Path, round1: RoundResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,6 +257,7 @@ def test_scoring_cuts_passes_by_logits_size_and_scores_the_same(
         assert alone[task] == pytest.approx(loss, rel=1e-5), task
 
 
+@pytest.mark.slow
 def test_base_model_without_chat_template_trains_on_text(tiny_model_dir_no_template: Path, tmp_path: Path) -> None:
     examples = [
         TrainExample(id=i, prompt=f"Instruction: Write a poem {i}.\nOutput: ", completion="The sea.") for i in range(4)
@@ -258,12 +268,14 @@ def test_base_model_without_chat_template_trains_on_text(tiny_model_dir_no_templ
     assert sorted(losses) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_last_accumulated_step_may_span_fewer_batches(tiny_model_dir: Path, tmp_path: Path) -> None:
     batches = [[21, 10], [15], [12, 19, 11]]
     result = train_round(str(tiny_model_dir), EXAMPLES, batches, config(gradient_accumulation_steps=2), tmp_path)
     assert [s.ids for s in result.steps] == [[21, 10, 15], [12, 19, 11]]
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_saves_and_continues_the_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

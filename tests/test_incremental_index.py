@@ -139,6 +139,7 @@ def test_auto_stays_exact_until_its_measured_size_then_buckets() -> None:
     assert index.search(vectors[:30], 1)[0][:, 0].tolist() == list(range(30))  # every bucket probed: exact
 
 
+@pytest.mark.slow
 def test_the_exact_reference_of_the_scale_benchmark_decides_like_the_filters_exact_index() -> None:
     bases = unit_rows(600, 8)
     stream = list(derived_vectors(bases, 1500, seed=3, chunk=500))

@@ -243,6 +243,7 @@ def test_the_readme_shows_what_init_writes() -> None:
     assert len(shown.splitlines()) >= 15 and render_config("openai").startswith(shown)
 
 
+@pytest.mark.slow
 def test_the_start_runs_as_written(tmp_path: Path, scripted: Served, tiny_model_dir: Path) -> None:
     assert sedi("init", str(tmp_path / "proj")).returncode == 0
     run_dir = tmp_path / "run"

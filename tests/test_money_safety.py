@@ -29,8 +29,9 @@ from sedi.report.summary import summarize
 from sedi.store.db import RunStore, Usage
 from sedi.store.ledger import cost_text
 from sedi.teacher.budget import Budget
-from sedi.teacher.client import BatchResult, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
-from sedi.teacher.outcomes import MAX_CHARS_PER_TOKEN, MAX_RETRY_AFTER_S, Malformed, checked_text
+from sedi.teacher.client import CompletedRequests, Endpoint, TeacherClient, TeacherRequest, UsageMisreported
+from sedi.teacher.outcomes import MAX_CHARS_PER_TOKEN, Malformed, checked_text
+from sedi.teacher.retry import MAX_RETRY_AFTER_S
 from tests.fault_server import OVER_REPORTED_COMPLETION_TOKENS, FaultServer, answer_text, tagged
 from tests.servers import Served, serve_app
 
@@ -79,20 +80,20 @@ class Run:
             sleep=record_wait,
         )
 
-    def batch(self, requests: list[TeacherRequest]) -> tuple[BatchResult | None, SediError | None]:
+    def batch(self, requests: list[TeacherRequest]) -> tuple[CompletedRequests | None, SediError | None]:
         return self.batches(requests)[0]
 
-    def batches(self, *batches: list[TeacherRequest]) -> list[tuple[BatchResult | None, SediError | None]]:
+    def batches(self, *batches: list[TeacherRequest]) -> list[tuple[CompletedRequests | None, SediError | None]]:
         """complete_all on each batch in turn, in one event loop as a run does, with a deadline (a leaked
         reservation would make it wait forever). Anything but a sedi error propagates and fails the test."""
 
-        async def one(requests: list[TeacherRequest]) -> tuple[BatchResult | None, SediError | None]:
+        async def one(requests: list[TeacherRequest]) -> tuple[CompletedRequests | None, SediError | None]:
             try:
                 return await asyncio.wait_for(self.client.complete_all(requests), timeout=60), None
             except SediError as exc:
                 return None, exc
 
-        async def go() -> list[tuple[BatchResult | None, SediError | None]]:
+        async def go() -> list[tuple[CompletedRequests | None, SediError | None]]:
             try:
                 return [await one(requests) for requests in batches]
             finally:
@@ -188,9 +189,14 @@ def test_faults_that_retries_fix_lose_nothing_and_match_the_server(
         by_key.setdefault(row["request_key"], []).append(row["attempt"])
     assert all(sorted(a) == list(range(len(a))) for a in by_key.values()), "attempts numbered 0, 1, ... per key"
     assert len(by_key) == len({r.prompt for r in requests}), "identical requests were sent once"
-    # unknown usage is charged its worst case; negative counts are clamped to zero
+    # unknown usage is charged its worst case; negative counts are clamped to zero, and charged nothing
     unknown = [r for r in rows if r["error_class"] == "UsageUnknown"]
     assert len(unknown) == 3 * 2 and all(r["charged_tokens"] == r["reserved_tokens"] for r in unknown)
+    teacher = run.config.teacher
+    negative = {r.key(teacher.model, teacher.mode) for r in requests if "negative_usage" in (r.prompt or "")}
+    clamped = [(r["prompt_tokens"], r["completion_tokens"], r["charged_tokens"], r["charged_cost_usd"]) for r in rows
+               if r["request_key"] in negative]  # fmt: skip
+    assert len(clamped) == 2 and set(clamped) == {(0, 0, 0, 0.0)}
     assert all(0 <= w <= MAX_RETRY_AFTER_S for w in run.waits)
     run.close()
     rerun_is_free(tmp_path / "run", app, served.base_url, requests)
@@ -219,10 +225,13 @@ def test_over_reported_usage_is_charged_kept_and_stops_the_run(
     run = Run(tmp_path / "run", served.base_url, budget={"max_tokens": 3000, "max_cost_usd": 0.05})
     prompts = [tagged("ok", i) for i in range(6)] + [tagged("over_usage", 0)] + [tagged("ok", i) for i in range(6, 30)]
     requests = [TeacherRequest(prompt=p, max_tokens=16) for p in prompts]
-    _, error = run.batch(requests)
+    later = TeacherRequest(prompt=tagged("ok", 99), max_tokens=16)
+    (_, error), (_, after) = run.batches(requests, [later])
     assert isinstance(error, UsageMisreported) and isinstance(error, TeacherError)
     assert "misreports usage" in str(error) and "\n" not in str(error)
+    assert isinstance(after, UsageMisreported), "the client sends nothing more"
     rows = check_money(run, app)
+    assert later.key(run.config.teacher.model, run.config.teacher.mode) not in {r["request_key"] for r in rows}
     over = [r for r in rows if r["error_class"] == "UsageOverReservation"]
     assert over and all(r["completion_tokens"] == OVER_REPORTED_COMPLETION_TOKENS for r in over)
     assert all(r["charged_tokens"] == r["prompt_tokens"] + r["completion_tokens"] for r in over)
@@ -347,6 +356,7 @@ def test_a_failing_ledger_insert_sends_nothing(tmp_path: Path, server: tuple[Fau
     run.close()
 
 
+@pytest.mark.slow
 def test_a_paid_teacher_without_prices_is_refused_before_the_run_dir_is_touched(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     base = ["--set", "teacher.provider=openai", "--set", "teacher.base_url=https://api.example.invalid/v1"]

@@ -41,7 +41,7 @@ BATCHES = [[1, 2, 3], [4], [5, 6, 7], [8, 2]]
 
 def config(**overrides: Any) -> TrainConfig:
     base: dict[str, Any] = dict(
-        per_device_batch_size=3, max_length=96, lora_dropout=0.0, bf16=False, device="cpu", learning_rate=1e-2
+        per_device_batch_size=3, max_length=96, lora_dropout=0.0, precision="float32", device="cpu", learning_rate=1e-2
     )
     return TrainConfig(**{**base, **overrides})
 
@@ -54,6 +54,7 @@ def rounds(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     return one, two
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_same_steps_as_one(rounds: tuple[RoundResult, RoundResult]) -> None:
     one, two = rounds
     assert [s.ids for s in two.steps] == [s.ids for s in one.steps] == BATCHES
@@ -69,6 +70,7 @@ def test_two_processes_train_the_same_steps_as_one(rounds: tuple[RoundResult, Ro
         assert [p.value for p in promoted[0]] == pytest.approx([p.value for p in promoted[1]], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_save_the_same_adapter(rounds: tuple[RoundResult, RoundResult]) -> None:
     from safetensors.torch import load_file
 
@@ -124,6 +126,7 @@ with RunStore(__import__("pathlib").Path(sys.argv[1])) as store:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="the launcher dies with its caller through Linux prctl")
 def test_a_killed_two_process_round_leaves_no_rank_and_trains_again(tiny_model_dir: Path, tmp_path: Path) -> None:
     from sedi.stages.student import train

@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from sedi.config.model import SediConfig, load_config
 from sedi.loop import run
 from sedi.parallel import _StudentSlots, run_jobs
@@ -27,6 +29,7 @@ def _keys(run_dir: Path) -> list[str]:
     return sorted(k for (k,) in rows(run_dir, "SELECT request_key FROM requests"))
 
 
+@pytest.mark.slow
 def test_two_runs_share_one_server_and_keep_their_ledgers_budgets_and_request_keys(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
@@ -61,6 +64,7 @@ def test_two_runs_share_one_server_and_keep_their_ledgers_budgets_and_request_ke
     assert all(url.split(":")[-1].split("/")[0] not in body for (body,) in rows(a, "SELECT request FROM responses"))
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_reported_and_the_others_finish(tmp_path: Path, tiny_model_dir: Path) -> None:
     broken = _config(tiny_model_dir, 1, 2, f"student.model={tmp_path / 'no-such-student'}")
     results = run_jobs(

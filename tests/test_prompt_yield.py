@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sedi.store.rundir import DB_NAME
 from sedi.store.schema import SCHEMA
+
+pytestmark = pytest.mark.slow  # the test runs the script in a Python process
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "prompt_yield.py"
 

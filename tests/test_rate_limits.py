@@ -102,6 +102,7 @@ def check_ledger(teacher: TeacherClient, app: RateLimited) -> None:
     assert not [r for r in rows if r["status"] == "sent"]
 
 
+@pytest.mark.slow
 def test_the_provider_headers_slow_a_run_at_concurrency_32_down_before_the_limit(
     tmp_path: Path, requests_limited: tuple[RateLimited, Served]
 ) -> None:
@@ -116,6 +117,7 @@ def test_the_provider_headers_slow_a_run_at_concurrency_32_down_before_the_limit
     teacher.store.close()
 
 
+@pytest.mark.slow
 def test_teacher_rpm_keeps_a_run_at_concurrency_32_under_the_limit(
     tmp_path: Path, requests_limited_quietly: tuple[RateLimited, Served]
 ) -> None:
@@ -128,6 +130,7 @@ def test_teacher_rpm_keeps_a_run_at_concurrency_32_under_the_limit(
     teacher.store.close()
 
 
+@pytest.mark.slow
 def test_teacher_tpm_counts_the_reserved_worst_case_and_keeps_under_the_limit(tmp_path: Path) -> None:
     # The server counts prompt bytes plus max_tokens (38 per request): 400 admits 10 per window; the client
     # counts its reservation (more than the server), so it sends fewer and never meets a 429.
@@ -140,6 +143,7 @@ def test_teacher_tpm_counts_the_reserved_worst_case_and_keeps_under_the_limit(tm
         teacher.store.close()
 
 
+@pytest.mark.slow
 def test_a_request_waiting_for_the_limit_then_cancelled_sent_and_spent_nothing(
     tmp_path: Path, requests_limited_quietly: tuple[RateLimited, Served]
 ) -> None:

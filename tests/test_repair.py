@@ -160,6 +160,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
         yield run_dir, server
 
 
+@pytest.mark.slow
 def test_repaired_tasks_are_kept_counted_and_a_rerun_pays_nothing(
     reference: tuple[Path, Served], tiny_model_dir: Path
 ) -> None:
@@ -182,6 +183,7 @@ def test_repaired_tasks_are_kept_counted_and_a_rerun_pays_nothing(
     assert server.counter.total == before and status(run_dir)["calls"] == summary["calls"]
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_repair_answer_then_resume_pays_no_call_twice(
     tmp_path: Path, losing: Callable[..., Served], tiny_model_dir: Path, reference: tuple[Path, Served]
 ) -> None:
@@ -203,6 +205,7 @@ def test_sigkill_after_a_repair_answer_then_resume_pays_no_call_twice(
     assert status(crashed)["cache_hits"] >= 5  # the 4 generation answers and the repair answer paid before the kill
 
 
+@pytest.mark.slow
 def test_the_budget_caps_repair_calls_and_the_rest_wait(
     tmp_path: Path, losing: Callable[..., Served], tiny_model_dir: Path
 ) -> None:
@@ -223,6 +226,7 @@ def test_the_budget_caps_repair_calls_and_the_rest_wait(
     assert resumed["repaired_kept"] > summary["repaired_kept"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("answer", "rule", "repair"),
     [

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from sedi.exceptions import RunDirError
-from sedi.report.page import PLOTS, _best, load_run, write_report
 from sedi.report import plots as _plots
+from sedi.report.page import PLOTS, _best, load_run, write_report
 from sedi.report.summary import read_summary
 from sedi.sample_run import write_sample_run
 
@@ -67,6 +67,7 @@ def _assert_every_plot(page: str, out: Path) -> dict[str, tuple[int, int]]:
     return sizes
 
 
+@pytest.mark.slow
 def test_single_run_report(tmp_path: Path) -> None:
     run = write_sample_run(tmp_path / "run-a", "sedi")
     page_path = write_report([run], tmp_path / "out")
@@ -111,6 +112,7 @@ def _ledger_totals(run_dir: Path) -> tuple[float, int, int]:
     return float(cost), int(tokens), int(kept)
 
 
+@pytest.mark.slow
 def test_cost_per_kept_task_is_unknown_without_prices_never_zero(tmp_path: Path) -> None:
     priced = write_sample_run(tmp_path / "priced", "sedi", seed=1)
     unpriced = write_sample_run(tmp_path / "unpriced", "sedi", seed=2)
@@ -141,6 +143,7 @@ def test_loaded_data_matches_the_store(tmp_path: Path) -> None:
     assert data.round_keep_rate == {0: 0.4, 1: 0.5}
 
 
+@pytest.mark.slow
 def test_run_without_training_data_still_renders(tmp_path: Path) -> None:
     run = write_sample_run(tmp_path / "calls-only", "self-instruct", training=False)
     page = write_report([run], tmp_path / "out").read_text(encoding="utf-8")
@@ -154,6 +157,7 @@ def test_run_without_training_data_still_renders(tmp_path: Path) -> None:
         assert sizes[plot.name][0] < sizes["calls_vs_kept"][0] / 2
 
 
+@pytest.mark.slow
 def test_comparison_labels_both_methods(tmp_path: Path) -> None:
     baseline = write_sample_run(tmp_path / "baseline", "self-instruct", seed=1)
     sedi = write_sample_run(tmp_path / "sedi-run", "sedi", seed=2)
@@ -221,6 +225,7 @@ def test_totals_bootstrap_covers_the_pooled_ratio_and_widens_when_seeds_disagree
     assert stats.totals_bootstrap_ratio_ci([(10.0, 0.0)], [(10.0, 3.0)]) is None  # arm a never kept anything
 
 
+@pytest.mark.slow
 def test_plots_draw_three_runs_one_of_them_without_data() -> None:
     """Comparisons are not only pairs, and a run that has just started sits beside finished ones."""
     point = _plots.StepPoint(0, 1, 1.5, True)

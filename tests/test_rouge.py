@@ -102,6 +102,7 @@ def _real_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
+@pytest.mark.slow
 def test_f1_equals_reference_bit_for_bit_on_real_pairs() -> None:
     pairs = _real_pairs()
     assert len(pairs) > 15_000
@@ -225,6 +226,7 @@ def _reference_decisions(threshold: float) -> tuple[list[tuple[bool, float]], li
     return decisions, stream
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threshold", [0.7, 0.85])
 @pytest.mark.parametrize("batch_sizes", [(1,), (7, 64, 200), (2000,)])
 def test_filter_decisions_identical_to_reference(threshold: float, batch_sizes: tuple[int, ...]) -> None:
@@ -250,6 +252,7 @@ def test_filter_decisions_identical_to_reference(threshold: float, batch_sizes: 
             assert rouge_filter.texts[verdict.nearest_index] == verdict.nearest_text
 
 
+@pytest.mark.slow
 def test_unpruned_filter_reports_every_max_exactly() -> None:
     expected, stream = _reference_decisions(0.85)
     verdicts = RougeFilter(0.85, seeds(), prune=False).check_batch(stream[:400])

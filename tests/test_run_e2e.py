@@ -20,6 +20,8 @@ from sedi.config.seeds import bundled_path
 from tests.helpers import ledger, sedi, status
 from tests.servers import Served, serve_app
 
+pytestmark = pytest.mark.slow  # every test here starts `python -m sedi`
+
 FAKE_KEY = "sk-SEDI-FAKE-KEY-7f3a9c1e5b"
 
 

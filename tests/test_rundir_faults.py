@@ -133,6 +133,7 @@ def test_readers_fall_back_to_immutable_where_mode_ro_cannot_open(
         writer.close()
 
 
+@pytest.mark.slow
 def test_status_says_interrupted_after_kill_9(run_dir: Path) -> None:
     code = (
         "import os, signal, sys; from pathlib import Path; from sedi.store.db import RunStore; "

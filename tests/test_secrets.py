@@ -44,6 +44,7 @@ def _with_userinfo(base_url: str) -> str:
     return base_url.replace("http://", f"http://user:{CANARY_PASS}@", 1)
 
 
+@pytest.mark.slow
 def test_echoed_secrets_are_written_nowhere(tmp_path: Path, tiny_model_dir: Path) -> None:
     from sedi.serve import create_app
 
@@ -201,6 +202,7 @@ def test_loopback_is_an_address_not_a_spelling(url: str, loopback: bool) -> None
             openai_endpoint(config.teacher, "t.yaml", url)
 
 
+@pytest.mark.slow
 def test_a_name_that_looks_like_loopback_needs_prices_one_line_no_request(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with serve_app(create_scripted()) as served:

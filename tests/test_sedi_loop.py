@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from diversity import VectorIndex
 from tests.helpers import ledger, rows, scripted_args, sedi, status
 from tests.servers import Served
+
+pytestmark = pytest.mark.slow  # every test here starts `python -m sedi`
 
 
 def test_sedi_keeps_more_than_self_instruct_on_the_same_requests(

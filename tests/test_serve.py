@@ -226,6 +226,7 @@ def test_generation_runs_off_the_event_loop(tiny_server: Served, tiny_engine: An
     assert result[0].usage.completion_tokens == 8
 
 
+@pytest.mark.slow
 def test_bundled_gemma_completion(serve_engine: Callable[[Any], Served]) -> None:
     started = time.monotonic()
     model_dir = bundled_model_dir()  # converts on a fresh machine (about a minute), else a cache hit
@@ -260,6 +261,7 @@ def test_bundled_gemma_completion(serve_engine: Callable[[Any], Served]) -> None
         api.chat.completions.create(model=BUNDLED_MODEL_NAME, messages=MESSAGES, max_tokens=4)
 
 
+@pytest.mark.slow
 def test_serve_exits_when_parent_pid_dies(tiny_model_dir: Path, tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -215,6 +215,7 @@ BEST_SHAPE = "show1-any-ask8-384tok"
 ROUNDS, CALLS = 6, 8  # N = 48 requests
 
 
+@pytest.mark.slow
 def test_a_learning_run_converges_on_the_best_shape_and_replans_the_same(
     tmp_path: Path, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
 ) -> None:
@@ -263,6 +264,7 @@ def test_a_learning_run_converges_on_the_best_shape_and_replans_the_same(
         assert [(p.request.key(config.teacher.model, config.teacher.mode), p.shape) for p in again] == recorded
 
 
+@pytest.mark.slow
 def test_a_learning_run_killed_mid_round_resumes_its_shapes_and_pays_nothing_twice(
     tmp_path: Path, serve_engine: Callable[[Any], Served], tiny_model_dir: Path
 ) -> None:

@@ -19,6 +19,8 @@ from tests.helpers import rows, scripted_args, sedi
 from tests.scripted_teacher import ScriptedEngine
 from tests.servers import Served
 
+pytestmark = pytest.mark.slow  # the test starts `python -m sedi`
+
 
 def productive(instruction: str) -> bool:
     """A fixed quarter of all instructions (seeds and generated alike) make the teacher write whole tasks."""

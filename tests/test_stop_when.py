@@ -55,6 +55,7 @@ def test_stop_when_without_heldout_evaluation_is_refused_naming_the_fix(tmp_path
     assert SediConfig.model_validate({"run": {"stop_when": {}}}).run.stop_when == StopWhenConfig()
 
 
+@pytest.mark.slow
 def test_a_run_stops_by_the_rule_says_why_and_a_rerun_does_not_resume_paying(
     tmp_path: Path, scripted: Served, tiny_model_dir: Path
 ) -> None:

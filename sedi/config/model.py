@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from feedback import FeedbackConfig
+from sedi.config.filter import FilterConfig
 from sedi.config.run import RunConfig
 from sedi.config.shaping import ShapesConfig
 from sedi.config.student import StudentConfig
@@ -135,78 +136,6 @@ class InstanceConfig(_Strict):
     temperature: float = Field(
         0.7, ge=0, le=2, description="Sampling temperature of instance requests (Self-Instruct: 0; see the comment)."
     )
-
-
-class FilterConfig(_Strict):
-    """Which generated tasks are kept."""
-
-    rouge_threshold: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="Reject a task whose instruction has ROUGE-L F1 above this against any earlier one (seeds, "
-        "kept tasks, earlier tasks of the same round). Unset: 0.7 for method 'self-instruct' (the original), "
-        "0.85 for method 'sedi' (the relaxed threshold).",
-    )
-    heuristics: Literal["self-instruct", "alpaca"] = Field(
-        "self-instruct",
-        description="Heuristic rule set: Self-Instruct's keyword list, or Alpaca's (adds video, audio, music, "
-        "flowchart, diagram). Both drop instructions of 3 words or fewer or more than 150, those starting "
-        "with 'Write a program', with punctuation or with a non-ASCII character.",
-    )
-    extra_keywords: list[str] = Field(
-        default_factory=list, description="More words or phrases that reject an instruction containing them."
-    )
-    truncated: Literal["drop_last_item", "drop_response"] = Field(
-        "drop_last_item",
-        description="A response cut off by max_tokens: drop only its incomplete last task (Alpaca), or every "
-        "task in it (the original Self-Instruct, which wastes paid output on long lists).",
-    )
-
-    # MiniLM puts genuine paraphrases of one task at 0.8-0.9 cosine, and distinct tasks on one topic there too;
-    # method.md measured that a low threshold mostly removes again what the relaxed ROUGE-L kept. 0.95 removes
-    # only near-verbatim rewordings; every run reports how many it removed beyond ROUGE-L (rule 'embedding').
-    embedding_threshold: float | None = Field(
-        0.95,
-        ge=-1,
-        le=1,
-        description="method 'sedi' only: reject a task whose instruction embedding has cosine above this with "
-        "any earlier one (null disables the rule). Ignored by 'self-instruct', which stays the faithful baseline.",
-    )
-    # sedi compare's relaxed-filter-only arm: method 'self-instruct' with this rule (and rouge_threshold 0.85)
-    # measures what SeDi's relaxed filter alone is worth, without its batches, feedback or prompts.
-    embedding_rule: Literal["sedi", "every-method"] = Field(
-        "sedi",
-        description="Which methods apply embedding_threshold: 'sedi' (method 'sedi' only; 'self-instruct' stays "
-        "the faithful baseline) or 'every-method' (method 'self-instruct' too).",
-    )
-    embedding_model: str | None = Field(
-        None,
-        description="sentence-transformers model directory for embeddings. Unset: the bundled all-MiniLM-L6-v2.",
-    )
-    # 'auto' is exact below diversity.index.AUTO_EXACT_BELOW vectors and IVF past it (the measured crossover).
-    embedding_index: Literal["auto", "exact", "hnsw", "ivf"] = Field(
-        "auto",
-        description="FAISS index of the embedding pool: 'auto' (exact, then IVF past the measured size), 'exact' "
-        "(flat inner product, never misses a neighbour), 'hnsw' (graph) or 'ivf' (k-means; exact until trained).",
-    )
-    embedding_precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto",
-        description="Arithmetic of the encoder: 'auto' runs it under bf16 autocast where the device has native "
-        "bf16 (faster on such CPUs, vectors nearly identical to float32's; measured in diversity/embeddings.py), "
-        "else float32. Part of the embedding cache key.",
-    )
-    embedding_backend: Literal["auto", "torch", "openvino"] = Field(
-        "auto",
-        description="What runs the encoder: 'auto' is OpenVINO on a CPU (2-4x less CPU time than torch, same "
-        "decisions; measured in diversity/_openvino.py) when it is installed and the model is transformer + mean "
-        "pooling, else torch. Part of the embedding cache key.",
-    )
-
-    def threshold_for(self, method: str) -> float:
-        if self.rouge_threshold is not None:
-            return self.rouge_threshold
-        return 0.7 if method == "self-instruct" else 0.85
 
 
 class BatchConfig(_Strict):
@@ -331,10 +260,36 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+# Keys renamed so that one word means one thing (one precision vocabulary for teacher, student and encoder).
+# A user's file with an old key is refused with the new name: an old config never changes meaning silently. A
+# run's recorded config was valid when written, so it is read through upgrade_recorded() instead.
+RENAMED = {
+    "teacher.local.dtype": "teacher.local.precision",
+    "student.train.bf16": "student.train.precision",
+}
+_BF16_TO_PRECISION = {True: "bfloat16", False: "float32", "auto": "auto"}
+
+
+def upgrade_recorded(data: dict[str, Any]) -> dict[str, Any]:
+    """A config recorded by an earlier version (run database, exports), with today's keys; a copy."""
+    upgraded = json.loads(json.dumps(data))
+    local = (upgraded.get("teacher") or {}).get("local")
+    if isinstance(local, dict) and "dtype" in local:
+        local["precision"] = local.pop("dtype")
+    train = (upgraded.get("student") or {}).get("train")
+    if isinstance(train, dict):
+        train.pop("seed", None)  # was always run.seed
+        if "bf16" in train:
+            train["precision"] = _BF16_TO_PRECISION.get(train.pop("bf16"), "auto")
+    return upgraded
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
+    if kind == "extra_forbidden" and field in RENAMED:
+        return f"{source}: '{field}' is now '{RENAMED[field]}' (auto, float32 or bfloat16): rename the key"
     if kind == "extra_forbidden":
         fix = "remove it or fix its spelling (`sedi config show` lists every key)"
         return f"{source}: unknown key '{field}': {fix}"

@@ -7,6 +7,7 @@ like it, this imports nothing from the code it configures but the training setti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -14,9 +15,23 @@ from feedback import TrainConfig
 from sedi.config.teacher import _Strict
 
 
-def _cpu_friendly_training() -> TrainConfig:
+class StudentTrainConfig(TrainConfig):
+    """The feedback package's training settings without a key of their own for the seed: a run trains with
+    ``run.seed`` (``student.train.seed`` used to be documented and then always overwritten)."""
+
+    seed: int = Field(0, exclude=True, description="Not a config key: training follows run.seed.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_seed_of_its_own(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            raise ValueError("student.train.seed does nothing: training follows run.seed; remove the key")
+        return data
+
+
+def _cpu_friendly_training() -> StudentTrainConfig:
     # Small batches and short examples: the embedded run trains a 270M student on 2 CPU cores.
-    return TrainConfig(per_device_batch_size=4, max_length=256)
+    return StudentTrainConfig(per_device_batch_size=4, max_length=256)
 
 
 class StudentConfig(_Strict):
@@ -27,7 +42,7 @@ class StudentConfig(_Strict):
         description="'gemma-3-270m' (the bundled base model, converted once into the cache) or a directory "
         "holding a transformers causal LM and its tokenizer.",
     )
-    train: TrainConfig = Field(
+    train: StudentTrainConfig = Field(
         default_factory=_cpu_friendly_training,
         description="Training settings of each round (LoRA, learning rate, batch size, max length, device).",
     )

@@ -79,9 +79,9 @@ class LocalTeacherConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the local teacher runs: 'auto' picks CUDA when available, else CPU."
     )
-    # bf16 weights decode the bundled Gemma-3-270m faster than float32 on a CPU with native bf16 (measured: README,
-    # "The embedded teacher server"; why: sedi/serve/_engine.py).
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    # bf16 weights decode the bundled Gemma-3-270m faster than float32 on a CPU with native bf16 (measured:
+    # docs/results.md, "The embedded teacher's decoding speed"; why: sedi/serve/_engine.py).
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Weights of the local teacher: 'auto' is bf16 on CUDA (fp16 without bf16 support) and on "
         "CPUs with native bf16 (AVX512-BF16 or AMX), else float32.",

@@ -11,6 +11,11 @@ Formats, one row per *instance* (a task the teacher gave three instances becomes
 - ``alpaca``: ``{"instruction", "input", "output"}`` as in Stanford Alpaca's ``alpaca_data.json``;
 - ``sharegpt``: ``{"conversations": [{"from": "human", "value"}, {"from": "gpt", "value"}]}``.
 
+Every format also carries each task's provenance and training signals as plain columns (:data:`SIGNAL_COLUMNS`,
+explained in :mod:`sedi.store.signals` and in the card): ``round``, ``in_context`` (the seed ids its prompt
+showed), ``train_round``, ``train_step``, ``step_loss``, ``grad_norm``, ``attractive`` and ``example_loss``;
+``--select`` keeps the tasks a signal points at (:mod:`sedi.export.select`).
+
 The file type follows ``--out``'s extension: ``.jsonl``, ``.json`` (one JSON array, as Alpaca ships) or
 ``.parquet``. The card is ``README.md`` beside the data, in the Hub's dataset-card format (a YAML header the Hub
 and ``datasets.load_dataset(DIR)`` read, then markdown). The run is only read: exporting works on a run that
@@ -22,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -30,12 +35,15 @@ import yaml
 
 from sedi._io import fsync_write
 from sedi.exceptions import ConfigError, RunDirError
+from sedi.export.select import EVERY_TASK, Selection, select
 from sedi.redact import redact
 from sedi.report.summary import read_summary
 from sedi.stages.resume import SEEDS_DIGEST
 from sedi.store.dataset import kept_records, user_turn
 from sedi.store.ledger import cost_text
+from sedi.store.report_queries import latest_config, meta_value
 from sedi.store.rundir import DB_NAME, connect_readonly, unreadable
+from sedi.store.signals import SIGNAL_COLUMNS, TaskSignals, task_signals
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -43,11 +51,14 @@ if TYPE_CHECKING:
 ExportFormat = Literal["messages", "prompt-completion", "alpaca", "sharegpt"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
 SUFFIXES = (".jsonl", ".json", ".parquet")
+# Beside each format's own fields: where the task came from and what training measured about it (plain
+# columns: TRL and datasets ignore the ones they do not use).
+PROVENANCE_COLUMNS = ["round", "in_context", *SIGNAL_COLUMNS]
 COLUMNS: dict[str, list[str]] = {
-    "messages": ["id", "messages"],
-    "prompt-completion": ["id", "prompt", "completion"],
-    "alpaca": ["instruction", "input", "output"],
-    "sharegpt": ["id", "conversations"],
+    "messages": ["id", "messages", *PROVENANCE_COLUMNS],
+    "prompt-completion": ["id", "prompt", "completion", *PROVENANCE_COLUMNS],
+    "alpaca": ["instruction", "input", "output", *PROVENANCE_COLUMNS],
+    "sharegpt": ["id", "conversations", *PROVENANCE_COLUMNS],
 }
 CARD_TAG = "sedi-instruct"  # on every card sedi writes: a README.md without it is the user's, never overwritten
 EMBEDDED_SEEDS = "the 175 Self-Instruct seed tasks shipped with sedi (sedi/data/seed_tasks.jsonl)"
@@ -68,6 +79,7 @@ class RunFacts:
     config_digest: str  # as recorded in the run database
     seeds_digest: str | None
     records: list[dict[str, Any]]  # data/kept.jsonl's records (sedi.store.dataset.kept_records)
+    signals: dict[int, TaskSignals]  # by candidate id (sedi.store.signals)
 
 
 @dataclass
@@ -83,17 +95,18 @@ def read_run(run_dir: Path) -> RunFacts:
         db = connect_readonly(db_path)
         try:
             db.row_factory = sqlite3.Row
-            recorded = db.execute("SELECT digest, body FROM configs ORDER BY id DESC LIMIT 1").fetchone()
-            seeds = db.execute("SELECT value FROM meta WHERE key = ?", (SEEDS_DIGEST,)).fetchone()
+            recorded = latest_config(db)
+            seeds = meta_value(db, SEEDS_DIGEST)
             records = kept_records(_ReadOnlyRun(db))
+            signals = task_signals(db)
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
         raise unreadable(db_path, exc) from None
     if recorded is None:
         raise RunDirError(f"{run_dir}: the run never started (no config recorded): run 'sedi run --run-dir {run_dir}'")
-    config = yaml.safe_load(recorded["body"])
-    return RunFacts(run_dir, summary, config, recorded["body"], recorded["digest"], seeds and seeds[0], records)
+    config = yaml.safe_load(recorded.body)
+    return RunFacts(run_dir, summary, config, recorded.body, recorded.digest, seeds, records, signals)
 
 
 def to_rows(records: list[dict[str, Any]], fmt: ExportFormat) -> list[dict[str, Any]]:
@@ -118,7 +131,17 @@ def to_rows(records: list[dict[str, Any]], fmt: ExportFormat) -> list[dict[str, 
             else:
                 turns = [{"from": "human", "value": user}, {"from": "gpt", "value": inst["output"]}]
                 rows.append({"id": row_id, "conversations": turns})
+            rows[-1].update(_provenance(record))
     return rows
+
+
+def _provenance(record: dict[str, Any]) -> dict[str, Any]:
+    """A row's provenance and signal columns (:data:`PROVENANCE_COLUMNS`); signals are null where not measured."""
+    signals = record.get("signals") or {}
+    origin = record["provenance"]
+    return {"round": origin["round"], "in_context": [str(i) for i in origin["in_context"]]} | {
+        name: signals.get(name) for name in SIGNAL_COLUMNS
+    }
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
@@ -262,6 +285,8 @@ instances gives several rows (`id` is `<task id>-<instance index>`).
 
 `{data.name}` ({fmt}): {", ".join(f"`{c}`" for c in COLUMNS[fmt])}. {_FORMAT_NOTES[fmt]}
 
+{_SIGNAL_NOTES}
+
 ```python
 {example}
 ```
@@ -286,6 +311,14 @@ def full_config(facts: RunFacts) -> str:
         f"\n\n```yaml\n{facts.config_body.rstrip()}\n```\n\n</details>"
     )
 
+
+_SIGNAL_NOTES = """Provenance and training signals: `round` is the round that generated the task and `in_context`
+the ids of the tasks its prompt showed. The student was trained on the kept tasks as the run went: `train_round`
+and `train_step` name the round and optimizer step that trained the task (null if never trained),
+`step_loss` the mean training loss of that step's batch, `grad_norm` its total gradient norm before clipping (the
+signal that picks attractive batches), `attractive` whether that batch was its feedback window's attractive batch
+(its tasks joined the seed pool), and `example_loss` the task's own loss after its round (measured only with
+`feedback.promote: top_k`)."""
 
 _FORMAT_NOTES = {
     "messages": "TRL's conversational language-modeling format: `SFTTrainer(train_dataset=...)` takes it as is.",
@@ -313,14 +346,27 @@ class Exported:
     tasks: int
 
 
-def export_dataset(run_dir: Path, fmt: str, out: Path, license_: str | None = None, *, force: bool = False) -> Exported:
-    """Write the run's kept tasks to ``out`` in ``fmt`` and the dataset card beside it (see :func:`check_out`)."""
+def export_dataset(
+    run_dir: Path,
+    fmt: str,
+    out: Path,
+    license_: str | None = None,
+    *,
+    force: bool = False,
+    selection: Selection = EVERY_TASK,
+) -> Exported:
+    """Write the run's kept tasks (those ``selection`` keeps) to ``out`` in ``fmt`` and the dataset card beside it
+    (see :func:`check_out`)."""
     card_path = check_out(out, fmt, run_dir, force=force)
     facts = read_run(run_dir)
     if not facts.records:
         raise RunDirError(f"{run_dir}: no kept tasks yet: run 'sedi run --run-dir {run_dir}' until a round keeps some")
     chosen: ExportFormat = fmt  # type: ignore[assignment]  # checked against FORMATS above
     seed_source(facts.config, license_)  # a wrong --license is refused before anything is written
+    picked = select(facts.records, facts.signals, selection)
+    if not picked:
+        raise RunDirError(f"{run_dir}: --select {selection} keeps none of the {len(facts.records)} kept tasks")
+    facts = replace(facts, records=picked)
     rows = to_rows(facts.records, chosen)
     card = redact(str(dataset_card(facts, chosen, out, len(rows), license_)))  # also what a Hub push sends
     try:

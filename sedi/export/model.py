@@ -80,11 +80,11 @@ def _check_out(out: Path) -> None:
 
 
 def _base_path(facts: RunFacts) -> str:
-    from sedi.config.model import SediConfig
+    from sedi.config.model import SediConfig, upgrade_recorded
     from sedi.stages.student import student_path
 
     try:
-        config = SediConfig.model_validate(facts.config)
+        config = SediConfig.model_validate(upgrade_recorded(facts.config))
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(part) for part in first["loc"])

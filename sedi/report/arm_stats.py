@@ -16,21 +16,12 @@ from typing import Any
 from sedi.report import stats
 from sedi.report.summary import read_summary
 from sedi.store.db import RunStore
+from sedi.store.report_queries import arm_counts
 from sedi.store.rundir import connect_readonly
-
-_SQL = {
-    "requests": "SELECT COUNT(*), COALESCE(SUM(s.finish_reason = 'length'), 0) FROM requests q "
-    "JOIN responses s ON s.request_key = q.request_key WHERE q.kind = 'tasks'",
-    "from_requests": "SELECT COUNT(c.id), COALESCE(SUM(c.verdict = 'kept'), 0) FROM candidates c "
-    "JOIN requests q ON q.request_key = c.request_key WHERE q.kind = 'tasks'",
-    "candidates": "SELECT COUNT(*) FROM candidates",
-    "rules": "SELECT rule, COUNT(*) FROM candidates WHERE verdict = 'rejected' GROUP BY rule ORDER BY rule",
-    "digest": "SELECT digest FROM configs ORDER BY id DESC LIMIT 1",
-}
 
 
 def ratio_words(pair: dict[str, Any]) -> str:
-    """'0.421 (95% interval 0.300 to 0.590): fewer calls', from a ``sedi.compare.pair_ratios`` result."""
+    """'0.421 (95% interval 0.300 to 0.590): fewer calls', from a ``sedi.comparison.pair_ratios`` result."""
     if pair.get("ratio") is None:
         return "not comparable (an arm kept no task)"
     ci = pair.get("ci95")
@@ -44,23 +35,19 @@ def run_counts(run_dir: Path) -> dict[str, Any]:
     ``repair_calls`` of its status (null when the run's version does not count them)."""
     db = connect_readonly(run_dir / RunStore.DB_NAME)
     try:
-        requests, truncated = db.execute(_SQL["requests"]).fetchone()
-        from_requests, kept = db.execute(_SQL["from_requests"]).fetchone()
-        candidates = db.execute(_SQL["candidates"]).fetchone()[0]
-        rules = {str(rule): int(n) for rule, n in db.execute(_SQL["rules"])}
-        digest = db.execute(_SQL["digest"]).fetchone()
+        counts = arm_counts(db)
     except sqlite3.OperationalError as exc:  # a run directory from before a table existed
         raise ValueError(f"{run_dir}: cannot read its database ({exc})") from None
     finally:
         db.close()
     return {
-        "generation_requests": int(requests),
-        "truncated_requests": int(truncated or 0),
-        "request_candidates": int(from_requests),
-        "request_kept": int(kept or 0),
-        "candidates": int(candidates),
-        "rejected_by_rule": rules,
-        "config_digest": digest[0] if digest else None,
+        "generation_requests": counts.requests,
+        "truncated_requests": counts.truncated,
+        "request_candidates": counts.request_candidates,
+        "request_kept": counts.request_kept,
+        "candidates": counts.candidates,
+        "rejected_by_rule": counts.rejected_by_rule,
+        "config_digest": counts.config_digest,
         "repair_calls": read_summary(run_dir).get("repair_calls"),
     }
 

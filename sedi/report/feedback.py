@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from sedi.store.report_queries import feedback_rounds
+
 _PER_ROUND = (
     ("train_steps", "optimizer steps"),
     ("attractive_windows", "attractive windows"),
@@ -23,6 +25,7 @@ _PER_ROUND = (
     ("prompt_top10_share", "prompt slots to the top 10% of seeds"),
     ("prompt_topics", "seed topics shown"),
 )
+_METRICS = ("attractive_windows", "seed_pool_size", "prompt_top10_share", "prompt_topics")  # round_metrics names
 
 
 def choices(config_body: str | None) -> str | None:
@@ -58,20 +61,8 @@ def choices(config_body: str | None) -> str | None:
 def per_round(db: sqlite3.Connection) -> dict[int, dict[str, float]]:
     """Round -> the numbers of :data:`_PER_ROUND` that the run recorded."""
     out: dict[int, dict[str, float]] = {}
-    queries = (
-        "SELECT round, 'train_steps', COUNT(*) FROM train_steps GROUP BY round",
-        "SELECT round, CASE action WHEN 'promote' THEN 'promoted' ELSE 'demoted' END, COUNT(*) FROM seed_history "
-        "WHERE round IS NOT NULL GROUP BY round, action",
-        "SELECT round, name, value FROM round_metrics WHERE name IN "
-        "('attractive_windows', 'seed_pool_size', 'prompt_top10_share', 'prompt_topics')",
-    )
-    for query in queries:
-        try:
-            rows = db.execute(query).fetchall()
-        except sqlite3.OperationalError:  # an older run without the table
-            continue
-        for r, name, value in rows:
-            out.setdefault(int(r), {})[str(name)] = float(value)
+    for r, name, value in feedback_rounds(db, _METRICS):
+        out.setdefault(r, {})[name] = value
     return out
 
 

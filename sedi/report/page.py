@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from sedi._types import DEMOTE, PROMOTE
 from sedi.exceptions import RunDirError
 from sedi.redact import redact
 from sedi.report import arm_stats, stats
@@ -29,6 +30,7 @@ from sedi.report import html as _report_html
 from sedi.report import plots as _plots
 from sedi.report.plots import PoolRound, StepPoint
 from sedi.report.summary import read_summary
+from sedi.store import report_queries as queries
 from sedi.store.db import RunStore
 from sedi.store.ledger import cost_text
 from sedi.store.rundir import connect_readonly
@@ -57,34 +59,13 @@ class RunData:
         self.label = self.label or f"{self.method} ({self.run_dir.name})"
 
 
-# Every query the report makes, in one place; each reads what one plot or table row needs.
-_SQL = {
-    "config": "SELECT body FROM configs ORDER BY id DESC LIMIT 1",
-    "metrics": "SELECT round, name, value FROM round_metrics WHERE value IS NOT NULL",
-    "keep": "SELECT round, 1.0 * SUM(verdict = 'kept') / COUNT(*) FROM candidates GROUP BY round",
-    "steps": "SELECT round, step, grad_norm, attractive FROM train_steps WHERE grad_norm IS NOT NULL",
-    "calls": "SELECT id FROM calls ORDER BY id",
-    "kept_by_call": "SELECT r.call_id, COUNT(*) FROM candidates c JOIN responses r ON r.request_key = c.request_key "
-    "WHERE c.verdict = 'kept' GROUP BY r.call_id",
-    "moves": "SELECT round, action, COUNT(*) FROM seed_history WHERE round IS NOT NULL GROUP BY round, action",
-    "move_totals": "SELECT action, COUNT(*) FROM seed_history GROUP BY action",
-}
+# Every query the report makes is a ``report_*`` reader of sedi.store.report_queries; each reads what one plot or
+# table row needs, and a table this run's schema lacks reads as empty (older or partial run dirs).
 
 
-def _rows(db: sqlite3.Connection, query: str) -> list[tuple[Any, ...]]:
-    """Run one of ``_SQL``; a table this run's schema lacks is simply empty (older or partial run dirs)."""
+def _method(config_body: str | None) -> str:
     try:
-        return list(db.execute(_SQL[query]))
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-
-
-def _method(db: sqlite3.Connection) -> str:
-    rows = _rows(db, "config")
-    try:
-        config = yaml.safe_load(rows[0][0]) if rows else None
+        config = yaml.safe_load(config_body) if config_body else None
     except yaml.YAMLError:
         config = None
     method = config.get("method") if isinstance(config, dict) else None
@@ -93,20 +74,20 @@ def _method(db: sqlite3.Connection) -> str:
 
 def _kept_curve(db: sqlite3.Connection) -> list[int]:
     """Kept tasks so far after each call, crediting a task to the call whose response produced it."""
-    kept_by_call = dict(_rows(db, "kept_by_call"))
-    return list(accumulate(kept_by_call.get(call_id, 0) for (call_id,) in _rows(db, "calls")))
+    kept_by_call = queries.report_kept_by_call(db)
+    return list(accumulate(kept_by_call.get(call_id, 0) for call_id in queries.report_call_ids(db)))
 
 
 def _pool(db: sqlite3.Connection, metrics: dict[str, dict[int, float]]) -> dict[int, PoolRound]:
     """Pool sizes come from the round metrics; promotions and demotions are counted in the seed history."""
-    moves = {(int(r), str(action)): int(n) for r, action, n in _rows(db, "moves")}
+    moves = {(m.round, m.action): m.times for m in queries.report_moves(db)}
     size, machine = metrics.get("seed_pool_size", {}), metrics.get("seed_pool_machine", {})
     return {
         r: PoolRound(
             human=size[r] - machine.get(r, 0.0) if r in size else None,
             machine=machine.get(r),
-            promoted=moves.get((r, "promote"), 0),
-            demoted=moves.get((r, "demote"), 0),
+            promoted=moves.get((r, PROMOTE), 0),
+            demoted=moves.get((r, DEMOTE), 0),
         )
         for r in sorted(set(size) | {r for r, _ in moves})
     }
@@ -123,17 +104,17 @@ def load_run(run_dir: Path) -> RunData:
     db = connect_readonly(db_path)
     try:
         metrics: dict[str, dict[int, float]] = {}
-        for r, name, value in _rows(db, "metrics"):
-            metrics.setdefault(str(name), {})[int(r)] = float(value)
+        for r, name, value in queries.report_metrics(db):
+            metrics.setdefault(name, {})[r] = value
         # Prefer the loop's own measure; else count verdicts as read_summary does (kept / all candidates).
-        keep = metrics.get("keep_rate") or {int(r): float(rate) for r, rate in _rows(db, "keep")}
-        steps = [StepPoint(int(r), int(s), float(g), bool(a)) for r, s, g, a in _rows(db, "steps")]
-        moves = dict(_rows(db, "move_totals"))
-        config = _rows(db, "config")
+        keep = metrics.get("keep_rate") or queries.report_keep_rates(db)
+        steps = [StepPoint(*step) for step in queries.report_steps(db)]
+        moves = queries.report_move_totals(db)
+        config = queries.report_config_body(db)
         return RunData(
-            run_dir, _method(db), summary, _kept_curve(db), metrics, keep, steps, _pool(db, metrics),
-            promotions=int(moves.get("promote", 0)), demotions=int(moves.get("demote", 0)),
-            choices=_report_feedback.choices(config[0][0] if config else None),
+            run_dir, _method(config), summary, _kept_curve(db), metrics, keep, steps, _pool(db, metrics),
+            promotions=moves.get(PROMOTE, 0), demotions=moves.get(DEMOTE, 0),
+            choices=_report_feedback.choices(config),
             rounds=_report_feedback.per_round(db),
         )  # fmt: skip
     finally:

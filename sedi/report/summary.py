@@ -10,58 +10,48 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from sedi._types import DEMOTE, KEPT, PROMOTE
 from sedi.exceptions import RunDirError
 from sedi.stages.shapes import shape_summary
 from sedi.store import ledger
+from sedi.store import summary_queries as queries
 from sedi.store.rundir import DB_NAME, connect_readonly, lock_held, unreadable
 
 
 def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
     """The numbers ``sedi status --json`` prints, from a run database."""
     db.row_factory = sqlite3.Row
-    calls = db.execute(
-        "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens), 0) AS p, COALESCE(SUM(completion_tokens), 0) AS c, "
-        f"COALESCE(SUM({ledger.cached_tokens_sql(db)}), 0) AS cached, "
-        "COALESCE(SUM(status IN ('error', 'interrupted')), 0) AS failed, "
-        "COALESCE(SUM(status = 'length'), 0) AS truncated, COALESCE(SUM(charged_tokens), 0) AS charged_tokens "
-        "FROM calls"
-    ).fetchone()
-    verdicts = {row[0]: int(row[1]) for row in db.execute("SELECT verdict, COUNT(*) FROM candidates GROUP BY verdict")}
-    rejected = {
-        row[0]: int(row[1])
-        for row in db.execute(
-            "SELECT rule, COUNT(*) FROM candidates WHERE verdict = 'rejected' "
-            "GROUP BY rule ORDER BY COUNT(*) DESC, rule"
-        )
-    }
-    candidates, kept = sum(verdicts.values()), verdicts.get("kept", 0)
-    meta = {row[0]: row[1] for row in db.execute("SELECT key, value FROM meta")}
+    calls = queries.call_totals(db)
+    verdicts = queries.verdict_counts(db)
+    rejected = queries.rejections(db)
+    candidates, kept = sum(verdicts.values()), verdicts.get(KEPT, 0)
+    meta = queries.meta(db)
     cost = ledger.cost_summary(db, meta)
-    tokens = int(calls["p"]) + int(calls["c"])
+    tokens = calls.prompt_tokens + calls.completion_tokens
     return {
         "run_dir": str(run_dir),
         "state": meta.get("state", "created"),
         "outcome": meta.get("outcome") or None,  # why the latest start ended (null while running or if killed)
-        "calls": int(calls["calls"]),
-        "failed_calls": int(calls["failed"]),
-        "truncated_responses": int(calls["truncated"]),
+        "calls": calls.calls,
+        "failed_calls": calls.failed,
+        "truncated_responses": calls.truncated,
         "cache_hits": int(meta.get("cache_hits", 0)),
         "wall_seconds": float(meta.get("wall_seconds", 0)),
-        "responses": int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]),
-        "prompt_tokens": int(calls["p"]),
-        "completion_tokens": int(calls["c"]),
+        "responses": queries.response_count(db),
+        "prompt_tokens": calls.prompt_tokens,
+        "completion_tokens": calls.completion_tokens,
         # Prompt tokens the provider served from its prompt cache (usage.prompt_tokens_details.cached_tokens), and
         # their share of all prompt tokens (null before any prompt token was reported).
-        "cached_prompt_tokens": int(calls["cached"]),
-        "cached_share": round(int(calls["cached"]) / int(calls["p"]), 4) if int(calls["p"]) else None,
-        "budget_charged_tokens": int(calls["charged_tokens"]),
+        "cached_prompt_tokens": calls.cached_prompt_tokens,
+        "cached_share": round(calls.cached_prompt_tokens / calls.prompt_tokens, 4) if calls.prompt_tokens else None,
+        "budget_charged_tokens": calls.charged_tokens,
         # cost_usd and budget_charged_cost_usd at the latest start's prices; null when none were given. cost_usd is
         # never below the charge: with cost_upper_bound true (cost_known false) it is "at most", as is usd_per_kept.
         **cost,
         "candidates": candidates,
         "kept": kept,
         "keep_rate": round(kept / candidates, 4) if candidates else None,
-        "calls_per_kept": round(int(calls["calls"]) / kept, 4) if kept else None,
+        "calls_per_kept": round(calls.calls / kept, 4) if kept else None,
         # What each kept task cost: prompt + completion tokens, and USD at the latest start's prices (null when
         # nothing is kept yet, or when no prices were given: an unknown cost is never reported as $0).
         "tokens_per_kept": round(tokens / kept, 2) if kept else None,
@@ -80,32 +70,21 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
 def _repair_summary(db: sqlite3.Connection) -> dict[str, int]:
     """generation.repair: ledger calls of repair requests (also in ``calls``) and kept tasks whose output came from
     repair (0 in a file written before the original_output column existed, read without migrating it)."""
-    calls = "SELECT COUNT(*) FROM calls c JOIN requests q ON q.request_key = c.request_key WHERE q.kind = 'repair'"
-    kept = "SELECT COUNT(*) FROM candidates WHERE verdict = 'kept' AND original_output IS NOT NULL"
-    repaired = ledger.has_column(db, "candidates", "original_output")
-    return {
-        "repair_calls": int(db.execute(calls).fetchone()[0]),
-        "repaired_kept": int(db.execute(kept).fetchone()[0]) if repaired else 0,
-    }
+    repairs = queries.repair_counts(db)
+    return {"repair_calls": repairs.calls, "repaired_kept": repairs.kept}
 
 
 def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
     # Each metric's latest value: a round cut short by the budget measures diversity but trains nothing,
     # so its held-out loss is that of the round before.
-    metrics = {
-        r[0]: r[1]
-        for r in db.execute(
-            "SELECT name, value FROM round_metrics m WHERE value IS NOT NULL AND round = "
-            "(SELECT MAX(round) FROM round_metrics WHERE name = m.name AND value IS NOT NULL)"
-        )
-    }
-    history = dict(db.execute("SELECT action, COUNT(*) FROM seed_history GROUP BY action").fetchall())
+    metrics = queries.latest_metrics(db)
+    history = queries.seed_moves(db)
     return {
-        "rounds": int(db.execute("SELECT COUNT(*) FROM rounds WHERE stage = 'done'").fetchone()[0]),
-        "train_steps": int(db.execute("SELECT COUNT(*) FROM train_steps").fetchone()[0]),
-        "promotions": int(history.get("promote", 0)),
-        "demotions": int(history.get("demote", 0)),
-        "seed_pool_size": int(db.execute("SELECT COUNT(*) FROM seed_pool WHERE active = 1").fetchone()[0]),
+        "rounds": queries.rounds_done(db),
+        "train_steps": queries.train_step_count(db),
+        "promotions": history.get(PROMOTE, 0),
+        "demotions": history.get(DEMOTE, 0),
+        "seed_pool_size": queries.active_seed_count(db),
         "diversity": {
             name: round(float(metrics[name]), 4)
             for name in ("diversity_mean_cosine_distance", "diversity_vendi", "topics_covered")

@@ -26,8 +26,8 @@ from transformers import (
 
 from sedi._hardware import cpu_has_native_bf16
 from sedi.exceptions import ConfigError
-from sedi.serve._batching import GenerationCancelled, Job, Scheduler
 from sedi.serve._bundled import BUNDLED_MODEL_NAME, bundled_model_dir
+from sedi.serve._decoding import GenerationCancelled, Job, Scheduler
 from sedi.serve._sampling import CategoricalSampler, OpenAIPenalties
 
 __all__ = ["Engine", "GenerationCancelled", "GenerationResult", "InvalidRequest"]
@@ -37,7 +37,7 @@ Messages = Sequence[Mapping[str, Any]]
 
 DEFAULT_MAX_BATCH = 8
 """Rows decoded together. With bf16 Gemma-3-270m on two (shared) cores, 8 concurrent requests decode several
-times the tokens/s of one at a time (scripts/bench_teacher.py; the figures are in the README, "The embedded
+times the tokens/s of one at a time (scripts/bench_teacher.py; the figures are in docs/results.md, "The embedded
 teacher server"); more rows add prefill stalls and cache copies. On a GPU a larger batch pays off; pass
 ``max_batch``."""
 
@@ -67,7 +67,7 @@ def _pick_device(device: str, dtype: TeacherDtype = "auto") -> tuple[torch.devic
         return resolved, getattr(torch, dtype)
     if resolved.type == "cuda":
         return resolved, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # On a CPU with native bf16, bf16 weights decode Gemma-3-270m much faster than float32 (measured: README,
+    # On a CPU with native bf16, bf16 weights decode Gemma-3-270m much faster than float32 (measured: docs/results.md,
     # "The embedded teacher server"): decoding reads every weight per token, and its 168M-parameter tied
     # embedding dominates. Gemma was trained in bf16. Elsewhere bf16 is emulated and slower: float32.
     return resolved, torch.bfloat16 if cpu_has_native_bf16() else torch.float32
@@ -75,7 +75,7 @@ def _pick_device(device: str, dtype: TeacherDtype = "auto") -> tuple[torch.devic
 
 class Engine:
     """A loaded model and tokenizer; :meth:`generate` is thread-safe, and concurrent calls decode together
-    in one batch of up to ``max_batch`` rows (see ``_batching``)."""
+    in one batch of up to ``max_batch`` rows (see ``_decoding``)."""
 
     def __init__(
         self,

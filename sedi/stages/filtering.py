@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Protocol
 
 from diversity import ALPACA_RULES, SELF_INSTRUCT_RULES, DiversityFilter, RougeFilter, VectorIndex, first_failed_rule
+from diversity.decontaminate import Decontaminator
 from diversity.instance_filters import filter_instances
 from sedi._io import fsync_write
 from sedi._types import EncodeFn
 from sedi.config.model import SediConfig
+from sedi.stages.decontaminate import CONTAMINATED, match_detail
 from sedi.stages.parsing import NO_OUTPUT, TRUNCATED, TRUNCATED_OUTPUT
 from sedi.store.candidates import Candidate, Verdict
 
@@ -141,12 +143,19 @@ class _RougeAndEmbedding:
 
 
 class TaskFilter:
-    """Heuristics + similarity against a growing pool; one instance per run, rebuilt on resume.
-    ``index_dir``: where the embedding pool's index is saved (:meth:`save`) and looked for on resume."""
+    """Heuristics, decontamination, then similarity against a growing pool; one instance per run, rebuilt on
+    resume. ``index_dir``: where the embedding pool's index is saved (:meth:`save`) and looked for on resume;
+    ``decontaminator``: evaluation items a candidate must not copy (:mod:`sedi.stages.decontaminate`)."""
 
     def __init__(
-        self, config: SediConfig, pool: Sequence[str], encode: EncodeFn | None = None, index_dir: Path | None = None
+        self,
+        config: SediConfig,
+        pool: Sequence[str],
+        encode: EncodeFn | None = None,
+        index_dir: Path | None = None,
+        decontaminator: Decontaminator | None = None,
     ) -> None:
+        self.decontaminator = decontaminator
         base = ALPACA_RULES if config.filter.heuristics == "alpaca" else SELF_INSTRUCT_RULES
         extra = tuple(config.filter.extra_keywords)
         self.rules = replace(base, keywords=base.keywords + extra) if extra else base
@@ -182,6 +191,10 @@ class TaskFilter:
         rule = first_failed_rule(candidate.instruction, self.rules)
         if rule is not None:
             return Verdict("rejected", rule, None if problem is None else {"problem": problem})
+        # Before the similarity rule, so that a copy of an evaluation item never joins the pool.
+        copied = None if self.decontaminator is None else self.decontaminator.check(candidate)
+        if copied is not None:
+            return Verdict("rejected", CONTAMINATED, match_detail(copied))
         similar, detail = self.similarity.check(candidate.instruction)
         if similar is not None:
             return Verdict("rejected", similar, detail if problem is None else {**detail, "problem": problem})

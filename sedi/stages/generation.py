@@ -20,7 +20,7 @@ from sedi.stages.parsing import parse_generated
 from sedi.stages.prompts import chat_messages, completion_prompt
 from sedi.store.candidates import PlannedRequest, add_candidates, record_parse_error, record_requests
 from sedi.store.db import RunStore
-from sedi.teacher.client import BatchResult, TeacherClient, TeacherRequest, TeacherResponse
+from sedi.teacher.client import CompletedRequests, TeacherClient, TeacherRequest, TeacherResponse
 
 if TYPE_CHECKING:  # the picker's module loads numpy and the embedding clusters; planning needs only its type
     from sedi.stages.steering import Picker
@@ -93,7 +93,7 @@ async def generate(
     round_index: int,
     planned: list[PlannedCall],
     progress: ProgressHook,
-) -> BatchResult:
+) -> CompletedRequests:
     """Send the round's requests; every response is parsed and stored the moment it arrives."""
     model, mode = config.teacher.model, config.teacher.mode
     record_requests(

@@ -24,7 +24,7 @@ from sedi.stages.parsing import parse_classification, parse_instances
 from sedi.stages.prompts import as_chat, classify_prompt, example_texts, instance_prompt
 from sedi.store.candidates import Candidate, PlannedRequest, Verdict, record_requests, set_instances, set_verdicts
 from sedi.store.db import RunStore
-from sedi.teacher.client import BatchResult, TeacherClient, TeacherRequest, TeacherResponse
+from sedi.teacher.client import CompletedRequests, TeacherClient, TeacherRequest, TeacherResponse
 
 BUDGET_STOP = "budget_stop"
 
@@ -74,7 +74,7 @@ async def _send(
     pending: Sequence[Candidate],
     requests: Sequence[TeacherRequest],
     counter: _Counter,
-) -> BatchResult:
+) -> CompletedRequests:
     model, mode = config.teacher.model, config.teacher.mode
     record_requests(
         store,
@@ -93,7 +93,7 @@ async def write_instances(
     round_index: int,
     pending: Sequence[Candidate],
     progress: ProgressHook,
-) -> BatchResult | None:
+) -> CompletedRequests | None:
     """Classify and write instances for ``pending`` candidates, a chunk at a time; returns the batch that hit
     the budget, if any (its unanswered candidates, and every later one, stay 'pending' with rule
     ``budget_stop``)."""
@@ -122,7 +122,7 @@ async def _chunk(
     round_index: int,
     pending: Sequence[Candidate],
     counters: tuple[_Counter | None, _Counter],
-) -> BatchResult | None:
+) -> CompletedRequests | None:
     labels: list[bool | None] = [None] * len(pending)
     classify, write = counters
     if classify is not None:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from sedi.config.model import SediConfig
+from sedi.config.model import SediConfig, upgrade_recorded
 from sedi.config.seeds import Task
 from sedi.exceptions import ConfigError, RunDirError
 
@@ -44,7 +44,7 @@ MAY_CHANGE = (
     "teacher.free",  # cost accounting only
     "teacher.local.startup_timeout_s",
     "teacher.local.device",  # where the same teacher runs; cached answers stay that teacher's
-    "teacher.local.dtype",
+    "teacher.local.precision",
     "run.max_rounds",
     "run.stop_when",  # when to stop: a run stopped by it may resume under a looser rule
     "generation.target_kept",
@@ -139,6 +139,7 @@ def check_resume(run_dir: Path, config: SediConfig, recorded: str) -> None:
         previous = None
     if not isinstance(previous, dict):
         raise RunDirError(f"{run_dir}: the config recorded in sedi.db is unreadable: use a new --run-dir")
+    previous = upgrade_recorded(previous)  # a run started by an earlier version, with today's key names
     refused = changed_settings(previous, config)
     if refused:
         listed = ", ".join(f"{key} ({_shown(before)} -> {_shown(after)})" for key, before, after in refused)

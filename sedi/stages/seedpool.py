@@ -11,45 +11,40 @@ a decision.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 
 from feedback import PoolEntry, StepRecord, decided_through, demotions, promotions, select_attractive, weak_seeds
 from sedi._faults import crash_point
+from sedi._types import DEMOTE, HUMAN, MACHINE, PROMOTE, REJECTED
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task
+from sedi.store import seeds, training
 from sedi.store.candidates import candidate_id_of, machine_task_id
 from sedi.store.db import RunStore
+from sedi.store.seeds import SeedMove
 
 
 def init_pool(store: RunStore, human: list[Task]) -> None:
-    with store.transaction() as db:
-        db.executemany(
-            "INSERT OR IGNORE INTO seed_pool (task_id, origin, instruction, input, output) "
-            "VALUES (?, 'human', ?, ?, ?)",
-            [(t.id, t.instruction, t.input, t.output) for t in human],
-        )
+    seeds.add_human_seeds(store, human)
 
 
 def active_pool(store: RunStore) -> tuple[list[Task], list[Task]]:
     """(human, machine) seeds currently in the pool, in insertion order."""
-    rows = store.db.execute(
-        "SELECT task_id, instruction, input, output, origin FROM seed_pool WHERE active = 1 ORDER BY rowid"
-    ).fetchall()
-    tasks = [Task(r[0], r[1], r[2], r[3], origin=r[4]) for r in rows]
-    return [t for t in tasks if t.origin == "human"], [t for t in tasks if t.origin == "machine"]
+    tasks = seeds.active_seeds(store)
+    return [t for t in tasks if t.origin == HUMAN], [t for t in tasks if t.origin == MACHINE]
 
 
 def pool_tasks(store: RunStore) -> dict[str, Task]:
     """Every task that was ever in the pool, active or not, by task id (to replay a recorded plan)."""
-    rows = store.db.execute("SELECT task_id, instruction, input, output, origin FROM seed_pool")
-    return {r[0]: Task(r[0], r[1], r[2], r[3], origin=r[4]) for r in rows}
+    return {t.id: t for t in seeds.every_seed(store)}
 
 
 def all_steps(store: RunStore) -> list[StepRecord]:
-    rows = store.db.execute("SELECT step, grad_norm, loss, learning_rate, task_ids FROM train_steps ORDER BY step")
-    return [StepRecord(step=r[0], grad_norm=r[1], loss=r[2], learning_rate=r[3], ids=json.loads(r[4])) for r in rows]
+    return [
+        StepRecord(step=r.step, grad_norm=r.grad_norm, loss=r.loss, learning_rate=r.learning_rate, ids=r.task_ids)
+        for r in training.train_steps(store)
+    ]
 
 
 def _offspring(store: RunStore, steps: list[StepRecord]) -> dict[str, tuple[int, int, list[float]]]:
@@ -61,17 +56,13 @@ def _offspring(store: RunStore, steps: list[StepRecord]) -> dict[str, tuple[int,
     mean = sum(norms) / len(norms) if norms else 0.0
     trained = {i: s.grad_norm / mean for s in steps for i in s.ids if mean > 0 and s.grad_norm == s.grad_norm}
     out: dict[str, tuple[int, int, list[float]]] = defaultdict(lambda: (0, 0, []))
-    rows = store.db.execute(
-        "SELECT q.context, c.id, c.verdict FROM requests q JOIN candidates c ON c.request_key = q.request_key "
-        "WHERE q.kind = 'tasks'"
-    )
-    for context, candidate, verdict in rows:
-        value = 0.0 if verdict == "rejected" else trained.get(int(candidate))
-        for shown in json.loads(context):
+    for child in seeds.offspring(store):
+        value = 0.0 if child.verdict == REJECTED else trained.get(child.candidate_id)
+        for shown in child.shown:
             total, rejected, values = out[shown]
             if value is not None:
                 values.append(value)
-            out[shown] = (total + 1, rejected + (verdict == "rejected"), values)
+            out[shown] = (total + 1, rejected + (child.verdict == REJECTED), values)
     return out
 
 
@@ -83,9 +74,8 @@ def _pool_entries(store: RunStore, steps: list[StepRecord]) -> tuple[list[PoolEn
         for i in step.ids:
             norms[int(i)].append(float(step.grad_norm))
     entries, names = [], {}
-    rows = store.db.execute("SELECT task_id, origin, added_round FROM seed_pool WHERE active = 1 ORDER BY rowid")
-    for index, (name, origin, added) in enumerate(rows.fetchall()):
-        candidate = candidate_id_of(name) if origin == "machine" else None
+    for index, (name, origin, added) in enumerate(seeds.pool_seeds(store)):
+        candidate = candidate_id_of(name) if origin == MACHINE else None
         total, rejected, values = offspring.get(name, (0, 0, []))
         entries.append(
             PoolEntry(
@@ -123,7 +113,7 @@ def apply_feedback(
     cycles = -(-(through - after) // fb.interval)
     trained = {i for s in steps for i in s.ids}
     entries, names = _pool_entries(store, steps)
-    in_pool = {name for (name,) in store.db.execute("SELECT task_id FROM seed_pool")}
+    in_pool = seeds.seed_ids(store)
     promoted = [
         p
         for p in promotions(attractive, trained, example_loss, fb.promote, fb.top_k)
@@ -139,28 +129,18 @@ def apply_feedback(
     for p in promoted:  # the newcomers compete for the pool's places too
         names[len(names)] = machine_task_id(p.id)
         entries.append(
-            PoolEntry(id=len(names) - 1, origin="machine", added_round=round_index, batch_grad_norms=norms[p.id])
+            PoolEntry(id=len(names) - 1, origin=MACHINE, added_round=round_index, batch_grad_norms=norms[p.id])
         )
     demoted += demotions(entries, fb.max_pool_size, fb.protect_human)
     now = time.time()
-    with store.transaction() as db:
-        db.executemany("UPDATE train_steps SET attractive = 1 WHERE step = ?", [(a.step,) for a in attractive])
-        for p in promoted:
-            db.execute(
-                "INSERT OR IGNORE INTO seed_pool (task_id, origin, instruction, input, output, added_round) "
-                "SELECT ?, 'machine', instruction, input, output, ? FROM candidates WHERE id = ?",
-                (machine_task_id(p.id), round_index, p.id),
-            )
-        history: list[tuple[str, str, int | None, float, str]]
-        history = [(machine_task_id(p.id), "promote", p.step, p.value, p.reason) for p in promoted]
-        history += [(names[d.id], "demote", None, d.value, d.reason) for d in demoted]
-        db.executemany(
-            "INSERT INTO seed_history (task_id, action, round, step, signal, reason, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(name, action, round_index, step, value, reason, now) for name, action, step, value, reason in history],
-        )
-        db.executemany("UPDATE seed_pool SET active = 0 WHERE task_id = ?", [(names[d.id],) for d in demoted])
-        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('feedback_through', ?)", (str(through),))
+    with store.transaction():
+        seeds.mark_attractive(store, [a.step for a in attractive])
+        seeds.promote(store, round_index, [(machine_task_id(p.id), p.id) for p in promoted])
+        history = [SeedMove(machine_task_id(p.id), PROMOTE, p.step, p.value, p.reason) for p in promoted]
+        history += [SeedMove(names[d.id], DEMOTE, None, d.value, d.reason) for d in demoted]
+        seeds.record_moves(store, round_index, history, now)
+        seeds.deactivate(store, [names[d.id] for d in demoted])
+        store.set_meta("feedback_through", str(through))
         store.record_metrics(round_index, {"attractive_windows": float(len(attractive))}, accumulate=True)
         if not final:
             store.mark_round(round_index, "fed")
@@ -171,15 +151,12 @@ def apply_feedback(
 def settle(store: RunStore, config: SediConfig, round_index: int) -> bool:
     """At the end of a run: decide the last, partial feedback window (if any step is undecided)."""
     after = int(store.get_meta("feedback_through", "0") or 0)
-    last = store.db.execute("SELECT COALESCE(MAX(step), 0) FROM train_steps").fetchone()[0]
-    if last <= after:
+    if training.last_step(store) <= after:
         return False
     apply_feedback(store, config, round_index, final=True)
     return True
 
 
 def record_pool_metrics(store: RunStore, round_index: int) -> None:
-    size, machine = store.db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(origin = 'machine'), 0) FROM seed_pool WHERE active = 1"
-    ).fetchone()
+    size, machine = seeds.pool_size(store)
     store.record_metrics(round_index, {"seed_pool_size": float(size), "seed_pool_machine": float(machine)})

@@ -11,33 +11,16 @@ its output came from a later repair request; a shape's cost is that of its gener
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 from feedback.shaping import ShapeArm, best_shape
 from sedi.config.model import SediConfig
 from sedi.config.shaping import PromptShape
+from sedi.store.plans import ShapeRow, shape_rows
 
-_STATS = """
-SELECT shape, COUNT(*), COALESCE(SUM(kept), 0), COALESCE(SUM(cost), 0) FROM (
-    SELECT q.shape AS shape,
-           (SELECT COUNT(*) FROM candidates c WHERE c.request_key = q.request_key AND c.verdict = 'kept') AS kept,
-           (SELECT COALESCE(SUM(k.cost_usd), 0) FROM calls k WHERE k.request_key = q.request_key) AS cost
-    FROM requests q JOIN responses s ON s.request_key = q.request_key
-    WHERE q.kind = 'tasks' AND q.shape IS NOT NULL AND q.round < ?
-) GROUP BY shape ORDER BY shape
-"""
-
-
-@dataclass(frozen=True)
-class ShapeStats:
-    """One shape's answered generation requests, the tasks they kept and what they cost (USD at the prices in force
-    when each was answered; 0 without prices)."""
-
-    name: str
-    requests: int
-    kept: int
-    cost_usd: float
+# One shape's answered generation requests, the tasks they kept and what they cost (USD at the prices in force when
+# each was answered; 0 without prices).
+ShapeStats = ShapeRow
 
 
 def fixed_shape(config: SediConfig) -> PromptShape:
@@ -51,16 +34,9 @@ def fixed_shape(config: SediConfig) -> PromptShape:
     )
 
 
-def has_shapes(db: sqlite3.Connection) -> bool:
-    return any(row[1] == "shape" for row in db.execute("PRAGMA table_info(requests)"))
-
-
 def shape_stats(db: sqlite3.Connection, before_round: int | None = None) -> list[ShapeStats]:
     """Per shape, the generation requests of rounds before ``before_round`` (all rounds: None), by name."""
-    if not has_shapes(db):
-        return []
-    rows = db.execute(_STATS, (2**62 if before_round is None else before_round,)).fetchall()
-    return [ShapeStats(str(n), int(r), int(k), float(c)) for n, r, k, c in rows]
+    return shape_rows(db, before_round)
 
 
 def arms(stats: list[ShapeStats], per_dollar: bool) -> list[ShapeArm]:

@@ -20,7 +20,6 @@ are recorded with the requests (``requests.shape``) and a resumed round replays 
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from sedi.stages.prompts import sample_in_context
 from sedi.stages.seedpool import active_pool, pool_tasks
 from sedi.stages.shapes import ShapeStats, fixed_shape, shape_stats
 from sedi.stages.shapes import arms as shape_arms
+from sedi.store import plans, seeds
 from sedi.store.dataset import kept_tasks
 from sedi.store.db import RunStore
 
@@ -79,25 +79,11 @@ def _topics(encode: EncodeFn, human: Sequence[Task], tasks: Sequence[Task], seed
 def _credit(store: RunStore, before_round: int) -> dict[str, tuple[float, float]]:
     """Each shown seed's offspring from earlier rounds' prompts: (kept, rejected) summed (see feedback.bandit)."""
     credit: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    rows = store.db.execute(
-        "SELECT q.context, COALESCE(SUM(c.verdict = 'kept'), 0), COALESCE(SUM(c.verdict = 'rejected'), 0) "
-        "FROM requests q LEFT JOIN candidates c ON c.request_key = q.request_key "
-        "WHERE q.kind = 'tasks' AND q.round < ? GROUP BY q.request_key",
-        (before_round,),
-    )
-    for context, kept, rejected in rows:
-        shown = json.loads(context)
-        for name in shown:
-            credit[name][0] += kept
-            credit[name][1] += rejected
+    for request in seeds.credit(store, before_round):
+        for name in request.shown:
+            credit[name][0] += request.kept
+            credit[name][1] += request.rejected
     return {name: (k, r) for name, (k, r) in credit.items()}
-
-
-def recorded_contexts(store: RunStore, round_index: int) -> dict[int, list[str]]:
-    rows = store.db.execute(
-        "SELECT sample_index, context FROM requests WHERE round = ? AND kind = 'tasks'", (round_index,)
-    )
-    return {int(i): json.loads(c) for i, c in rows}
 
 
 def round_shapes(store: RunStore, config: SediConfig, round_index: int) -> dict[int, PromptShape] | None:
@@ -109,11 +95,7 @@ def round_shapes(store: RunStore, config: SediConfig, round_index: int) -> dict[
     options = {s.name: s for s in gen.shapes.options}
     first = round_index * gen.calls_per_round
     indices = range(first, first + gen.calls_per_round)
-    rows = store.db.execute(
-        "SELECT sample_index, shape FROM requests WHERE round = ? AND kind = 'tasks' AND shape IS NOT NULL",
-        (round_index,),
-    ).fetchall()
-    recorded = {int(i): str(name) for i, name in rows}
+    recorded = plans.recorded_shapes(store, round_index)
     if recorded:  # a resumed round: the shapes it was started with
         missing = sorted(set(recorded.values()) - set(options))
         if missing:
@@ -175,7 +157,7 @@ def _round_draw(store: RunStore, config: SediConfig, encode: EncodeFn, seeds: Se
         return lambda _, rng, shape: sample_in_context(
             _short(seeds, shape), _short(machine, shape), *_split(config, shape), rng
         )
-    recorded = recorded_contexts(store, round_index)
+    recorded = plans.recorded_contexts(store, round_index)
     if recorded:  # a resumed round: the plan it was started with
         lookup = pool_tasks(store)
         return lambda index, _, __: [lookup[name] for name in recorded[index]]

@@ -17,7 +17,6 @@ the mean over its instances. Held-out evaluation is unchanged: it scores the hel
 
 from __future__ import annotations
 
-import json
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from statistics import fmean
@@ -35,8 +34,10 @@ from feedback import (
 )
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task
+from sedi.store import training
 from sedi.store.dataset import user_turn
 from sedi.store.db import RunStore
+from sedi.store.training import TrainStepRow
 
 # Held while this process loads and runs a student (train, per-example losses, held-out evaluation): unset in a
 # solo run; sedi.parallel may set a semaphore shared by the runs it runs at once (``limit_students``).
@@ -59,7 +60,8 @@ def student_path(config: SediConfig) -> str:
 
 
 def train_config(config: SediConfig) -> TrainConfig:
-    return config.student.train.model_copy(update={"seed": config.run.seed})
+    # A plain TrainConfig (the student's excludes the seed from dumps, and the launcher passes a dump on).
+    return TrainConfig.model_validate({**config.student.train.model_dump(), "seed": config.run.seed})
 
 
 def _round_dir(run_dir: Path, round_index: int) -> Path:
@@ -80,18 +82,14 @@ def latest_adapter(run_dir: Path, before_round: int) -> Path | None:
 def round_examples(store: RunStore, round_index: int) -> list[TrainExample]:
     """The round's kept tasks as training examples, one per instance (the task's own input and output when it
     has no instance rows), all keyed by the task's candidate id."""
-    rows = store.db.execute(
-        "SELECT c.id, c.instruction, COALESCE(i.input, c.input), COALESCE(i.output, c.output) FROM candidates c "
-        "LEFT JOIN instances i ON i.candidate_id = c.id WHERE c.round = ? AND c.verdict = 'kept' "
-        "ORDER BY c.id, i.idx",
-        (round_index,),
-    )
-    return [TrainExample(id=r[0], prompt=user_turn(r[1], r[2]), completion=r[3]) for r in rows]
+    return [
+        TrainExample(id=r.candidate_id, prompt=user_turn(r.instruction, r.input), completion=r.output)
+        for r in training.kept_instances(store, round_index)
+    ]
 
 
 def round_batches(store: RunStore, round_index: int) -> list[list[int]]:
-    rows = store.db.execute("SELECT task_ids FROM batches WHERE round = ? ORDER BY batch_index", (round_index,))
-    return [json.loads(r[0]) for r in rows]
+    return training.round_batches(store, round_index)
 
 
 def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool = True) -> list[StepRecord]:
@@ -111,15 +109,11 @@ def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool
             result = launch_round(*inputs, config.student.processes, config.student.accelerate_config)
         else:
             result = train_round(*inputs)
-    offset = store.db.execute("SELECT COALESCE(MAX(step), 0) FROM train_steps WHERE round < ?", (round_index,))
-    first = int(offset.fetchone()[0])
+    first = training.last_step(store, before_round=round_index)
     steps = [s.model_copy(update={"step": first + s.step}) for s in result.steps]
-    with store.transaction() as db:
-        db.execute("DELETE FROM train_steps WHERE round = ?", (round_index,))
-        db.executemany(
-            "INSERT INTO train_steps (round, step, grad_norm, loss, learning_rate, task_ids) VALUES (?, ?, ?, ?, ?, ?)",
-            [(round_index, s.step, s.grad_norm, s.loss, s.learning_rate, json.dumps(s.ids)) for s in steps],
-        )
+    rows = [TrainStepRow(s.step, s.grad_norm, s.loss, s.learning_rate, s.ids) for s in steps]
+    with store.transaction():
+        training.replace_train_steps(store, round_index, rows)
         store.record_metrics(round_index, {"train_dropped": float(len(result.dropped_ids))})
     if losses:
         _record_losses(store, config, round_index, result.adapter_path, examples)
@@ -132,21 +126,13 @@ def _record_losses(
 ) -> None:
     with _student_gate:
         measured = per_example_loss(student_path(config), adapter, examples, train_config(config))
-    with store.transaction() as db:
-        db.execute("DELETE FROM example_losses WHERE round = ?", (round_index,))
-        db.executemany(
-            "INSERT INTO example_losses (round, task_id, loss) VALUES (?, ?, ?)",
-            [(round_index, task, loss) for task, loss in sorted(measured.items())],
-        )
+    training.replace_example_losses(store, round_index, measured)
 
 
 def example_losses(store: RunStore, through_round: int) -> dict[int, float]:
     """Each trained task's per-example loss after the latest round (up to ``through_round``) that measured it:
     a feedback window can span rounds, so its attractive batch may hold an earlier round's tasks."""
-    rows = store.db.execute(
-        "SELECT task_id, loss FROM example_losses WHERE round <= ? ORDER BY round", (through_round,)
-    )
-    return {int(r[0]): float(r[1]) for r in rows}
+    return training.example_losses(store, through_round)
 
 
 def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: list[Task]) -> float | None:

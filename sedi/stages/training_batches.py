@@ -7,7 +7,6 @@ means a resumed run never embeds a text twice.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,24 +22,15 @@ from diversity import (
 from sedi._types import EncodeFn
 from sedi.config.model import SediConfig
 from sedi.stages.steering import seed_topic_labels
+from sedi.store import candidates, training
 from sedi.store.db import RunStore
-
-BatchRow = tuple[int, int, str, int | None, float | None]  # round, index, task ids (JSON), clusters, distance
-
-
-def round_kept(store: RunStore, round_index: int) -> list[tuple[int, str]]:
-    rows = store.db.execute(
-        "SELECT c.id, c.instruction FROM candidates c JOIN requests q ON q.request_key = c.request_key "
-        "WHERE c.round = ? AND c.verdict = 'kept' ORDER BY q.sample_index, c.position",
-        (round_index,),
-    )
-    return [(int(r[0]), str(r[1])) for r in rows]
+from sedi.store.training import BatchRow
 
 
 def compose_round_batches(store: RunStore, config: SediConfig, encode: EncodeFn, round_index: int) -> list[list[int]]:
     """Cluster the round's kept tasks and compose batches taking at most one task per cluster while the
     clusters allow it; stored in the ``batches`` table (idempotent)."""
-    kept = round_kept(store, round_index)
+    kept = training.round_kept(store, round_index)
     if not kept:
         return []
     ids = [i for i, _ in kept]
@@ -55,35 +45,24 @@ def compose_round_batches(store: RunStore, config: SediConfig, encode: EncodeFn,
     for index, batch in enumerate(batches):
         members = [position[t] for t in batch]
         rows.append(
-            (
+            BatchRow(
                 round_index,
                 index,
-                json.dumps(batch),
+                list(batch),
                 len({int(labels[m]) for m in members}),
                 mean_pairwise_cosine_distance(vectors[members]),
             )
         )
-    _store_batches(store, round_index, rows)
+    training.replace_batches(store, round_index, rows)
     return batches
-
-
-def _store_batches(
-    store: RunStore, round_index: int, rows: list[tuple[int, int, str, int | None, float | None]]
-) -> None:
-    with store.transaction() as db:
-        db.execute("DELETE FROM batches WHERE round = ?", (round_index,))
-        db.executemany(
-            "INSERT INTO batches (round, batch_index, task_ids, clusters, mean_cosine_distance) VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
 
 
 def sequential_batches(store: RunStore, config: SediConfig, round_index: int) -> list[list[int]]:
     """The baseline's batches: kept tasks in the order they were generated, no composition."""
-    ids = [i for i, _ in round_kept(store, round_index)]
+    ids = [i for i, _ in training.round_kept(store, round_index)]
     size = config.student.train.per_device_batch_size
     batches = [ids[start : start + size] for start in range(0, len(ids), size)]
-    _store_batches(store, round_index, [(round_index, n, json.dumps(b), None, None) for n, b in enumerate(batches)])
+    training.replace_batches(store, round_index, [BatchRow(round_index, n, b) for n, b in enumerate(batches)])
     return batches
 
 
@@ -91,24 +70,14 @@ def record_round_metrics(
     store: RunStore, config: SediConfig, encode: EncodeFn, round_index: int, seeds: Sequence[str]
 ) -> dict[str, float]:
     """Cumulative counts and the diversity of everything kept so far, measured the same way for both methods."""
-    db = store.db
-    calls = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
-    candidates = db.execute("SELECT COUNT(*) FROM candidates WHERE round <= ?", (round_index,)).fetchone()[0]
-    in_round = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(verdict = 'kept'), 0) FROM candidates WHERE round = ?", (round_index,)
-    ).fetchone()
-    kept_sql = "SELECT instruction FROM candidates WHERE verdict = 'kept' AND round <= ? ORDER BY id"
-    kept_texts = [r[0] for r in db.execute(kept_sql, (round_index,))]
+    counts = candidates.round_counts(store, round_index, rule="embedding")
+    kept_texts = candidates.kept_instructions(store, through_round=round_index)
     metrics: dict[str, float] = {
-        "calls": float(calls),
-        "candidates": float(candidates),
+        "calls": float(counts.calls),
+        "candidates": float(counts.candidates),
         "kept": float(len(kept_texts)),
-        "keep_rate": float(in_round[1]) / in_round[0] if in_round[0] else 0.0,
-        "embedding_rejects": float(
-            db.execute(
-                "SELECT COUNT(*) FROM candidates WHERE rule = 'embedding' AND round <= ?", (round_index,)
-            ).fetchone()[0]
-        ),
+        "keep_rate": float(counts.round_kept) / counts.round_candidates if counts.round_candidates else 0.0,
+        "embedding_rejects": float(counts.rule_rejects),
     }
     if config.teacher.prices is not None:  # the held-out-against-cost curve of the report
         metrics["cost_usd"] = store.spent(config.teacher.prices).cost_usd
@@ -119,11 +88,10 @@ def record_round_metrics(
         metrics["diversity_mean_cosine_distance"] = mean_pairwise_cosine_distance(vectors)
         metrics["diversity_vendi"] = vendi_score(vectors)
         metrics["topics_covered"] = float(topics_covered(vectors, seed_labels, seed_vectors))
-    batch_rows = db.execute(
-        "SELECT AVG(clusters), AVG(mean_cosine_distance) FROM batches WHERE round = ?", (round_index,)
-    ).fetchone()
-    if batch_rows[0] is not None:
-        metrics["batch_clusters_mean"] = float(batch_rows[0])
-        metrics["batch_mean_cosine_distance"] = float(batch_rows[1])
+    means = training.batch_means(store, round_index)
+    if means.clusters is not None:
+        metrics["batch_clusters_mean"] = float(means.clusters)
+        if means.mean_cosine_distance is not None:
+            metrics["batch_mean_cosine_distance"] = float(means.mean_cosine_distance)
     store.record_metrics(round_index, metrics)
     return metrics

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sedi._types import RequestKind, VerdictName
+from sedi._types import KEPT, LENGTH, UNJUDGED, RequestKind, VerdictName
 from sedi.exceptions import RunDirError
 from sedi.store.db import RunStore
 
@@ -113,8 +114,8 @@ def add_candidates(
             if not taken:
                 db.execute(
                     "INSERT INTO candidates (id, request_key, position, round, instruction, input, output, problem, "
-                    "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'new')",
-                    row,
+                    "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, UNJUDGED),
                 )
             elif any(tuple(t) != (cid, key, pos, round_, ins, inp, out) for t in taken):
                 raise _conflict(store, cid, key, pos, [dict(t) for t in taken])
@@ -135,11 +136,11 @@ def round_candidates(store: RunStore, round_index: int) -> list[Candidate]:
     so that filtering decisions are the same however responses raced."""
     rows = store.db.execute(
         "SELECT c.id, c.request_key, c.position, c.round, c.instruction, c.input, c.output, c.problem, "
-        "COALESCE(r.finish_reason = 'length', 0) AS truncated, q.sample_index "
+        "COALESCE(r.finish_reason = ?, 0) AS truncated, q.sample_index "
         "FROM candidates c JOIN requests q ON q.request_key = c.request_key "
         "LEFT JOIN responses r ON r.request_key = c.request_key "
         "WHERE c.round = ? ORDER BY q.sample_index, c.position",
-        (round_index,),
+        (LENGTH, round_index),
     ).fetchall()
     return [
         Candidate(
@@ -204,4 +205,35 @@ def pooled_instructions(store: RunStore, before_round: int) -> list[str]:
 
 
 def kept_count(store: RunStore) -> int:
-    return int(store.db.execute("SELECT COUNT(*) FROM candidates WHERE verdict = 'kept'").fetchone()[0])
+    return int(store.db.execute("SELECT COUNT(*) FROM candidates WHERE verdict = ?", (KEPT,)).fetchone()[0])
+
+
+def kept_instructions(store: RunStore, through_round: int) -> list[str]:
+    """The instructions of every task kept up to round ``through_round``, by candidate id."""
+    rows = store.db.execute(
+        "SELECT instruction FROM candidates WHERE verdict = ? AND round <= ? ORDER BY id", (KEPT, through_round)
+    )
+    return [str(r[0]) for r in rows]
+
+
+class RoundCounts(NamedTuple):
+    """The cumulative counts a round reports (see :func:`round_counts`)."""
+
+    calls: int  # ledger rows, all rounds
+    candidates: int  # up to the round
+    round_candidates: int
+    round_kept: int
+    rule_rejects: int  # up to the round, by the rule asked for
+
+
+def round_counts(store: RunStore, round_index: int, rule: str) -> RoundCounts:
+    db = store.db
+    calls = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    candidates = db.execute("SELECT COUNT(*) FROM candidates WHERE round <= ?", (round_index,)).fetchone()[0]
+    in_round, kept = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(verdict = ?), 0) FROM candidates WHERE round = ?", (KEPT, round_index)
+    ).fetchone()
+    rejects = db.execute(
+        "SELECT COUNT(*) FROM candidates WHERE rule = ? AND round <= ?", (rule, round_index)
+    ).fetchone()[0]
+    return RoundCounts(int(calls), int(candidates), int(in_round), int(kept), int(rejects))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sedi._io import fsync_write
+from sedi._types import INSTANCES, KEPT
 from sedi.config.seeds import Task
 from sedi.store.candidates import machine_task_id
 from sedi.store.db import RunStore
@@ -25,9 +26,9 @@ _KEPT_SQL = """
 SELECT c.id, c.round, c.position, c.instruction, c.input, c.output, c.is_classification, c.request_key,
        q.context, q.sample_index,
        (SELECT r.call_id FROM responses r WHERE r.request_key = c.request_key) AS call_id,
-       (SELECT i.request_key FROM requests i WHERE i.candidate_id = c.id AND i.kind = 'instances') AS instance_key
+       (SELECT i.request_key FROM requests i WHERE i.candidate_id = c.id AND i.kind = :instances) AS instance_key
 FROM candidates c JOIN requests q ON q.request_key = c.request_key
-WHERE c.verdict = 'kept' {where}
+WHERE c.verdict = :kept {where}
 ORDER BY c.round, q.sample_index, c.position
 """
 
@@ -44,13 +45,14 @@ class HasDb(Protocol):
 
 
 def kept_records(store: HasDb, before_round: int | None = None) -> list[dict[str, Any]]:
-    where = "" if before_round is None else f"AND c.round < {int(before_round)}"
+    where = "" if before_round is None else "AND c.round < :before"
     stored: dict[int, list[dict[str, str]]] = {}
     rows = store.db.execute("SELECT candidate_id, input, output FROM instances ORDER BY candidate_id, idx")
     for cid, inp, out in rows:
         stored.setdefault(cid, []).append({"input": inp, "output": out})
     records = []
-    for row in store.db.execute(_KEPT_SQL.format(where=where)).fetchall():
+    params = {"instances": INSTANCES, "kept": KEPT, "before": before_round}
+    for row in store.db.execute(_KEPT_SQL.format(where=where), params).fetchall():
         instances = stored.get(row["id"], []) or [{"input": row["input"], "output": row["output"]}]
         clf = row["is_classification"]
         records.append(

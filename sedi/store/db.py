@@ -7,7 +7,9 @@ never lost nor paid twice), and the tables later stages fill: candidates with ve
 with its history, training steps. The run directory is locked while a process owns it.
 
 The tables are defined in :mod:`sedi.store.schema`. The store owns the connection and the verbs several stages
-share (run state, round stages, round metrics); each stage keeps the SQL of its own tables.
+share (run state, round stages, round metrics). Every other query is a named function of the store wing, grouped by
+topic (``candidates``, ``seeds``, ``training``, ``plans``, ``dataset``; ``summary_queries`` and ``report_queries``
+for readers of a finished or running run): the stages, the report and the export never write SQL.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sedi._types import AttemptOutcome, CachedResponse, RoundStage, RunState, Usage
+from sedi._types import INTERRUPTED, SENT, AttemptOutcome, CachedResponse, RoundStage, RunState, Usage
 from sedi.exceptions import RunDirError
 from sedi.store import ledger
 from sedi.store.rundir import (
@@ -141,9 +143,10 @@ class RunStore:
     def _mark_interrupted(self) -> int:
         """Attempts left 'sent' by a killed process: they may have been served and billed."""
         cur = self.db.execute(
-            "UPDATE calls SET status = 'interrupted', charged_tokens = reserved_tokens, "
+            "UPDATE calls SET status = ?, charged_tokens = reserved_tokens, "
             "charged_cost_usd = reserved_cost_usd, error_class = 'Interrupted', "
-            "error = 'the process ended before the response arrived' WHERE status = 'sent'"
+            "error = 'the process ended before the response arrived' WHERE status = ?",
+            (INTERRUPTED, SENT),
         )
         return cur.rowcount
 
@@ -157,10 +160,6 @@ class RunStore:
 
     def count_cache_hit(self) -> None:
         self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'cache_hits'")
-
-    def attempts_for(self, request_key: str) -> int:
-        row = self.db.execute("SELECT COUNT(*) AS n FROM calls WHERE request_key = ?", (request_key,)).fetchone()
-        return int(row["n"])
 
     def begin_attempt(
         self, request_key: str, attempt: int, model: str, endpoint: str, reserved: Usage, base_url: str | None = None

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from sedi._types import SENT
 from sedi.config.teacher import BATCH_DISCOUNT_DEFAULT
 from sedi.exceptions import RunDirError
 from sedi.redact import redact, redact_known
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 PRICES_META_KEY = "prices"
 PRICES_FREE = "free"
 PRICES_NONE = "none"
+# calls.error_class of a 200 whose usage exceeds the request's reserved worst case (the run stops)
+USAGE_OVER_RESERVATION = "UsageOverReservation"
+# calls.error_class of a 200 with missing or partial usage (charged its worst case)
+USAGE_UNKNOWN = "UsageUnknown"
 
 
 @contextmanager
@@ -56,9 +61,9 @@ def insert_attempt(
     more than the key's highest so far: two tasks sending the same key can never collide on it."""
     cur = db.execute(
         "INSERT INTO calls (request_key, attempt, model, endpoint, status, reserved_tokens, reserved_cost_usd, "
-        "started_at, base_url) SELECT ?, MAX(COALESCE(MAX(attempt), -1) + 1, ?), ?, ?, 'sent', ?, ?, ?, ? "
+        "started_at, base_url) SELECT ?, MAX(COALESCE(MAX(attempt), -1) + 1, ?), ?, ?, ?, ?, ?, ?, ? "
         "FROM calls WHERE request_key = ?",
-        (request_key, floor, model, endpoint, tokens, cost, time.time(), _clean(base_url), request_key),
+        (request_key, floor, model, endpoint, SENT, tokens, cost, time.time(), _clean(base_url), request_key),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -176,10 +181,10 @@ def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]
     row = db.execute(
         f"SELECT COUNT(*), COALESCE(SUM(MAX(cost_usd, {_reported_cost_sql(cached, share)})), 0), "
         f"COALESCE(SUM({_charged_cost_sql(cached, share)}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
-        "COALESCE(SUM(error_class = 'UsageOverReservation'), 0), "  # teacher_outcomes.USAGE_OVER_RESERVATION
+        "COALESCE(SUM(error_class = :over), 0), "
         # calls charged beyond their report: the worst case of an outcome whose usage nobody reported
         "COALESCE(SUM(charged_tokens > prompt_tokens + completion_tokens), 0) FROM calls",
-        _price_terms(prices),
+        {**_price_terms(prices), "over": USAGE_OVER_RESERVATION},
     ).fetchone()
     calls, cost, charged, tokens, over = int(row[0]), float(row[1]), float(row[2]), int(row[3]), int(row[4])
     # A run from before prices were recorded (no meta key): its costs were computed with the prices of the

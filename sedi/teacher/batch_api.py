@@ -41,22 +41,15 @@ from sedi._faults import crash_point
 from sedi._io import dumps
 from sedi._types import AttemptOutcome, CachedResponse, Usage
 from sedi.config.teacher import TeacherConfig
-from sedi.exceptions import BudgetExceeded, TeacherError, TeacherUnreachable
+from sedi.exceptions import BudgetExceeded, TeacherError
 from sedi.redact import redact
 from sedi.store.db import RunStore, ledger
-from sedi.teacher.batch_jobs import Job, Line
-from sedi.teacher.budget import Budget, batch_prices, cost_of, prompt_token_bound
 from sedi.teacher import batch_jobs
-from sedi.teacher.outcomes import (
-    USAGE_OVER_RESERVATION,
-    USAGE_UNKNOWN,
-    Malformed,
-    UsageMisreported,
-    charge,
-    checked_text,
-    misreport_message,
-)
+from sedi.teacher.batch_jobs import Job, Line
+from sedi.teacher.budget import Budget, batch_prices, worst_case
+from sedi.teacher.outcomes import Malformed, UsageMisreported, answer_outcome, charge, checked_text, misreport_message
 from sedi.teacher.request import TeacherRequest, TeacherResponse, request_key
+from sedi.teacher.retry import JOB_LINE, RetryPolicy, retry_after, retryable_status
 
 T = TypeVar("T")
 MAX_LINES = 50_000  # the most requests OpenAI takes in one batch input file
@@ -86,8 +79,10 @@ class BatchSender:
         *,
         tokens_per_byte: float = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.config, self.store, self.budget = config, store, budget
+        self._retry = retry or RetryPolicy.of(config)
         self._connect, self._cache_hit, self._sleep = connect, cache_hit, sleep
         self._tokens_per_byte = tokens_per_byte
         self._prices = batch_prices(config.prices)
@@ -132,19 +127,14 @@ class BatchSender:
                         results[i] = outcome.response
                         if on_done is not None:
                             on_done(i, outcome.response)
-                elif not outcome.retryable or failures[line.key] >= self.config.max_retries:
+                elif not outcome.retryable or failures[line.key] >= self._retry.max_retries:
                     fatal = fatal or outcome.summary
                 else:
                     failures[line.key] += 1
             if fatal is not None:
-                attempts = self.config.max_retries + 1
-                raise TeacherError(
-                    f"teacher at {self._url}: a request failed in its batch job ({fatal}) after up to {attempts} "
-                    "jobs: answers already received are kept; retry later (rerun the same command), or raise "
-                    "teacher.max_retries"
-                )
+                raise self._retry.exhausted(self._url, fatal, unreachable=False, step=JOB_LINE)
             if pending:
-                await self._sleep(self._backoff(retry))
+                await self._sleep(self._retry.delay(retry))  # a failed line carries no Retry-After
                 retry += 1
         return results, None
 
@@ -166,9 +156,7 @@ class BatchSender:
         """Reserve the worst case of as many pending requests as fit (nothing is in flight between jobs)."""
         planned: list[tuple[str, dict[str, Any], Usage]] = []
         for key, indices in pending.items():
-            request = requests[indices[0]]
-            prompt_ub = prompt_token_bound(request.texts(), self._tokens_per_byte)
-            worst = Usage(1, prompt_ub + request.max_tokens, cost_of(prompt_ub, request.max_tokens, self._prices))
+            worst = worst_case(requests[indices[0]], self._prices, self._tokens_per_byte)
             try:
                 planned.append((key, payloads[indices[0]], self.budget.reserve_now(worst)))
             except BudgetExceeded as refusal:
@@ -318,14 +306,8 @@ class BatchSender:
         worst = line.reservation
         found = charge(usage, worst, self._prices)
         misreport = misreport_message(self._url, found, worst, max_tokens) if found.over_reservation else None
-        error_class = USAGE_OVER_RESERVATION if misreport else (None if found.usage_known else USAGE_UNKNOWN)
-        note = misreport or (None if found.usage_known else "no or partial usage reported: charged the worst case")
         cached = CachedResponse(line.key, text, finish, found.prompt_tokens, found.completion_tokens)
-        outcome = AttemptOutcome(
-            "length" if finish == "length" else "ok", 200, finish, found.prompt_tokens, found.completion_tokens,
-            found.reported.cost_usd, found.charged, found.cached_tokens, latency, error_class, note,
-        )  # fmt: skip
-        self._finish_row(line, outcome, (dumps(line.payload), cached))
+        self._finish_row(line, answer_outcome(found, finish, latency, misreport), (dumps(line.payload), cached))
         answer = TeacherResponse(line.key, text, finish, found.prompt_tokens, found.completion_tokens, False)
         return _Ended(answer, misreport=misreport)
 
@@ -346,33 +328,24 @@ class BatchSender:
         first: Callable[[], Awaitable[T | None]] | None = None,
         before_retry: Callable[[], Awaitable[T | None]] | None = None,
     ) -> T:
-        """``send`` with up to ``teacher.max_retries`` retries on 429, 5xx and connection errors; ``first`` (and
+        """``send`` with up to ``teacher.max_retries`` retries on 429, 5xx and connection errors, waiting as the
+        synchronous path does (:mod:`sedi.teacher.retry`: Retry-After, else jittered backoff); ``first`` (and
         ``before_retry`` before each retry) may find what an earlier attempt already made. These requests cost
         nothing and are not ledger rows."""
         last, all_connect = "", True
-        for retry in range(self.config.max_retries + 1):
+        for retry in range(self._retry.attempts):
+            wait: float | None = None
             try:
                 look = first if retry == 0 else before_retry
                 found = await look() if look is not None else None
                 return found if found is not None else await send()
             except openai.APIStatusError as exc:
                 all_connect, last = False, f"HTTP {exc.status_code}: {redact(str(exc)).splitlines()[0][:200]}"
-                if not batch_jobs.retryable(exc.status_code):
+                if not retryable_status(exc.status_code):
                     raise TeacherError(batch_jobs.refused(self._url, what, exc, self.config.api_key_env)) from exc
+                wait = retry_after(exc.response)
             except openai.APIConnectionError as exc:
                 last = f"{type(exc).__name__}: {exc}"
-            if retry < self.config.max_retries:
-                await self._sleep(self._backoff(retry))
-        attempts = self.config.max_retries + 1
-        if all_connect:
-            raise TeacherUnreachable(
-                f"teacher unreachable at {self._url} after {attempts} attempts at the {what} ({last}): check "
-                "teacher.base_url and that the server is running; the batch job is kept: rerun to resume it"
-            )
-        raise TeacherError(
-            f"teacher at {self._url}: the {what} failed {attempts} attempts, last {last}: the batch job is kept: "
-            "retry later (rerun the same command to resume it), or raise teacher.max_retries"
-        )
-
-    def _backoff(self, retry: int) -> float:
-        return min(self.config.backoff_max_s, self.config.backoff_base_s * (2**retry))
+            if retry < self._retry.max_retries:
+                await self._sleep(self._retry.delay(retry, wait))
+        raise self._retry.exhausted(self._url, last, unreachable=all_connect, step=what)

@@ -1,5 +1,6 @@
-"""The Batch API's durable records and wire format: the ``batch_jobs`` and ``batch_lines`` tables (see
-:mod:`sedi.store.schema`), and the JSONL lines sent to and read back from a provider in OpenAI's batch format.
+"""The Batch API's jobs and wire format: a job and its lines as the driver holds them, kept in the ``batch_jobs``
+and ``batch_lines`` tables (their queries: :mod:`sedi.store.batch_jobs_table`), and the JSONL lines sent to and read
+back from a provider in OpenAI's batch format.
 
 A job row and its lines (each with its ledger row) are written in one transaction before anything leaves, so a
 killed process leaves either nothing or a job it can resume; every later step (input file uploaded, job created,
@@ -22,16 +23,15 @@ from openai.types.chat import ChatCompletion
 from sedi._io import dumps
 from sedi._types import AttemptOutcome, Usage
 from sedi.redact import redact
+from sedi.store import batch_jobs_table as table
 from sedi.store import ledger
 from sedi.teacher.outcomes import Malformed
+from sedi.teacher.retry import retryable_status
 
-# batch_jobs.state, in order: rows written; input file uploaded; job created at the provider; lines recorded.
-NEW, UPLOADED, CREATED, ENDED = "new", "uploaded", "created", "ended"
 # The provider's terminal statuses (openai.types.Batch.status); the others (validating, in_progress, finalizing,
 # cancelling) mean the job is still going.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 METADATA_KEY = "sedi_job"  # the job's metadata entry holding its marker
-_RETRYABLE_STATUS = {408, 409, 429}  # and 5xx: as on the synchronous path (sedi.teacher.outcomes.classify)
 
 
 @dataclass
@@ -71,18 +71,11 @@ def create_job(
     """Write a job with one line and one 'sent' ledger row per ``(key, payload, reservation)``; the caller holds the
     transaction, so the job and its ledger rows exist together or not at all."""
     now, marker = time.time(), uuid.uuid4().hex
-    cur = db.execute(
-        "INSERT INTO batch_jobs (marker, endpoint, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-        (marker, endpoint, NEW, now, now),
-    )
-    assert cur.lastrowid is not None
-    job = Job(cur.lastrowid, marker, endpoint, None, None, now, [])
+    job = Job(table.insert_job(db, marker, endpoint, now), marker, endpoint, None, None, now, [])
     label = endpoint.removeprefix("/v1/")  # the ledger's endpoint names, as the synchronous path writes them
     for key, payload, reservation in planned:
         call_id = ledger.insert_attempt(db, key, 0, model, label, reservation.tokens, reservation.cost_usd)
-        db.execute(
-            "INSERT INTO batch_lines (call_id, job_id, request) VALUES (?, ?, ?)", (call_id, job.id, dumps(payload))
-        )
+        table.insert_line(db, call_id, job.id, dumps(payload))
         job.lines.append(Line(call_id, key, payload, reservation))
     return job
 
@@ -90,65 +83,34 @@ def create_job(
 def open_jobs(db: sqlite3.Connection) -> list[Job]:
     """Jobs an earlier process left before their end, with the lines it had not recorded. Those lines' ledger rows
     were marked 'interrupted' and charged their reservation when the store opened; each line's ``reservation`` is
-    that charge, and its row goes back to 'sent' (in flight again) here."""
+    that charge, and its row goes back to 'sent' (in flight again) in :func:`reopen_lines`."""
     jobs = []
-    for row in db.execute(
-        "SELECT id, marker, endpoint, input_file_id, batch_id, created_at FROM batch_jobs WHERE state != ? ORDER BY id",
-        (ENDED,),
-    ).fetchall():
-        job = Job(int(row[0]), str(row[1]), str(row[2]), row[3], row[4], float(row[5]), [], resumed=True)
-        for call_id, key, request, tokens, cost in db.execute(
-            "SELECT c.id, c.request_key, l.request, c.charged_tokens, c.charged_cost_usd FROM batch_lines l "
-            "JOIN calls c ON c.id = l.call_id WHERE l.job_id = ? AND c.status = 'interrupted' ORDER BY c.id",
-            (job.id,),
-        ).fetchall():
-            job.lines.append(Line(int(call_id), str(key), json.loads(request), Usage(1, int(tokens), float(cost))))
+    for row in table.unended_jobs(db):
+        job = Job(row.id, row.marker, row.endpoint, row.input_file_id, row.batch_id, row.created_at, [], resumed=True)
+        for line in table.interrupted_lines(db, job.id):
+            job.lines.append(Line(line.call_id, line.request_key, json.loads(line.request), line.charged))
         jobs.append(job)
     return jobs
 
 
 def reopen_lines(db: sqlite3.Connection, job: Job) -> None:
     """Put the job's unrecorded lines back in flight: 'sent', charged nothing (the budget holds their reservation)."""
-    db.executemany(
-        "UPDATE calls SET status = 'sent', charged_tokens = 0, charged_cost_usd = 0, error_class = NULL, error = NULL "
-        "WHERE id = ? AND status = 'interrupted'",
-        [(line.call_id,) for line in job.lines],
-    )
+    table.reopen_calls(db, [line.call_id for line in job.lines])
 
 
 def record_file(db: sqlite3.Connection, job: Job, file_id: str) -> None:
     job.input_file_id = file_id
-    db.execute(
-        "UPDATE batch_jobs SET input_file_id = ?, state = ?, updated_at = ? WHERE id = ?",
-        (file_id, UPLOADED, time.time(), job.id),
-    )
+    table.record_file(db, job.id, file_id)
 
 
 def record_batch(db: sqlite3.Connection, job: Job, batch_id: str) -> None:
     """The job's id at the provider, on the job and on every ledger row it carries, in one transaction."""
     job.batch_id = batch_id
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute(
-            "UPDATE batch_jobs SET batch_id = ?, state = ?, updated_at = ? WHERE id = ?",
-            (batch_id, CREATED, time.time(), job.id),
-        )
-        db.execute(
-            "UPDATE calls SET batch_id = ? WHERE id IN (SELECT call_id FROM batch_lines WHERE job_id = ?)",
-            (batch_id, job.id),
-        )
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+    table.record_batch(db, job.id, batch_id)
 
 
 def record_status(db: sqlite3.Connection, job: Job, status: str, *, ended: bool = False) -> None:
-    db.execute(
-        "UPDATE batch_jobs SET status = ?, state = CASE WHEN ? THEN ? ELSE state END, updated_at = ? WHERE id = ?",
-        (status, ended, ENDED, time.time(), job.id),
-    )
+    table.record_status(db, job.id, status, ended=ended)
 
 
 def api_body(payload: dict[str, Any]) -> dict[str, Any]:
@@ -190,10 +152,6 @@ def read_lines(text: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-def retryable(status: int) -> bool:
-    return status in _RETRYABLE_STATUS or status >= 500
-
-
 def line_failure(
     out: dict[str, Any] | None, job_status: str, line: Line, latency: float, why: str
 ) -> tuple[AttemptOutcome, bool] | None:
@@ -208,7 +166,7 @@ def line_failure(
         message = str(((response.get("body") or {}).get("error") or {}).get("message") or f"HTTP {status}")[:300]
         outcome = AttemptOutcome("error", status, charged=Usage(1), latency_s=latency,
                                  error_class="BatchLineError", error=message)  # fmt: skip
-        return outcome, retryable(status)
+        return outcome, retryable_status(status)
     if isinstance(error, dict) or job_status != "completed":  # not run: the job expired, was cancelled or failed
         code = str((error or {}).get("code") or f"batch_{job_status}")
         message = str((error or {}).get("message") or why)[:300]

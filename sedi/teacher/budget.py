@@ -19,6 +19,7 @@ import asyncio
 from sedi.config.teacher import BudgetConfig, Prices
 from sedi.exceptions import BudgetExceeded
 from sedi.store.db import Usage
+from sedi.teacher.request import TeacherRequest
 
 # Upper bound of the tokens a chat template adds per message and per request. Generous on purpose:
 # an over-estimate only makes the run stop a little earlier; an under-estimate could break the cap.
@@ -47,6 +48,14 @@ def cost_of(prompt_tokens: int, completion_tokens: int, prices: Prices | None, c
     return (
         (prompt_tokens - cached) * prices.prompt + cached * cached_rate + completion_tokens * prices.completion
     ) / 1_000_000
+
+
+def worst_case(request: TeacherRequest, prices: Prices | None, tokens_per_byte: float = 1.0) -> Usage:
+    """What ``request`` can cost at most, which the budget reserves before it may leave, on the synchronous path
+    (``teacher.prices``) and in a batch job (:func:`batch_prices`): one call, the prompt's token bound plus
+    ``max_tokens``, and their cost with no prompt-cache discount."""
+    prompt = prompt_token_bound(request.texts(), tokens_per_byte)
+    return Usage(1, prompt + request.max_tokens, cost_of(prompt, request.max_tokens, prices))
 
 
 def batch_prices(prices: Prices | None) -> Prices | None:

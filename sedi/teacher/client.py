@@ -5,7 +5,9 @@ the same request was already paid for, (2) otherwise reserves the request's wors
 budget, waits for room under the rate limits (:mod:`sedi.teacher.ratelimit`), writes a ledger row, sends it
 through the official ``openai`` client, and (3) stores the response and completes the ledger row in one
 transaction. Retries happen here, not in the openai client (``max_retries=0`` there), so that every HTTP
-attempt is a ledger row and a budgeted call. With ``teacher.base_urls`` each attempt goes to one server of a
+attempt is a ledger row and a budgeted call; how long a retry waits and the error once they are spent are the
+policy the Batch API path shares (:mod:`sedi.teacher.retry`), as is the worst case reserved
+(:func:`sedi.teacher.budget.worst_case`). With ``teacher.base_urls`` each attempt goes to one server of a
 pool (:mod:`sedi.teacher.endpoint_pool`: least outstanding, failing servers set aside, a retry fails over at once); the
 ledger row names it, and the cache key does not (the servers serve one model), nor does the budget (one for all).
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,19 +32,17 @@ import openai
 
 from sedi import redact
 from sedi._io import dumps
-from sedi._types import AttemptOutcome, CachedResponse, Usage
+from sedi._types import CachedResponse, Usage
 from sedi.config.teacher import TeacherConfig
-from sedi.exceptions import BudgetExceeded, RunDirError, SediError, TeacherError, TeacherUnreachable
+from sedi.exceptions import BudgetExceeded, RunDirError, SediError, TeacherError
 from sedi.store.db import RunStore, ledger
 from sedi.teacher.batch_api import BatchSender
-from sedi.teacher.budget import Budget, cost_of, prompt_token_bound
+from sedi.teacher.budget import Budget, worst_case
 from sedi.teacher.endpoint_pool import Endpoint, EndpointPool, endpoint_fault
 from sedi.teacher.outcomes import (
-    MAX_RETRY_AFTER_S,
-    USAGE_OVER_RESERVATION,
-    USAGE_UNKNOWN,
     Attempt,
     UsageMisreported,
+    answer_outcome,
     charge,
     classify,
     fatal_message,
@@ -52,9 +51,10 @@ from sedi.teacher.outcomes import (
 )
 from sedi.teacher.ratelimit import WINDOW_S, RateLimiter
 from sedi.teacher.request import TeacherRequest, TeacherResponse, request_key
+from sedi.teacher.retry import RetryPolicy
 
 __all__ = [
-    "BatchResult",
+    "CompletedRequests",
     "Endpoint",
     "TeacherClient",
     "TeacherRequest",
@@ -65,7 +65,7 @@ __all__ = [
 
 
 @dataclass
-class BatchResult:
+class CompletedRequests:
     """What :meth:`TeacherClient.complete_all` got: responses in request order, None where not obtained."""
 
     responses: list[TeacherResponse | None]
@@ -113,13 +113,20 @@ class TeacherClient:
         self._connect_lock = asyncio.Lock()
         self._keys: dict[str, _KeyLock] = {}
         self._halted: SediError | None = None
-        self._rng = random.Random()
+        self._retry = RetryPolicy.of(config)
         # teacher.batch: complete_all sends batch jobs (sedi.teacher.batch_api). With it off, the sender still collects
         # the jobs an earlier start left running (paid for: their requests must not be sent again).
         self._batch: BatchSender | None = None
         if config.provider == "openai":
             self._batch = BatchSender(
-                config, store, budget, self._openai, self._cache_hit, tokens_per_byte=tokens_per_byte, sleep=sleep
+                config,
+                store,
+                budget,
+                self._openai,
+                self._cache_hit,
+                tokens_per_byte=tokens_per_byte,
+                sleep=sleep,
+                retry=self._retry,
             )
         # The spend so far at the prices in force, whoever built the budget: a run first started without
         # prices has tokens in its ledger but $0 charged, and must not restart from $0.
@@ -208,13 +215,13 @@ class TeacherClient:
         self,
         requests: Sequence[TeacherRequest],
         on_done: Callable[[int, TeacherResponse], None] | None = None,
-    ) -> BatchResult:
+    ) -> CompletedRequests:
         """Run requests concurrently (bounded). Stops sending at the first budget refusal or error and
         returns what it has, answers already in the cache included (they cost nothing); an error then
         propagates once the requests in flight have finished. With ``teacher.batch`` they go as batch jobs."""
         if self._batch is not None and self.config.batch:
             responses, refusal = await self._batch.complete_all(requests, on_done)
-            return BatchResult(responses, refusal)
+            return CompletedRequests(responses, refusal)
         if self._batch is not None:
             await self._batch.resume()
         results: list[TeacherResponse | None] = [None] * len(requests)
@@ -241,13 +248,11 @@ class TeacherClient:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return BatchResult(results, stop[0] if stop else None)
+        return CompletedRequests(results, stop[0] if stop else None)
 
     # -- one request, with retries ----------------------------------------------------------
     def _worst_case(self, request: TeacherRequest) -> Usage:
-        prompt_ub = prompt_token_bound(request.texts(), self._tokens_per_byte)
-        tokens = prompt_ub + request.max_tokens
-        return Usage(1, tokens, cost_of(prompt_ub, request.max_tokens, self.config.prices))
+        return worst_case(request, self.config.prices, self._tokens_per_byte)
 
     def _raise_if_halted(self) -> None:
         if self._halted is not None:
@@ -265,7 +270,7 @@ class TeacherClient:
         endpoint = "chat/completions" if self.config.mode == "chat" else "completions"
         last_error = ""
         all_connect_errors = True
-        for retry in range(self.config.max_retries + 1):
+        for retry in range(self._retry.attempts):
             self._raise_if_halted()
             reservation = await self.budget.reserve(worst)  # raises BudgetExceeded: nothing is sent
             charged = Usage()  # settled below however the attempt ends, so no reservation can leak
@@ -299,22 +304,13 @@ class TeacherClient:
             last_error = result.summary
             if not result.retryable:
                 raise TeacherError(fatal_message(result.error, self.config, self._url)) from result.error
-            if retry == self.config.max_retries:
+            if retry == self._retry.max_retries:
                 break
             avoid = member.base_url if fault else None
             if fault and pool.failover(member):
                 continue  # another endpoint takes the retry at once: the wait was for this one to recover
-            await self._sleep(self._backoff(retry, result.wait))
-        attempts = self.config.max_retries + 1
-        if all_connect_errors:
-            raise TeacherUnreachable(
-                f"teacher unreachable at {self._url} after {attempts} attempts ({last_error}): check "
-                "teacher.base_url (or teacher.provider) and that the server is running"
-            )
-        raise TeacherError(
-            f"teacher at {self._url} failed {attempts} attempts, last {last_error}: retry later, or raise "
-            "teacher.max_retries / teacher.timeout_s"
-        )
+            await self._sleep(self._retry.delay(retry, result.wait))
+        raise self._retry.exhausted(self._url, last_error, unreachable=all_connect_errors)
 
     async def _attempt(
         self,
@@ -340,35 +336,11 @@ class TeacherClient:
             )
         found = charge(usage, worst, self.config.prices)
         misreport = misreport_message(self._url, found, worst, request.max_tokens) if found.over_reservation else None
-        error_class = USAGE_OVER_RESERVATION if misreport else (None if found.usage_known else USAGE_UNKNOWN)
-        note = misreport or (None if found.usage_known else "no or partial usage reported: charged the worst case")
         response = CachedResponse(key, text, finish, found.prompt_tokens, found.completion_tokens)
         # The answer is paid for whatever its usage report says, so it is cached in every case.
-        self.store.finish_attempt(
-            call_id,
-            AttemptOutcome(
-                status="length" if finish == "length" else "ok",
-                http_status=200,
-                finish_reason=finish,
-                prompt_tokens=found.prompt_tokens,
-                completion_tokens=found.completion_tokens,
-                cost_usd=found.reported.cost_usd,
-                charged=found.charged,
-                cached_tokens=found.cached_tokens,
-                latency_s=time.monotonic() - started,
-                error_class=error_class,
-                error=note,
-            ),
-            response=(dumps(payload), response),
-        )
+        outcome = answer_outcome(found, finish, time.monotonic() - started, misreport)
+        self.store.finish_attempt(call_id, outcome, response=(dumps(payload), response))
         return Attempt(found.charged, _from_cached(response, from_cache=False), misreport, headers=headers)
-
-    def _backoff(self, retry: int, wait: float | None) -> float:
-        if wait is not None:
-            return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
-        # Full jitter: spreads retries of many concurrent requests instead of synchronising them.
-        ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * (2**retry))
-        return self._rng.uniform(0, ceiling)
 
 
 def _from_cached(hit: CachedResponse, *, from_cache: bool) -> TeacherResponse:

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import httpx2
 
+from sedi._hardware import offline_env
 from sedi.config.teacher import TeacherConfig
 from sedi.exceptions import ConfigError, TeacherError
 from sedi.redact import redact, register, split_userinfo
@@ -132,13 +133,13 @@ class LocalTeacher:
             "--host", "127.0.0.1",
             "--port", str(port),
             "--device", self.config.local.device,
-            "--dtype", self.config.local.dtype,
+            "--dtype", self.config.local.precision,
             "--parent-pid", str(os.getpid()),
             # decode every request the client keeps in flight together; larger batches gave more tokens/s on
-            # CPU (measured in the README, "The embedded teacher server")
+            # CPU (measured in docs/results.md, "The embedded teacher's decoding speed")
             "--max-batch", str(self.max_batch),
         ]  # fmt: skip
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = offline_env(os.environ)
         env.pop(self.config.api_key_env, None)  # the local server never needs the user's key
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -6,9 +6,7 @@ counts, ``usage: {}``, a ``Retry-After: 30s``), so nothing here raises on odd in
 
 from __future__ import annotations
 
-import email.utils
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,18 +20,13 @@ from sedi._types import AttemptOutcome, Usage
 from sedi.config.teacher import Prices, TeacherConfig
 from sedi.exceptions import TeacherError
 from sedi.redact import redact, redact_known
+from sedi.store.ledger import USAGE_OVER_RESERVATION, USAGE_UNKNOWN
 from sedi.teacher.budget import cost_of
 from sedi.teacher.request import TeacherRequest, TeacherResponse
+from sedi.teacher.retry import retry_after, retryable_status
 
-# A server asking us to wait longer than this is treated as this (a run should not sleep for hours).
-MAX_RETRY_AFTER_S = 600.0
 # Larger counts are clamped: SQLite stores 64-bit integers, and no request comes near this anyway.
 _MAX_TOKEN_COUNT = 10**12
-_RETRYABLE_STATUS = {408, 409, 429}
-# ledger error_class of a 200 whose usage exceeds the request's reserved worst case (the run stops)
-USAGE_OVER_RESERVATION = "UsageOverReservation"
-# ledger error_class of a 200 with missing or partial usage (charged its worst case)
-USAGE_UNKNOWN = "UsageUnknown"
 # A completion longer than this many characters per max_tokens token (plus _SLACK_CHARS) cannot have come from a
 # request capped at max_tokens: it is refused as malformed. The longest token of the bundled teacher's tokenizer
 # (gemma-3-270m) is 31 characters (a run of spaces, tabs or newlines), so no text of N tokens can pass 32*N; the
@@ -108,37 +101,6 @@ def charge(usage: Any, worst: Usage, prices: Prices | None) -> Charge:
     return Charge(p, c, reported, charged, known, over, cached)
 
 
-def retry_after(response: httpx2.Response | None) -> float | None:
-    """Seconds the server asked us to wait, within [0, MAX_RETRY_AFTER_S]; None when it did not say
-    anything usable (then the client's own backoff applies). Never raises."""
-    if response is None:
-        return None
-    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = response.headers.get(header)
-        if value is None:
-            continue
-        seconds: float | None
-        try:
-            seconds = float(value) / scale
-        except ValueError:
-            seconds = _http_date_delay(value) if header == "retry-after" else None
-        if seconds is None or math.isnan(seconds):
-            continue
-        return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-    return None
-
-
-def _http_date_delay(value: str) -> float | None:
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None  # "30s", "soon", garbage: not a date
-    try:
-        return when.timestamp() - time.time()
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
 @dataclass
 class Attempt:
     """How one attempt ended: a response (with its charge), or a classified failure."""
@@ -172,7 +134,7 @@ def classify(exc: Exception, worst: Usage, latency: float) -> Failure:
     message = redact(str(exc)).splitlines()[0][:300] if str(exc).strip() else name
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        retryable = status in _RETRYABLE_STATUS or status >= 500
+        retryable = retryable_status(status)
         # Error responses are not billed by OpenAI-compatible providers; they do count as calls.
         outcome = AttemptOutcome("error", status, charged=Usage(1), latency_s=latency, error_class=name, error=message)
         return Failure(outcome, retryable, retry_after(exc.response), not_sent=False)
@@ -221,6 +183,27 @@ def misreport_message(url: str, found: Charge, worst: Usage, max_tokens: int) ->
         f"(${worst.cost_usd:.6f}, max_tokens {max_tokens}): the provider misreports usage, so the budget cannot "
         "bound its spending; the answer is kept and charged as reported: check the provider's billing and "
         "teacher.base_url before rerunning"
+    )
+
+
+def answer_outcome(found: Charge, finish: str | None, latency_s: float, misreport: str | None) -> AttemptOutcome:
+    """The ledger outcome of a 200 answer charged ``found`` (synchronous or batch line): flagged
+    ``UsageOverReservation`` with ``misreport`` when its report exceeds the reservation, ``UsageUnknown`` when the
+    report is missing or partial (charged the worst case)."""
+    error_class = USAGE_OVER_RESERVATION if misreport else (None if found.usage_known else USAGE_UNKNOWN)
+    note = misreport or (None if found.usage_known else "no or partial usage reported: charged the worst case")
+    return AttemptOutcome(
+        status="length" if finish == "length" else "ok",
+        http_status=200,
+        finish_reason=finish,
+        prompt_tokens=found.prompt_tokens,
+        completion_tokens=found.completion_tokens,
+        cost_usd=found.reported.cost_usd,
+        charged=found.charged,
+        cached_tokens=found.cached_tokens,
+        latency_s=latency_s,
+        error_class=error_class,
+        error=note,
     )
 
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
-from sedi.teacher.outcomes import MAX_RETRY_AFTER_S
+from sedi.teacher.retry import MAX_RETRY_AFTER_S
 
 WINDOW_S = 60.0  # teacher.rpm and teacher.tpm are per minute
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}

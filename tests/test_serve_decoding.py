@@ -1,4 +1,4 @@
-"""Continuous batching in the embedded teacher (sedi/serve/_batching.py, _kvcache.py).
+"""Continuous batching in the embedded teacher (sedi/serve/_decoding.py, _kvcache.py).
 
 Exactness is checked in float32 on tiny models built in code: the tiny Llama (full attention) and a tiny
 Gemma-3 with an 8-token sliding window, so that prompts and completions cross the window and the cache
@@ -19,7 +19,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from sedi.serve import Engine, GenerationResult
-from sedi.serve._batching import GenerationCancelled
+from sedi.serve._decoding import GenerationCancelled
 from sedi.serve._sampling import CategoricalSampler, OpenAIPenalties
 from tests.tiny_model import build_tiny_model
 
@@ -159,6 +159,7 @@ def test_batched_rows_keep_their_own_settings_and_results(engine: Engine) -> Non
 FIRST_TOKENS = 1500
 
 
+@pytest.mark.slow
 def test_requests_join_and_leave_a_running_batch(engine: Engine) -> None:
     long_prompt = PROMPTS[2] * 3  # longer than the running row's columns when it joins: the batch is padded
     expected = {
@@ -231,7 +232,7 @@ def test_cancel_drops_a_row_before_its_next_forward_pass(engine: Engine) -> None
 
 @pytest.mark.parametrize("max_batch", [0, -1])
 def test_max_batch_must_be_positive(engine: Engine, max_batch: int) -> None:
-    from sedi.serve._batching import Scheduler
+    from sedi.serve._decoding import Scheduler
 
     with pytest.raises(ValueError, match="max_batch"):
         Scheduler(engine.model, engine.device, engine._torch_thread, lambda job: True, max_batch=max_batch)

@@ -30,10 +30,11 @@ from sedi._types import ProgressHook
 from sedi.arms import ARMS, DEFAULT_ARMS, StopAt, parse_arms, resolve
 from sedi.config.model import SediConfig
 from sedi.loop import run
-from sedi.report.arm_stats import ratio_words
 from sedi.report import stats
+from sedi.report.arm_stats import ratio_words
 from sedi.report.summary import read_summary
 from sedi.store.db import RunStore
+from sedi.store.report_queries import metric_values
 from sedi.store.rundir import connect_readonly
 
 # One run of a comparison: its name (the arm, and its seed when there are several), its config and its directory.
@@ -82,14 +83,12 @@ def round_counts(run_dir: Path) -> list[tuple[float, float]]:
     """(calls, kept) of each round, from the cumulative counts each round records (a budget-stopped round too)."""
     db = connect_readonly(run_dir / RunStore.DB_NAME)
     try:
-        rows = db.execute(
-            "SELECT round, name, value FROM round_metrics WHERE name IN ('calls', 'kept') ORDER BY round"
-        ).fetchall()
+        rows = metric_values(db, ("calls", "kept"))
     finally:
         db.close()
     cumulative: dict[int, dict[str, float]] = {}
     for r, name, value in rows:
-        cumulative.setdefault(int(r), {})[str(name)] = float(value)
+        cumulative.setdefault(r, {})[name] = value
     out, last = [], {"calls": 0.0, "kept": 0.0}
     for r in sorted(cumulative):
         now = {k: cumulative[r].get(k, last[k]) for k in last}

@@ -1,9 +1,10 @@
-"""Continuous batching: concurrent requests decode together, one batched forward pass per token.
+"""Continuous decoding: concurrent requests decode together, one forward pass per token for all of them (the
+server's decoding batch; not a training batch, nor the provider's Batch API).
 
 On a CPU, decoding one token of Gemma-3-270m reads every weight (the 168M-parameter tied embedding
 dominates), so a step costs nearly the same for one row as for several: measured on two cores in bf16,
-a batch of 4 decoded 93.5 tokens/s, several times one request alone (the README's "The embedded teacher
-server" has the single-request rate). Requests queue here; a scheduler loop on the engine's one torch
+a batch of 4 decoded 93.5 tokens/s, several times one request alone (docs/results.md, "The embedded
+teacher's decoding speed", has the single-request rate). Requests queue here; a scheduler loop on the engine's one torch
 thread admits them into the running batch between steps (each prefilled alone, then appended as a row of
 the shared KV cache, see ``_kvcache``), decodes every row one token per forward pass, and hands a row back
 as soon as it ends (EOS, a stop string, its max_tokens, or a cancel), so the others keep going and waiting
