@@ -50,6 +50,8 @@ def fields(model: type[BaseModel]) -> list[tuple[str, str]]:
     """(key, description) of every field, depth first in declaration order, optional sections included."""
     out = []
     for name, info in model.model_fields.items():
+        if info.exclude:  # not a config key (student.train.seed follows run.seed)
+            continue
         out.append((name, info.description or ""))
         section = _section(info.annotation)
         if section is not None:
