@@ -1,4 +1,4 @@
-"""``teacher.batch``: a round's requests as OpenAI Batch API jobs, against ``tests.batch_server.BatchServer`` (the
+"""``teacher.batch_api``: a round's requests as OpenAI Batch API jobs, against ``tests.batch_server.BatchServer`` (the
 Batch API as OpenAI documents it) over real HTTP with the real openai client.
 
 Checked at the server's side as well as in the ledger: a batch run keeps the same tasks as a synchronous one at the
@@ -37,7 +37,7 @@ from tests.servers import Served, read_body, serve_app
 
 PROMPT_RATE, COMPLETION_RATE = 2.0, 8.0  # USD per million tokens
 PRICES = ("--set", f"teacher.prices.prompt={PROMPT_RATE}", "--set", f"teacher.prices.completion={COMPLETION_RATE}")
-BATCH = ("--set", "teacher.batch=true", "--set", "teacher.batch_poll_s=0.05")
+BATCH = ("--set", "teacher.batch_api=true", "--set", "teacher.batch_api_poll_s=0.05")
 ONE_ROUND = ("--set", "run.max_rounds=1", "--set", "student.heldout_size=0")  # no held-out evaluation: seconds
 
 
@@ -75,8 +75,8 @@ def _complete(
     """One start of a batch client over HTTP: what ``complete_all`` returned (or raised; None when it was stopped
     after ``stop_after_s``), the ledger, the budget."""
     prices = {"prompt": PROMPT_RATE, "completion": COMPLETION_RATE}
-    settings = {"provider": "openai", "base_url": base_url, "batch": True, "batch_poll_s": 0.01, "max_retries": 2,
-                "backoff_base_s": 0, "prices": prices} | teacher  # fmt: skip
+    settings = {"provider": "openai", "base_url": base_url, "batch_api": True, "batch_api_poll_s": 0.01,
+                "max_retries": 2, "backoff_base_s": 0, "prices": prices} | teacher  # fmt: skip
     config = SediConfig.model_validate({"teacher": settings, "budget": budget or {"max_calls": None}})
     with RunStore(run_dir) as store:
         spent = Budget(config.budget, store.spent(config.teacher.prices))
@@ -169,7 +169,7 @@ def test_a_rate_limited_upload_waits_the_retry_after_then_succeeds_or_ends_in_th
         await asyncio.sleep(min(seconds, 0.01))
 
     with serve_app(RateLimitedUploads(server.app, refusals)) as served, RunStore(tmp_path / "run") as store:
-        settings = {"provider": "openai", "base_url": served.base_url, "batch": True, "batch_poll_s": 0.01,
+        settings = {"provider": "openai", "base_url": served.base_url, "batch_api": True, "batch_api_poll_s": 0.01,
                     "max_retries": 2, "backoff_base_s": 0, "free": True}  # fmt: skip
         config = SediConfig.model_validate({"teacher": settings, "budget": {"max_calls": None}})
         budget = Budget(config.budget, store.spent())
@@ -292,7 +292,7 @@ def test_a_job_left_running_is_collected_by_the_next_start_even_with_batch_off(
         assert store.spent().cost_usd == pytest.approx(sum(r["reserved_cost_usd"] for r in calls))
 
     server.hold = False
-    outcome, calls, budget = _complete(tmp_path / "run", served.base_url, _prompts(3), batch=False)
+    outcome, calls, budget = _complete(tmp_path / "run", served.base_url, _prompts(3), batch_api=False)
     assert isinstance(outcome, CompletedRequests) and all(r is not None and r.from_cache for r in outcome.responses)
     assert len(server.created) == 1 and served.request_counts["/v1/completions"] == 0  # nothing sent again
     assert all(r["status"] == "ok" and r["batch_id"] == server.created[0] for r in calls) and len(calls) == 3
@@ -392,10 +392,10 @@ def test_batch_with_the_embedded_teacher_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, output = invoke(
-        ["run", "--run-dir", str(tmp_path / "run"), "--set", "teacher.batch=true"], capsys, monkeypatch
+        ["run", "--run-dir", str(tmp_path / "run"), "--set", "teacher.batch_api=true"], capsys, monkeypatch
     )
     assert code == 2 and len(output.strip().splitlines()) == 1, output
-    assert "teacher.batch" in output and "'local'" in output and not (tmp_path / "run").exists()
+    assert "teacher.batch_api" in output and "'local'" in output and not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

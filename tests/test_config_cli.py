@@ -75,6 +75,8 @@ def test_renamed_and_no_op_keys_are_refused_in_one_line_and_old_recorded_configs
         ("teacher:\n  local:\n    dtype: float32\n", "'teacher.local.dtype' is now 'teacher.local.precision'"),
         ("student:\n  train:\n    bf16: false\n", "'student.train.bf16' is now 'student.train.precision'"),
         ("student:\n  train:\n    seed: 3\n", "student.train.seed does nothing: training follows run.seed"),
+        ("teacher:\n  batch: true\n", "'teacher.batch' is now 'teacher.batch_api'"),
+        ("batches:\n  leftover: drop\n", "'batches' is now 'training_batches'"),
     ):
         path.write_text(body)
         with pytest.raises(ConfigError) as refused:
@@ -85,8 +87,11 @@ def test_renamed_and_no_op_keys_are_refused_in_one_line_and_old_recorded_configs
     recorded["teacher"]["local"]["dtype"] = recorded["teacher"]["local"].pop("precision")
     recorded["student"]["train"].pop("precision")
     recorded["student"]["train"].update(bf16=False, seed=0)
+    recorded["batches"] = {**recorded.pop("training_batches"), "leftover": "drop"}
+    recorded["teacher"]["batch"] = recorded["teacher"].pop("batch_api")
     old = SediConfig.model_validate(upgrade_recorded(recorded))
     assert old.student.train.precision == "float32" and old.teacher.local.precision == "auto"
+    assert old.training_batches.leftover == "drop" and old.teacher.batch_api is False
     trained = load_config(None, ["run.seed=7"])
     from sedi.stages.student import train_config
 

@@ -86,7 +86,7 @@ def test_a_pool_of_servers_is_checked_server_by_server_and_excludes_base_url_loc
     for extra, words in [
         ({"base_url": pool[0]}, "both set"),
         ({"provider": "local"}, "provider 'openai'"),
-        ({"batch": True}, "one provider endpoint"),
+        ({"batch_api": True}, "one provider endpoint"),
     ]:
         with pytest.raises(ValueError, match=words):
             SediConfig.model_validate({"teacher": {**teacher, **extra}})

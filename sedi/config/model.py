@@ -138,7 +138,7 @@ class InstanceConfig(_Strict):
     )
 
 
-class BatchConfig(_Strict):
+class TrainingBatchConfig(_Strict):
     """How kept tasks are grouped into training batches (method 'sedi': one task per cluster per batch).
     The batch size is student.train.per_device_batch_size (one composed batch is one micro-batch)."""
 
@@ -198,7 +198,9 @@ class SediConfig(_Strict):
         default_factory=InstanceConfig, description="Instance generation for instruction-only prompts."
     )
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which generated tasks are kept.")
-    batches: BatchConfig = Field(default_factory=BatchConfig, description="Training batch composition.")
+    training_batches: TrainingBatchConfig = Field(
+        default_factory=TrainingBatchConfig, description="How kept tasks are grouped into training batches."
+    )
     seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed and held-out task files.")
     student: StudentConfig = Field(default_factory=StudentConfig, description="The student model and its training.")
     feedback: FeedbackConfig = Field(
@@ -263,9 +265,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 # Keys renamed so that one word means one thing (one precision vocabulary for teacher, student and encoder).
 # A user's file with an old key is refused with the new name: an old config never changes meaning silently. A
 # run's recorded config was valid when written, so it is read through upgrade_recorded() instead.
+# "batch" alone named four things; the Batch API and the training batches now say which.
 RENAMED = {
     "teacher.local.dtype": "teacher.local.precision",
     "student.train.bf16": "student.train.precision",
+    "teacher.batch": "teacher.batch_api",
+    "teacher.batch_poll_s": "teacher.batch_api_poll_s",
+    "batches": "training_batches",
+}
+_RENAME_HINTS = {
+    "teacher.local.dtype": " (auto, float32 or bfloat16)",
+    "student.train.bf16": " (auto, float32 or bfloat16)",
 }
 _BF16_TO_PRECISION = {True: "bfloat16", False: "float32", "auto": "auto"}
 
@@ -273,6 +283,13 @@ _BF16_TO_PRECISION = {True: "bfloat16", False: "float32", "auto": "auto"}
 def upgrade_recorded(data: dict[str, Any]) -> dict[str, Any]:
     """A config recorded by an earlier version (run database, exports), with today's keys; a copy."""
     upgraded = json.loads(json.dumps(data))
+    if "batches" in upgraded:
+        upgraded["training_batches"] = upgraded.pop("batches")
+    teacher = upgraded.get("teacher")
+    if isinstance(teacher, dict):
+        for old, new in (("batch", "batch_api"), ("batch_poll_s", "batch_api_poll_s")):
+            if old in teacher:
+                teacher[new] = teacher.pop(old)
     local = (upgraded.get("teacher") or {}).get("local")
     if isinstance(local, dict) and "dtype" in local:
         local["precision"] = local.pop("dtype")
@@ -289,7 +306,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden" and field in RENAMED:
-        return f"{source}: '{field}' is now '{RENAMED[field]}' (auto, float32 or bfloat16): rename the key"
+        return f"{source}: '{field}' is now '{RENAMED[field]}'{_RENAME_HINTS.get(field, '')}: rename the key"
     if kind == "extra_forbidden":
         fix = "remove it or fix its spelling (`sedi config show` lists every key)"
         return f"{source}: unknown key '{field}': {fix}"

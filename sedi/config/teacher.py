@@ -45,7 +45,7 @@ class Prices(_Strict):
         ge=0,
         le=1,
         allow_inf_nan=False,
-        description="Share of every price taken off for requests sent through the Batch API (teacher.batch): "
+        description="Share of every price taken off for requests sent through the Batch API (teacher.batch_api): "
         "0.5, OpenAI's batch pricing, charges them half. Their reservation and their ledger cost use the "
         "discounted prices.",
     )
@@ -179,19 +179,19 @@ class TeacherConfig(_Strict):
         "provider 'openai' at a non-loopback base_url runs without teacher.prices and reports $0. Not "
         "needed for provider 'local' or a loopback base_url; cannot be combined with teacher.prices.",
     )
-    batch: bool = Field(
+    batch_api: bool = Field(
         False,
         description="Send each round's requests as one OpenAI Batch API job (POST /v1/files, /v1/batches; "
         "completion window 24h, billed at teacher.prices.batch_discount) instead of one HTTP call each; the job "
         "is polled until it ends, and a killed run resumes the same job. Answers may take up to 24 hours. "
         "Needs provider 'openai' with an endpoint that implements /v1/batches.",
     )
-    batch_poll_s: float = Field(
+    batch_api_poll_s: float = Field(
         30.0,
         gt=0,
         le=3600,
         allow_inf_nan=False,
-        description="Seconds between two status checks of a running batch job (teacher.batch); at most 3600.",
+        description="Seconds between two status checks of a running batch job (teacher.batch_api); at most 3600.",
     )
     local: LocalTeacherConfig = Field(
         default_factory=LocalTeacherConfig, description="Settings of the embedded local teacher server."
@@ -222,10 +222,10 @@ class TeacherConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch_needs_openai(self) -> TeacherConfig:
-        if self.batch and self.provider == "local":
+        if self.batch_api and self.provider == "local":
             raise ValueError(
-                "teacher.batch is true but teacher.provider is 'local': the embedded teacher has no Batch API "
-                "(/v1/batches); set teacher.batch: false, or use provider 'openai' with an endpoint that has one"
+                "teacher.batch_api is true but teacher.provider is 'local': the embedded teacher has no Batch API "
+                "(/v1/batches); set teacher.batch_api: false, or use provider 'openai' with an endpoint that has one"
             )
         return self
 
@@ -239,10 +239,10 @@ class TeacherConfig(_Strict):
             raise ValueError(
                 "teacher.base_urls is set but teacher.provider is 'local': set provider 'openai' to use your servers"
             )
-        if self.batch and len(self.base_urls) > 1:
+        if self.batch_api and len(self.base_urls) > 1:
             raise ValueError(
-                "teacher.batch sends jobs to one provider endpoint, but teacher.base_urls lists several: keep one "
-                "URL, or set teacher.batch: false"
+                "teacher.batch_api sends jobs to one provider endpoint, but teacher.base_urls lists several: keep one "
+                "URL, or set teacher.batch_api: false"
             )
         return self
 

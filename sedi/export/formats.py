@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import yaml
 
 from sedi._io import fsync_write
+from sedi.config.model import upgrade_recorded
 from sedi.exceptions import ConfigError, RunDirError
 from sedi.export.select import EVERY_TASK, Selection, select
 from sedi.redact import redact
@@ -65,7 +66,7 @@ EMBEDDED_SEEDS = "the 175 Self-Instruct seed tasks shipped with sedi (sedi/data/
 EMBEDDED_SEEDS_LICENSE = "Apache-2.0"
 # The config sections that make a method what it is (the card lists their settings; the whole config follows).
 _METHOD_SECTIONS = {"self-instruct": ("generation", "instances", "filter"), "sedi": ("generation", "instances",
-                    "filter", "batches", "feedback")}  # fmt: skip
+                    "filter", "training_batches", "feedback")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def read_run(run_dir: Path) -> RunFacts:
         raise unreadable(db_path, exc) from None
     if recorded is None:
         raise RunDirError(f"{run_dir}: the run never started (no config recorded): run 'sedi run --run-dir {run_dir}'")
-    config = yaml.safe_load(recorded.body)
+    config = upgrade_recorded(yaml.safe_load(recorded.body))  # a run of an earlier version: today's key names
     return RunFacts(run_dir, summary, config, recorded.body, recorded.digest, seeds, records, signals)
 
 

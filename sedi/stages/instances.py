@@ -104,9 +104,9 @@ async def write_instances(
         _Counter(progress, label + "classify", len(pending)) if config.instances.classify else None,
         _Counter(progress, label + "instances", len(pending)),
     )
-    # Chunks bound what is in flight and what one budget refusal leaves unsent. With teacher.batch each chunk is
+    # Chunks bound what is in flight and what one budget refusal leaves unsent. With teacher.batch_api each chunk is
     # one batch job that may take hours, so the round's candidates go as one job (classify, then instances).
-    step = len(pending) if config.teacher.batch else config.teacher.concurrency
+    step = len(pending) if config.teacher.batch_api else config.teacher.concurrency
     for start in range(0, len(pending), step):
         stopped = await _chunk(client, store, config, round_index, pending[start : start + step], counters)
         if stopped is not None:

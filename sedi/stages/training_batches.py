@@ -36,10 +36,10 @@ def compose_round_batches(store: RunStore, config: SediConfig, encode: EncodeFn,
     ids = [i for i, _ in kept]
     vectors = np.asarray(encode([text for _, text in kept]), dtype=np.float32)
     size = config.student.train.per_device_batch_size
-    k = config.batches.n_clusters or default_n_clusters(len(kept), size)
+    k = config.training_batches.n_clusters or default_n_clusters(len(kept), size)
     seed = config.run.seed * 1000 + round_index  # a different but reproducible clustering per round
     labels = cluster(vectors, k, seed=seed)
-    batches = compose_batches(ids, labels, size, seed=seed, leftover=config.batches.leftover)
+    batches = compose_batches(ids, labels, size, seed=seed, leftover=config.training_batches.leftover)
     position = {task_id: n for n, task_id in enumerate(ids)}
     rows: list[BatchRow] = []
     for index, batch in enumerate(batches):

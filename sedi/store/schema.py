@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS calls (
     error TEXT,
     started_at REAL NOT NULL,
     cached_tokens INTEGER NOT NULL DEFAULT 0,  -- of prompt_tokens, from the provider's prompt cache (ADDED_COLUMNS)
-    batch_id TEXT,  -- the Batch API job that carried the request, once created (teacher.batch; ADDED_COLUMNS)
+    batch_id TEXT,  -- the Batch API job that carried the request, once created (teacher.batch_api; ADDED_COLUMNS)
     base_url TEXT,  -- the endpoint the attempt went to (one of teacher.base_urls; ADDED_COLUMNS)
     UNIQUE (request_key, attempt)
 );
@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS responses (
     completion_tokens INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
--- Batch API jobs (teacher.batch; see sedi.teacher.batch_api). A row is written, with its lines, before anything is
+-- Batch API jobs (teacher.batch_api; see sedi.teacher.batch_api). A row is written, with its lines, before anything is
 -- uploaded: marker is sent as the job's metadata (sedi_job) and names its input file, so a process killed between
 -- a create and its record finds the file or the job again instead of making a second one.
 -- state: new | uploaded | created | ended.

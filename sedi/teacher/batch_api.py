@@ -1,11 +1,11 @@
-"""The Batch API path of the teacher client (``teacher.batch``): a call's requests go out as one OpenAI batch job.
+"""The Batch API path of the teacher client (``teacher.batch_api``): a call's requests go out as one OpenAI batch job.
 
 :meth:`sedi.teacher.client.TeacherClient.complete_all` hands its requests here. Each is answered from the response cache
 when already paid for; the rest reserve their worst case (at the batch prices, ``teacher.prices.batch_discount``)
 and as many as the budget allows become one job: its rows are written (:func:`sedi.teacher.batch_jobs.create_job`: a job
 row with a random marker, one ledger row per request), then the input file is uploaded (``files.create``, purpose
 ``batch``), the job is created (``batches.create``, completion window 24h, ``metadata={"sedi_job": marker}``) and
-polled every ``teacher.batch_poll_s`` until it ends. Its output and error files are then read and every line is
+polled every ``teacher.batch_api_poll_s`` until it ends. Its output and error files are then read and every line is
 mapped back by ``custom_id`` (``call-<ledger row id>``) to its ledger row, which is completed, and for an answer
 cached, in one transaction as on the synchronous path, and its reservation settled. Lines that failed (an error
 line, a 429 or 5xx inside the batch, a failed or expired job, a missing line) go out again in a later job, up to
@@ -140,7 +140,7 @@ class BatchSender:
 
     async def resume(self) -> None:
         """Finish the jobs an earlier process left (once per client): their answers are paid for, so they are
-        collected into the cache before anything is sent, with ``teacher.batch`` on or off."""
+        collected into the cache before anything is sent, with ``teacher.batch_api`` on or off."""
         if self._resumed:
             return
         self._resumed = True
@@ -255,7 +255,7 @@ class BatchSender:
                     batch_jobs.record_status(self.store.db, job, last)
             if last in batch_jobs.TERMINAL:
                 return batch
-            await self._sleep(self.config.batch_poll_s)
+            await self._sleep(self.config.batch_api_poll_s)
 
     async def _collect(self, client: openai.AsyncOpenAI, job: Job, batch: Any) -> dict[int, _Ended]:
         found: dict[str, dict[str, Any]] = {}

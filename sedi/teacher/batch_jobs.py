@@ -183,7 +183,7 @@ def refused(url: str, what: str, exc: openai.APIStatusError, key_env: str) -> st
         return f"teacher at {url} rejected the API key at the {what} (HTTP {exc.status_code}): check ${key_env}"
     if exc.status_code == 404:
         return (
-            f"teacher at {url} has no Batch API (HTTP 404 at the {what}): set teacher.batch: false, or point "
+            f"teacher at {url} has no Batch API (HTTP 404 at the {what}): set teacher.batch_api: false, or point "
             "teacher.base_url at an endpoint with /v1/files and /v1/batches"
         )
     detail = redact(str(exc).splitlines()[0])[:300]  # redacted before the cut, so no half of a key survives it

@@ -114,8 +114,8 @@ class TeacherClient:
         self._keys: dict[str, _KeyLock] = {}
         self._halted: SediError | None = None
         self._retry = RetryPolicy.of(config)
-        # teacher.batch: complete_all sends batch jobs (sedi.teacher.batch_api). With it off, the sender still collects
-        # the jobs an earlier start left running (paid for: their requests must not be sent again).
+        # teacher.batch_api: complete_all sends batch jobs (sedi.teacher.batch_api). With it off, the sender still
+        # collects the jobs an earlier start left running (paid for: their requests must not be sent again).
         self._batch: BatchSender | None = None
         if config.provider == "openai":
             self._batch = BatchSender(
@@ -218,8 +218,8 @@ class TeacherClient:
     ) -> CompletedRequests:
         """Run requests concurrently (bounded). Stops sending at the first budget refusal or error and
         returns what it has, answers already in the cache included (they cost nothing); an error then
-        propagates once the requests in flight have finished. With ``teacher.batch`` they go as batch jobs."""
-        if self._batch is not None and self.config.batch:
+        propagates once the requests in flight have finished. With ``teacher.batch_api`` they go as batch jobs."""
+        if self._batch is not None and self.config.batch_api:
             responses, refusal = await self._batch.complete_all(requests, on_done)
             return CompletedRequests(responses, refusal)
         if self._batch is not None:
