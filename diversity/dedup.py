@@ -43,7 +43,7 @@ class DiversityVerdict:
 
     ``rouge_score`` / ``rouge_nearest_id``: highest ROUGE-L F1 against the pool and earlier kept batch
     members, and whose it is (``None`` when nothing was compared). As in :class:`RougeVerdict`, the score
-    of a kept candidate may be a lower bound when pruning skipped pairs (``rouge_is_exact`` false).
+    of a kept candidate may be a lower bound when pruning skipped pairs.
     ``cosine`` / ``embedding_nearest_id``: the same by embedding; filled whenever the candidate has a
     vector and the pool (or the batch before it) is non-empty, kept or not, so callers can report
     neighbours. They are ``None`` when the embedding rule is off, and, when the filter embedded lazily,
@@ -55,7 +55,6 @@ class DiversityVerdict:
     rule: Rule | None
     rouge_score: float
     rouge_nearest_id: int | None
-    rouge_is_exact: bool
     cosine: float | None
     embedding_nearest_id: int | None
 
@@ -255,7 +254,6 @@ class DiversityFilter:
                     rule=rule,
                     rouge_score=rouge_score,
                     rouge_nearest_id=rouge_nearest,
-                    rouge_is_exact=pool_verdict.max_is_exact or rejected_by_rouge,
                     cosine=cosine,
                     embedding_nearest_id=cosine_nearest,
                 )

@@ -49,7 +49,7 @@ class RougeFilter:
 
     Pool indices follow insertion order (seeds first, then kept candidates), so a caller can map
     ``nearest_index`` back to its own records. The pool holds no state beyond its texts: on resume,
-    rebuild it from the stored kept tasks with :meth:`from_texts` or :meth:`reset`.
+    rebuild it from the stored kept tasks (``RougeFilter(threshold, texts)``) or with :meth:`reset`.
     """
 
     def __init__(
@@ -73,19 +73,6 @@ class RougeFilter:
         self.prune = prune
         self.chunk_size = chunk_size
         self.reset(texts)
-
-    @classmethod
-    def from_texts(
-        cls,
-        texts: Iterable[str],
-        threshold: float = 0.7,
-        *,
-        workers: int = 1,
-        prune: bool = True,
-        chunk_size: int = 256,
-    ) -> RougeFilter:
-        """A filter whose pool is ``texts`` (e.g. seeds plus the kept tasks of a resumed run)."""
-        return cls(threshold, texts, workers=workers, prune=prune, chunk_size=chunk_size)
 
     def reset(self, texts: Iterable[str] = ()) -> None:
         """Empty the pool, then add ``texts`` unconditionally."""

@@ -264,7 +264,7 @@ def test_rebuilt_filter_continues_like_the_original() -> None:
     stream = _candidate_stream()[:600]
     whole = RougeFilter(0.7, seeds())
     first = whole.check_batch(stream[:300])
-    rebuilt = RougeFilter.from_texts(list(whole.texts), 0.7)
+    rebuilt = RougeFilter(0.7, list(whole.texts))
     assert len(rebuilt) == len(whole) == len(seeds()) + sum(v.kept for v in first)
     assert rebuilt.check_batch(stream[300:]) == whole.check_batch(stream[300:])
     rebuilt.reset(seeds())
