@@ -313,3 +313,24 @@ def test_a_csv_mistake_names_the_file_the_line_and_the_column(tmp_path: Path, te
     with pytest.raises(ConfigError, match=message) as err:
         load_seed_tasks(str(path))
     assert "\n" not in str(err.value) and re.search(r"(give|rename|keep|put|add|the first line)", str(err.value))
+
+
+def _count(model: type[BaseModel]) -> tuple[int, int]:
+    """(keys with a value, sections) of a config model, nested sections included."""
+    keys = sections = 0
+    for info in model.model_fields.values():
+        if info.exclude:
+            continue
+        section = _section(info.annotation)
+        if section is None:
+            keys += 1
+        else:
+            inner = _count(section)
+            keys, sections = keys + inner[0], sections + 1 + inner[1]
+    return keys, sections
+
+
+def test_the_config_reference_states_how_many_keys_there_are() -> None:
+    keys, sections = _count(SediConfig)
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text(encoding="utf-8")
+    assert f"{keys} keys in {sections} sections" in doc, f"docs/config.md: say {keys} keys in {sections} sections"
