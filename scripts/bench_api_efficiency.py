@@ -7,9 +7,9 @@ covered, held-out loss and request shapes, the ratios to the baseline with 95% i
                                            [--sequential]
 
 All runs (arms x seeds) go at once against one shared embedded teacher server (``sedi compare --parallel``, see
-``sedi.parallel``) unless ``--sequential``; ``BENCH_SETTINGS`` below are applied to every arm alike.
+``sedi.experiment.parallel``) unless ``--sequential``; ``BENCH_SETTINGS`` below are applied to every arm alike.
 
-Arms come from the one table in ``sedi.arms`` (``--arms``, the first the baseline; default ``self-instruct``
+Arms come from the one table in ``sedi.experiment.arms`` (``--arms``, the first the baseline; default ``self-instruct``
 against ``default``, exactly what ``sedi run`` ships). They get the same teacher, seeds, student, seed values and
 call budget (``--stop-at budget``). The goal the product is judged by is ``calls_per_kept_ratio`` (``default``
 over ``self-instruct``) <= 0.5 with the high end of ``calls_per_kept_ratio_ci95`` below 1, diversity at most 3%
@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sedi._hardware import offline_env
-from sedi.arms import parse_arms
+from sedi.base.hardware import offline_env
 from sedi.exceptions import ConfigError
+from sedi.experiment.arms import parse_arms
 from sedi.report import arm_stats
 
 MEANS = {"diversity": "diversity_mean_cosine_distance", "vendi": "diversity_vendi", "topics_covered": "topics_covered"}
@@ -102,7 +102,9 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-api"))
     parser.add_argument("--max-calls", type=int, default=150, help="Teacher calls per arm (the fixed budget).")
     parser.add_argument("--repeat", type=int, default=3, help="Seeds per arm.")
-    parser.add_argument("--arms", default="self-instruct,default", help="Arms (sedi.arms), the first the baseline.")
+    parser.add_argument(
+        "--arms", default="self-instruct,default", help="Arms (sedi.experiment.arms), the first the baseline."
+    )
     parser.add_argument("--published-baseline", action="store_true", help="Add the arm self-instruct-published.")
     parser.add_argument("--set", action="append", default=[], help="Extra config overrides, as for `sedi run`.")
     parser.add_argument(

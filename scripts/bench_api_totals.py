@@ -8,7 +8,7 @@ gone (or per-seed tables from elsewhere): the same fields as ``bench_api_efficie
 The file holds, per seed and arm: ``calls``, ``answered`` (calls that got a response), ``kept``, ``diversity``
 (mean cosine distance), ``vendi``, ``topics``, ``heldout_loss``, ``promotions``, ``demotions``.
 
-Recorded files predate the arms table (``sedi.arms``): their arm ``sedi`` is today's ``sedi-steer`` (steered
+Recorded files predate the arms table (``sedi.experiment.arms``): their arm ``sedi`` is today's ``sedi-steer`` (steered
 prompts, from the whole pool), so here ``calls_per_kept_ratio`` stays what it was when recorded, sedi-steer over
 self-instruct (in ``sedi compare`` and ``bench_api_efficiency.py`` it is now ``default`` over ``self-instruct``).
 The keys are kept as recorded so that the JSON lines in docs/results.md reproduce.
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sedi.arms import ARMS as TABLE
+from sedi.experiment.arms import ARMS as TABLE
 from sedi.report import stats
 
 ARMS = {"self_instruct": "self-instruct", "sedi_paper": "sedi-paper", "sedi": "sedi"}

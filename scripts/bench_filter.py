@@ -70,7 +70,7 @@ from diversity.index import VectorIndex
 from diversity.scale import derived_vectors, embedding_rule, exact_rule
 
 # Before the encoder first loads transformers (nothing imported above does).
-from sedi._hardware import go_offline
+from sedi.base.hardware import go_offline
 from sedi.config.seeds import bundled_path
 
 go_offline()  # before transformers is imported

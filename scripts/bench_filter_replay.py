@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from sedi._hardware import go_offline
+from sedi.base.hardware import go_offline
 
 go_offline()  # before transformers is imported
 

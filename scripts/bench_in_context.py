@@ -2,15 +2,15 @@
 pool``, a uniform subset of the whole seed pool, as the method states) and ``in-context-split`` (the same run with
 ``feedback.in_context: split``: 6 human seeds and 2 promoted ones, Self-Instruct's mix) on the embedded defaults,
 paired by seed, with a fixed call budget. One JSON line: each arm's pooled calls per kept task, every arm's ratio
-over the first (and in-context-split over sedi-paper) with a 95% interval (``sedi.comparison.pair_ratios``: the
+over the first (and in-context-split over sedi-paper) with a 95% interval (``experiment.comparison.pair_ratios``: the
 rounds-level paired bootstrap for several seeds), diversity, topics, held-out loss, config digest, per seed.
 
     python scripts/bench_in_context.py [--run-dir runs/bench-in-context] [--max-calls 64] [--repeat 3]
                                        [--parallel 2] [--arms self-instruct,in-context-split,sedi-paper]
                                        [--set k=v ...] [--report-only]
 
-Arms are those of ``sedi compare`` (the one table in ``sedi.arms``, resolved with the same run controls by
-``sedi.arms.resolve``); ``sedi-split``, this script's old name, is accepted for ``in-context-split`` (the same
+Arms are those of ``sedi compare`` (the one table in ``sedi.experiment.arms``, resolved with the same run controls by
+``experiment.arms.resolve``); ``sedi-split``, this script's old name, is accepted for ``in-context-split`` (the same
 config, so --report-only still reads run directories named so). ``in-context-split`` differs from ``sedi-paper``
 only in ``feedback.in_context``. Every run is its own ``sedi run`` process; ``--parallel 2``
 runs two at once with one OpenMP thread each (on the 2-core machine, 1.6x the throughput of one two-thread run at
@@ -31,11 +31,11 @@ from typing import Any
 
 import yaml
 
-from sedi._hardware import offline_env
-from sedi.arms import ARMS, parse_arms, resolve
-from sedi.comparison import pair_ratios, run_row
+from sedi.base.hardware import offline_env
 from sedi.config.model import SediConfig, load_config
 from sedi.exceptions import ConfigError
+from sedi.experiment.arms import ARMS, parse_arms, resolve
+from sedi.experiment.comparison import pair_ratios, run_row
 from sedi.report import arm_stats
 
 DEFAULT_ARMS = ("self-instruct", "in-context-split", "sedi-paper")
@@ -59,7 +59,7 @@ def _pairs(arms: list[str]) -> list[tuple[str, str]]:
 
 
 def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The JSON line's fields from each arm's per-seed run rows (``sedi.comparison.run_row``), seeds in order."""
+    """The JSON line's fields from each arm's per-seed run rows (``experiment.comparison.run_row``), seeds in order."""
     out: dict[str, Any] = {}
     for arm, runs in rows.items():
         name = arm.replace("-", "_")

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from sedi._hardware import go_offline
+from sedi.base.hardware import go_offline
 
 go_offline()  # before transformers is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as sedi.serve.serve does

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sedi._types import LENGTH
+from sedi.base.vocabulary import LENGTH
 from sedi.store.plans import request_shapes
 from sedi.store.report_queries import human_seed_ids, outcome_counts, request_yields
 from sedi.store.rundir import DB_NAME, connect_readonly

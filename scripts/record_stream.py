@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sedi._hardware import go_offline
+from sedi.base.hardware import go_offline
 
 go_offline()  # before transformers is imported
 

@@ -1,3 +1,3 @@
-from sedi.cli import main
+from sedi.cli.app import main
 
 main()

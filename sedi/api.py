@@ -11,7 +11,7 @@
     run.metrics()   # pandas.DataFrame, one row per round
     run.status()    # the dict `sedi status --json` prints
 
-A thin layer over the code the ``sedi`` command runs (:func:`sedi.loop.run`, :func:`sedi.comparison.compare`,
+A thin layer over the code the ``sedi`` command runs (:func:`sedi.loop.run`, :func:`sedi.experiment.comparison.compare`,
 :func:`sedi.report.summary.read_summary`), so it keeps the command's guarantees: a bad config, seed file or
 run directory raises :class:`~sedi.exceptions.ConfigError` or :class:`~sedi.exceptions.RunDirError` before any
 teacher request, a ledger row is written before every request, and a rerun replays paid answers from the cache.
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import datasets
     import pandas
 
-    from sedi._types import ProgressHook
+    from sedi.base.vocabulary import ProgressHook
     from sedi.config.model import SediConfig
     from sedi.loop import RunOutcome
 
@@ -183,7 +183,7 @@ def run(
     ``dotted.key=value`` items applied last, as ``--set`` is. ``progress(stage, done, total)`` is called as the
     command's progress bars are. Raises what the command prints as ``error:`` (ConfigError, RunDirError,
     TeacherError, ...) with nothing spent on a bad input; ``KeyboardInterrupt`` leaves the run resumable."""
-    from sedi.cli_serve import offline_defaults
+    from sedi.cli.serve import offline_defaults
     from sedi.loop import run as run_loop
 
     offline_defaults()  # as every command that loads models: nothing may try a model hub
@@ -247,9 +247,9 @@ def compare(
     arguments: ``arms`` first the baseline, ``stop_at`` "kept" or "budget", ``repeat`` seeds, ``parallel``),
     write ``comparison.json`` and ``comparison.md`` into ``run_dir`` and return them. An unknown arm or a bad
     config raises :class:`~sedi.exceptions.ConfigError` before any run starts."""
-    from sedi.arms import parse_arms
-    from sedi.cli_serve import offline_defaults
-    from sedi.comparison import compare as run_compare
+    from sedi.cli.serve import offline_defaults
+    from sedi.experiment.arms import parse_arms
+    from sedi.experiment.comparison import compare as run_compare
 
     offline_defaults()
     names = parse_arms(",".join(arms))

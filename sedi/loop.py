@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sedi._faults import crash_point
-from sedi._io import fsync_write
-from sedi._types import ProgressHook, RoundStage, RunState
+from sedi.base.faults import crash_point
+from sedi.base.files import fsync_write
+from sedi.base.vocabulary import ProgressHook, RoundStage, RunState
 from sedi.config.model import SediConfig, dump_config
 from sedi.config.seeds import Task, load_heldout_tasks, load_seed_tasks
 from sedi.exceptions import BudgetExceeded
@@ -270,7 +270,7 @@ def run(
 ) -> RunOutcome:
     """Run (or resume) the job configured by ``config`` in ``run_dir``; ``on_start`` runs once the
     inputs are valid, before the run directory is touched. ``shared_teacher`` (``provider: local`` only, see
-    :mod:`sedi.parallel`): the endpoint of an embedded server already serving this config's teacher, used instead
+    :mod:`experiment.parallel`): the endpoint of an embedded server already serving this config's teacher, used instead
     of starting one; an argument, not a setting, so no user config or environment can point a run elsewhere."""
     if shared_teacher is not None and config.teacher.provider != "local":
         raise ValueError("shared_teacher is for teacher.provider: local runs only")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sedi._io import fsync_write
+from sedi.base.files import fsync_write
 from sedi.config.model import SediConfig, dump_config
 from sedi.store.db import RunStore
 from tests.servers import Served
@@ -100,8 +100,8 @@ def scripted_args(run_dir: Path, server: Served, student: Path, *extra: str) -> 
 
 
 def invoke(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    """``sedi ARGS`` in-process through the real entry point (sedi.cli.main); returns (exit code, stderr)."""
-    from sedi.cli import main
+    """``sedi ARGS`` in-process through the real entry point (sedi.cli.app.main); returns (exit code, stderr)."""
+    from sedi.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["sedi", *args])
     capsys.readouterr()

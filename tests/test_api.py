@@ -218,7 +218,7 @@ def test_compare_rejects_an_unknown_arm_and_a_bad_stop_before_any_run(tmp_path: 
 def test_sedi_compare_stays_the_function_after_the_comparison_module_is_imported() -> None:
     import importlib
 
-    importlib.import_module("sedi.comparison")  # as `sedi compare` loads it
+    importlib.import_module("sedi.experiment.comparison")  # as `sedi compare` loads it
     assert callable(sedi.compare) and sedi.compare.__module__ == "sedi.api"
 
 

@@ -1,4 +1,4 @@
-"""The table of named arms (sedi.arms): ``default`` is exactly ``sedi run`` with no settings, the baseline arms pin
+"""The table of named arms (arms.py): ``default`` is exactly ``sedi run`` with no settings, the baseline arms pin
 what defines them, ``--arms`` is checked before anything runs, and the relaxed-filter-only arm filters as it says."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sedi.arms import ARMS, DEFAULT_ARMS, overrides, parse_arms, resolve, run_controls
 from sedi.config.model import load_config
 from sedi.exceptions import ConfigError
+from sedi.experiment.arms import ARMS, DEFAULT_ARMS, overrides, parse_arms, resolve, run_controls
 from sedi.stages.filtering import TaskFilter
 from sedi.store.candidates import Candidate
 from tests.helpers import invoke

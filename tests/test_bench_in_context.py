@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sedi.arms import resolve
 from sedi.config.model import load_config
-from sedi.sample_run import write_sample_run
+from sedi.experiment.arms import resolve
+from sedi.report.sample_run import write_sample_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_in_context.py"
 

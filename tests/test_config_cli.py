@@ -212,7 +212,7 @@ def test_status_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_exit_codes_are_listed_in_run_help_and_the_readme() -> None:
-    from sedi.cli import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ERROR, EXIT_INTERRUPTED
+    from sedi.cli.app import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ERROR, EXIT_INTERRUPTED
 
     shown = sedi("run", "--help", timeout=120)
     assert shown.returncode == 0, shown.stderr

@@ -119,9 +119,9 @@ def test_bad_input_is_one_line_exit_2_before_any_call(tmp_path: Path, scripted: 
 def test_the_headline_is_the_run_as_configured_and_the_target_is_beside_it(
     sets: list[str], ends_by: str, calls: int
 ) -> None:
+    from sedi.cli.estimate import Seen, describe, forecast
     from sedi.config.model import load_config
     from sedi.config.seeds import load_seed_tasks
-    from sedi.estimate import Seen, describe, forecast
 
     prices = ["teacher.prices.prompt=20", "teacher.prices.completion=100"]  # USD per million tokens
     config = load_config(None, ["generation.calls_per_round=10", *prices, *sets])
@@ -165,9 +165,9 @@ def test_the_calls_interval_covers_simulated_runs() -> None:
 
 
 def test_spent_cost_is_never_shown_below_what_the_budget_charged() -> None:
+    from sedi.cli.estimate import Seen, forecast
     from sedi.config.model import load_config
     from sedi.config.seeds import load_seed_tasks
-    from sedi.estimate import Seen, forecast
 
     config = load_config(None, ["teacher.prices.prompt=1", "teacher.prices.completion=1"])
     # 4 calls reported 1,000 tokens ($0.001), but two came back without usage and were charged their worst case.

@@ -18,7 +18,7 @@ from sedi.exceptions import ConfigError
 from tests.helpers import invoke, rows, scripted_args, sedi, status
 from tests.servers import Served
 
-# What each kind must set beyond the defaults, written out here rather than read from sedi.scaffold.
+# What each kind must set beyond the defaults, written out here rather than read from sedi.cli.scaffold.
 KINDS: dict[str, dict[str, Any]] = {
     "local": {},
     "openai": {  # base_url left unset: $OPENAI_BASE_URL, else OpenAI's
@@ -183,7 +183,7 @@ def test_openai_leaves_the_url_to_the_environment_unless_given(
 def test_a_remote_run_ends_at_its_target_or_budget_and_the_demo_at_its_rounds(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sedi.estimate import Seen, forecast
+    from sedi.cli.estimate import Seen, forecast
 
     _init([str(tmp_path), "--teacher", kind], capsys, monkeypatch)
     config = load_config(tmp_path / "sedi.yaml")
@@ -237,7 +237,7 @@ def test_your_seeds_are_split_into_seeds_and_a_held_out_set_never_used_as_seeds(
 
 
 def test_the_readme_shows_what_init_writes() -> None:
-    from sedi.scaffold import render_config
+    from sedi.cli.scaffold import render_config
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Start from your own seed tasks", 1)[1]

@@ -1,4 +1,4 @@
-"""Runs side by side against one shared embedded teacher server (sedi.parallel): the tiny model served by the real
+"""Runs side by side against one shared embedded teacher server (experiment.parallel): the tiny model served by the real
 ``sedi serve-teacher`` process, each run in its own process with its own ledger, budget and response cache."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sedi.config.model import SediConfig, load_config
+from sedi.experiment.parallel import _StudentSlots, run_jobs
 from sedi.loop import run
-from sedi.parallel import _StudentSlots, run_jobs
 from tests.helpers import rows
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sedi import redact
+from sedi.base import redact
 from sedi.config.model import SediConfig
 from sedi.exceptions import ConfigError, TeacherError
 from sedi.store.db import RunStore

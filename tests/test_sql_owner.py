@@ -1,5 +1,5 @@
 """The run store wing is the one owner of SQL (issue 24): no module outside ``sedi/store/`` (nor a script) runs a
-statement or spells one, and no query spells a word of the run's vocabulary (``sedi._types``) inside its SQL: the
+statement or spells one, and no query spells a word of the run's vocabulary (``base.vocabulary``) inside its SQL: the
 words travel as parameters, so renaming one is a change in one place that mypy checks."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import get_args
 
-from sedi import _types
+from sedi.base import vocabulary as _types
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "sedi" / "store"
@@ -61,6 +61,6 @@ def test_store_queries_pass_the_vocabulary_as_parameters() -> None:
             word = spelled.search(text)
             if word is not None and re.search(r"\b(SELECT|INSERT|UPDATE|DELETE|WHERE|VALUES)\b", text):
                 found.append(f"{path.relative_to(ROOT)}:{line}: {word.group(0)}")
-    assert found == [], "vocabulary spelled inside SQL (pass the sedi._types value as a ? parameter):\n" + "\n".join(
-        found
+    assert found == [], (
+        "vocabulary spelled inside SQL (pass the sedi.base.vocabulary value as a ? parameter):\n" + "\n".join(found)
     )

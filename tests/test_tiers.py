@@ -7,7 +7,7 @@ script, ``python -c``), to ``multiprocessing``, to the bundled Gemma or to the r
 ``Encoder`` (the bundled MiniLM). Tests that use a fixture in ``tests.conftest.SLOW_FIXTURES`` are marked by
 conftest's collection hook and need no decorator. What the scan cannot see is marked by its measured duration:
 a test that took 3 s or more (setup included) in `pytest -m "not slow" --durations=0` on the shared 2-core machine,
-about 1.3 s on an idle one: a full loop in-process, a training round, processes started inside sedi (sedi.parallel,
+about 1.3 s on an idle one: a full loop in-process, a training round, processes sedi starts (experiment.parallel,
 the multi-process trainer), plots.
 """
 

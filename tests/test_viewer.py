@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sedi import redact
-from sedi.cli import app
+from sedi.base import redact
+from sedi.cli.app import app
 from sedi.config.seeds import Task
+from sedi.report.sample_run import write_sample_run
 from sedi.report.viewer import viewer_data, write_viewer, write_viewers
-from sedi.sample_run import write_sample_run
 from sedi.store import seeds
 from sedi.store.candidates import (
     PlannedRequest,

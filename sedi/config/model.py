@@ -228,10 +228,10 @@ class SediConfig(_Strict):
         return self
 
     def digest(self) -> str:
-        """A short hash of the whole config, for run metadata; over the redacted config (sedi.redact), so a URL's
+        """A short hash of the whole config, for run metadata; over the redacted config (sedi.base.redact), so a URL's
         password cannot be guessed offline from a digest written to the run database or a dataset card. A config
         without credentials hashes as it always did."""
-        from sedi.redact import redact
+        from sedi.base.redact import redact
 
         payload = redact(json.dumps(self.model_dump(mode="json"), sort_keys=True))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -330,8 +330,8 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
 
 
 def dump_config(config: SediConfig) -> str:
-    """The effective config as YAML, in field order; URLs without user-info, no credential (sedi.redact): it is
+    """The effective config as YAML, in field order; URLs without user-info, no credential (sedi.base.redact): it is
     printed, written to config.yaml and the run database, and copied into dataset cards."""
-    from sedi.redact import redact
+    from sedi.base.redact import redact
 
     return redact(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

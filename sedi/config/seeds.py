@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sedi._types import TaskOrigin
+from sedi.base.vocabulary import TaskOrigin
 from sedi.config.model import SeedsConfig
 from sedi.exceptions import ConfigError
 

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
-from sedi._io import fsync_write
+from sedi.base.files import fsync_write
+from sedi.base.redact import redact
 from sedi.config.model import upgrade_recorded
 from sedi.exceptions import ConfigError, RunDirError
 from sedi.export.select import EVERY_TASK, Selection, select
-from sedi.redact import redact
 from sedi.report.summary import read_summary
 from sedi.stages.resume import SEEDS_DIGEST
 from sedi.store.dataset import kept_records, user_turn

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from sedi._io import fsync_write
+from sedi.base.files import fsync_write
 from sedi.exceptions import ConfigError, RunDirError
 from sedi.export.formats import CARD_TAG, RunFacts, full_config, provenance, read_run, seed_source, teacher_name
 

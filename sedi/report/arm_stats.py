@@ -21,7 +21,7 @@ from sedi.store.rundir import connect_readonly
 
 
 def ratio_words(pair: dict[str, Any]) -> str:
-    """'0.421 (95% interval 0.300 to 0.590): fewer calls', from a ``sedi.comparison.pair_ratios`` result."""
+    """'0.421 (95% interval 0.300 to 0.590): fewer calls', from a ``sedi.experiment.comparison.pair_ratios`` result."""
     if pair.get("ratio") is None:
         return "not comparable (an arm kept no task)"
     ci = pair.get("ci95")

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from sedi._types import DEMOTE, PROMOTE
+from sedi.base.redact import redact
+from sedi.base.vocabulary import DEMOTE, PROMOTE
 from sedi.exceptions import RunDirError
-from sedi.redact import redact
 from sedi.report import arm_stats, stats
 from sedi.report import feedback as _report_feedback
 from sedi.report import html as _report_html

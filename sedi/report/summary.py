@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sedi._types import DEMOTE, KEPT, PROMOTE
+from sedi.base.vocabulary import DEMOTE, KEPT, PROMOTE
 from sedi.exceptions import RunDirError
 from sedi.stages.shapes import shape_summary
 from sedi.store import ledger

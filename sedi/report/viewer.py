@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sedi.base.redact import redact_known
 from sedi.exceptions import RunDirError
-from sedi.redact import redact_known
 from sedi.report.viewer_assets import CSS, JS, PAGE_SIZE
 from sedi.store.rundir import DB_NAME, connect_readonly, unreadable
 from sedi.store.signals import SIGNAL_COLUMNS, task_signals

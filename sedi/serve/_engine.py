@@ -24,7 +24,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from sedi._hardware import cpu_has_native_bf16
+from sedi.base.hardware import cpu_has_native_bf16
 from sedi.exceptions import ConfigError
 from sedi.serve._bundled import BUNDLED_MODEL_NAME, bundled_model_dir
 from sedi.serve._decoding import GenerationCancelled, Job, Scheduler

@@ -38,8 +38,8 @@ from typing import Protocol
 from diversity import ALPACA_RULES, SELF_INSTRUCT_RULES, DiversityFilter, RougeFilter, VectorIndex, first_failed_rule
 from diversity.decontaminate import Decontaminator
 from diversity.instance_filters import filter_instances
-from sedi._io import fsync_write
-from sedi._types import EncodeFn
+from sedi.base.files import fsync_write
+from sedi.base.vocabulary import EncodeFn
 from sedi.config.model import SediConfig
 from sedi.stages.decontaminate import CONTAMINATED, match_detail
 from sedi.stages.parsing import NO_OUTPUT, TRUNCATED, TRUNCATED_OUTPUT

@@ -12,8 +12,8 @@ import hashlib
 import random
 from typing import TYPE_CHECKING, NamedTuple
 
-from sedi._faults import crash_point
-from sedi._types import ProgressHook
+from sedi.base.faults import crash_point
+from sedi.base.vocabulary import ProgressHook
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task
 from sedi.stages.parsing import parse_generated

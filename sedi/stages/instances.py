@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from diversity.instance_filters import filter_instances
-from sedi._types import ProgressHook, RequestKind
+from sedi.base.vocabulary import ProgressHook, RequestKind
 from sedi.config.model import SediConfig
 from sedi.stages.parsing import parse_classification, parse_instances
 from sedi.stages.prompts import as_chat, classify_prompt, example_texts, instance_prompt

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sedi._faults import crash_point
-from sedi._types import ProgressHook
+from sedi.base.faults import crash_point
+from sedi.base.vocabulary import ProgressHook
 from sedi.config.model import SediConfig
 from sedi.exceptions import BudgetExceeded
 from sedi.stages.filtering import AWAITING_REPAIR, REPAIRABLE, output_verdict

@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 
 from feedback import PoolEntry, StepRecord, decided_through, demotions, promotions, select_attractive, weak_seeds
-from sedi._faults import crash_point
-from sedi._types import DEMOTE, HUMAN, MACHINE, PROMOTE, REJECTED
+from sedi.base.faults import crash_point
+from sedi.base.vocabulary import DEMOTE, HUMAN, MACHINE, PROMOTE, REJECTED
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task
 from sedi.store import seeds, training

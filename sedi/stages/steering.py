@@ -31,7 +31,7 @@ import numpy as np
 from diversity import cluster
 from feedback import Arm, draw_thompson, draw_uniform, top_share
 from feedback.shaping import ShapingRule, plan_shapes
-from sedi._types import EncodeFn
+from sedi.base.vocabulary import EncodeFn
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task
 from sedi.config.shaping import PromptShape

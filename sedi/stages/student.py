@@ -40,7 +40,7 @@ from sedi.store.db import RunStore
 from sedi.store.training import TrainStepRow
 
 # Held while this process loads and runs a student (train, per-example losses, held-out evaluation): unset in a
-# solo run; sedi.parallel may set a semaphore shared by the runs it runs at once (``limit_students``).
+# solo run; sedi.experiment.parallel may set a semaphore shared by the runs it runs at once (``limit_students``).
 _student_gate: AbstractContextManager[Any] = nullcontext()
 
 

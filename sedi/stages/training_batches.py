@@ -19,7 +19,7 @@ from diversity import (
     topics_covered,
     vendi_score,
 )
-from sedi._types import EncodeFn
+from sedi.base.vocabulary import EncodeFn
 from sedi.config.model import SediConfig
 from sedi.stages.steering import seed_topic_labels
 from sedi.store import candidates, training

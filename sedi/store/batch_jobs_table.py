@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from sedi._types import INTERRUPTED, SENT, Usage
+from sedi.base.vocabulary import INTERRUPTED, SENT, Usage
 
 # batch_jobs.state, in order: rows written; input file uploaded; job created at the provider; lines recorded.
 JobState = Literal["new", "uploaded", "created", "ended"]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sedi._types import KEPT, LENGTH, UNJUDGED, RequestKind, VerdictName
+from sedi.base.vocabulary import KEPT, LENGTH, UNJUDGED, RequestKind, VerdictName
 from sedi.exceptions import RunDirError
 from sedi.store.db import RunStore
 

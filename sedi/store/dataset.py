@@ -16,8 +16,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
-from sedi._io import fsync_write
-from sedi._types import INSTANCES, KEPT
+from sedi.base.files import fsync_write
+from sedi.base.vocabulary import INSTANCES, KEPT
 from sedi.config.seeds import Task
 from sedi.store.candidates import machine_task_id
 from sedi.store.db import RunStore

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sedi._types import INTERRUPTED, SENT, AttemptOutcome, CachedResponse, RoundStage, RunState, Usage
+from sedi.base.vocabulary import INTERRUPTED, SENT, AttemptOutcome, CachedResponse, RoundStage, RunState, Usage
 from sedi.exceptions import RunDirError
 from sedi.store import ledger
 from sedi.store.rundir import (

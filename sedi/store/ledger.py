@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sedi._types import SENT
+from sedi.base.redact import redact, redact_known
+from sedi.base.vocabulary import SENT
 from sedi.config.teacher import BATCH_DISCOUNT_DEFAULT
 from sedi.exceptions import RunDirError
-from sedi.redact import redact, redact_known
 
 if TYPE_CHECKING:
-    from sedi._types import AttemptOutcome, CachedResponse
+    from sedi.base.vocabulary import AttemptOutcome, CachedResponse
     from sedi.config.teacher import TeacherConfig
 
 # meta key recording the prices of the latest start: a JSON {"prompt", "completion"} and, when given,

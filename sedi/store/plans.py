@@ -12,7 +12,7 @@ import json
 import sqlite3
 from typing import NamedTuple
 
-from sedi._types import KEPT, TASKS
+from sedi.base.vocabulary import KEPT, TASKS
 from sedi.store.db import RunStore
 from sedi.store.ledger import has_column
 

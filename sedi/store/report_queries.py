@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sedi._types import HUMAN, KEPT, LENGTH, PROMOTE, REJECTED, TASKS
+from sedi.base.vocabulary import HUMAN, KEPT, LENGTH, PROMOTE, REJECTED, TASKS
 
 
 class RecordedConfig(NamedTuple):

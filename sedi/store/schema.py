@@ -178,7 +178,7 @@ CREATE TABLE IF NOT EXISTS round_metrics (
     value REAL,
     PRIMARY KEY (round, name)
 );
--- The last stage each round completed (sedi._types.RoundStage), so a resumed run never redoes one.
+-- The last stage each round completed (sedi.base.vocabulary.RoundStage), so a resumed run never redoes one.
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,
     stage TEXT NOT NULL,

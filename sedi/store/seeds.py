@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sedi._types import HUMAN, KEPT, MACHINE, REJECTED, TASKS, SeedAction, SeedOrigin
+from sedi.base.vocabulary import HUMAN, KEPT, MACHINE, REJECTED, TASKS, SeedAction, SeedOrigin
 from sedi.config.seeds import Task
 from sedi.store.db import RunStore
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-from sedi._types import FAILED_CALLS, KEPT, LENGTH, REJECTED, REPAIR, ROUND_DONE
+from sedi.base.vocabulary import FAILED_CALLS, KEPT, LENGTH, REJECTED, REPAIR, ROUND_DONE
 from sedi.store.ledger import cached_tokens_sql, has_column
 
 

@@ -1,11 +1,11 @@
-"""Rows of a synthetic run, written straight into the tables for :mod:`sedi.sample_run` (a run to look at
+"""Rows of a synthetic run, written straight into the tables for :mod:`sedi.report.sample_run` (a run to look at
 ``sedi report`` without paying a teacher). Real runs never call these: they write through the ledger, the
 candidates and the stages, which these rows imitate with fixed, plausible values.
 """
 
 from __future__ import annotations
 
-from sedi._types import KEPT, CallStatus, RequestKind, SeedAction
+from sedi.base.vocabulary import KEPT, CallStatus, RequestKind, SeedAction
 from sedi.store.db import RunStore
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sedi._types import KEPT
+from sedi.base.vocabulary import KEPT
 from sedi.store.db import RunStore
 
 

@@ -37,12 +37,12 @@ from typing import Any, TypeVar
 
 import openai
 
-from sedi._faults import crash_point
-from sedi._io import dumps
-from sedi._types import AttemptOutcome, CachedResponse, Usage
+from sedi.base.faults import crash_point
+from sedi.base.files import dumps
+from sedi.base.redact import redact
+from sedi.base.vocabulary import AttemptOutcome, CachedResponse, Usage
 from sedi.config.teacher import TeacherConfig
 from sedi.exceptions import BudgetExceeded, TeacherError
-from sedi.redact import redact
 from sedi.store.db import RunStore, ledger
 from sedi.teacher import batch_jobs
 from sedi.teacher.batch_jobs import Job, Line

@@ -20,9 +20,9 @@ import openai
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
-from sedi._io import dumps
-from sedi._types import AttemptOutcome, Usage
-from sedi.redact import redact
+from sedi.base.files import dumps
+from sedi.base.redact import redact
+from sedi.base.vocabulary import AttemptOutcome, Usage
 from sedi.store import batch_jobs_table as table
 from sedi.store import ledger
 from sedi.teacher.outcomes import Malformed

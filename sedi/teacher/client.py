@@ -30,9 +30,9 @@ from typing import Any
 import httpx2
 import openai
 
-from sedi import redact
-from sedi._io import dumps
-from sedi._types import CachedResponse, Usage
+from sedi.base import redact
+from sedi.base.files import dumps
+from sedi.base.vocabulary import CachedResponse, Usage
 from sedi.config.teacher import TeacherConfig
 from sedi.exceptions import BudgetExceeded, RunDirError, SediError, TeacherError
 from sedi.store.db import RunStore, ledger

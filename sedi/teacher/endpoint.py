@@ -19,10 +19,10 @@ from urllib.parse import urlparse
 
 import httpx2
 
-from sedi._hardware import offline_env
+from sedi.base.hardware import offline_env
+from sedi.base.redact import redact, register, split_userinfo
 from sedi.config.teacher import TeacherConfig
 from sedi.exceptions import ConfigError, TeacherError
-from sedi.redact import redact, register, split_userinfo
 from sedi.teacher.endpoint_pool import Endpoint
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -66,7 +66,7 @@ def openai_endpoint(
 
     User-info in the URL (``http://user:pass@host/v1``) is split off: it is sent as HTTP Basic auth, as httpx
     would send it (replacing the Bearer key: one Authorization header), and the URL sedi keeps, stores and prints
-    has none. The key and the user-info are registered with :mod:`sedi.redact` here, when they are read."""
+    has none. The key and the user-info are registered with :mod:`sedi.base.redact` here, when they are read."""
     given = url or config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     try:
         base_url, basic_auth = split_userinfo(given)
@@ -103,7 +103,7 @@ def free_port() -> int:
 
 
 class LocalTeacher:
-    """The embedded teacher server as a child process of the run (or, see :mod:`sedi.parallel`, of a set of runs
+    """The embedded teacher server as a child process of the run (or, see :mod:`experiment.parallel`, of a set of runs
     sharing it: ``max_batch`` is then the sum of their ``teacher.concurrency``, default this config's)."""
 
     def __init__(self, config: TeacherConfig, log_dir: Path, max_batch: int | None = None) -> None:

@@ -16,10 +16,10 @@ import openai
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
-from sedi._types import AttemptOutcome, Usage
+from sedi.base.redact import redact, redact_known
+from sedi.base.vocabulary import AttemptOutcome, Usage
 from sedi.config.teacher import Prices, TeacherConfig
 from sedi.exceptions import TeacherError
-from sedi.redact import redact, redact_known
 from sedi.store.ledger import USAGE_OVER_RESERVATION, USAGE_UNKNOWN
 from sedi.teacher.budget import cost_of
 from sedi.teacher.request import TeacherRequest, TeacherResponse

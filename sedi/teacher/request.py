@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sedi._io import dumps
+from sedi.base.files import dumps
 
 # Bump when the meaning of a cached response changes; old cache rows then stop matching.
 _CACHE_VERSION = 1

@@ -9,7 +9,7 @@ Three kinds of secret are replaced by :data:`MARK`:
 - any ``Authorization`` header value, ``Bearer ...`` or ``Basic ...`` token, known or not;
 - URL user-info (``scheme://user:pass@host`` becomes ``scheme://***@host``).
 
-The write points call :func:`redact`: the console and every error (``sedi.cli.main`` guards stdout and stderr
+The write points call :func:`redact`: the console and every error (``sedi.cli.app.main`` guards stdout and stderr
 with :func:`guarded_streams`), the ledger's error column (:mod:`sedi.store.ledger`), teacher errors at their source
 (:mod:`sedi.teacher.outcomes`), the config dump (``config.yaml``), the report, and the dataset card (which the
 Hub push sends as written). Completion text goes through :func:`redact_known` only: a teacher writing about

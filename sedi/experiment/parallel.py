@@ -5,7 +5,7 @@ only its own ``teacher.concurrency`` requests. Run together, their requests deco
 on two CPU cores a decoding step costs nearly the same for 16 rows as for 8 (2.2x the tokens/s, see docs/results.md,
 "The embedded teacher server"), so N runs cost far less than N times one.
 
-Each job runs in its own process, ``python -m sedi.parallel JOB_FILE``, which calls :func:`sedi.loop.run` with
+Each job runs in its own process, ``python -m experiment.parallel JOB_FILE``, which calls :func:`sedi.loop.run` with
 the shared server's endpoint as an argument. Processes rather than threads: each run keeps its own asyncio loop,
 budget, ledger, response cache and student exactly as when run alone, and a crash (an exception, a segfault, an
 out-of-memory kill) ends that run alone; the others finish and the failure is reported. This entry point rather
@@ -105,7 +105,7 @@ def _interrupt_when_orphaned(parent: int) -> None:
 
 
 def _child(job_file: Path) -> None:
-    """The body of one job's process (``python -m sedi.parallel JOB_FILE``): the run, its outcome written to
+    """The body of one job's process (``python -m sedi.experiment.parallel JOB_FILE``): the run, its outcome written to
     ``JOB_FILE.result``. Every failure becomes the job's report; its traceback goes to the job's log."""
     spec = json.loads(job_file.read_text(encoding="utf-8"))
     result = job_file.with_suffix(".result")
@@ -133,7 +133,7 @@ def _child(job_file: Path) -> None:
 def run_jobs(
     jobs: Sequence[Job],
     log_dir: Path,
-    source: str = "sedi.parallel",
+    source: str = "sedi.experiment.parallel",
     *,
     max_training: int | None = None,
     on_done: Callable[[JobResult], None] | None = None,
@@ -194,7 +194,7 @@ def _start(
     job_file.write_text(json.dumps(spec), encoding="utf-8")
     job_file.with_suffix(".result").unlink(missing_ok=True)
     with open(stem.with_suffix(".log"), "ab") as log:  # six runs' progress bars would interleave on one terminal
-        command = [sys.executable, "-m", "sedi.parallel", str(job_file)]
+        command = [sys.executable, "-m", "sedi.experiment.parallel", str(job_file)]
         env = dict(os.environ)
         if not alone:
             # One OpenMP thread per run (students, embeddings) when several share the cores: with two threads each,

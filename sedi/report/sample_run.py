@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from sedi._types import RequestKind, SeedAction
+from sedi.base.vocabulary import RequestKind, SeedAction
 from sedi.store import synthetic
 from sedi.store.db import RunStore
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sedi._types import ProgressHook
+from sedi.base.vocabulary import ProgressHook
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task
 from sedi.loop import check_inputs, run

@@ -1,5 +1,5 @@
 """``sedi serve-teacher``, and the environment every command that loads models sets first; apart from
-:mod:`sedi.cli` (which registers the command) to keep each module small. Imports nothing of sedi at load."""
+:mod:`sedi.cli.app` (which registers the command) to keep each module small. Imports nothing of sedi at load."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 
 def offline_defaults() -> None:
-    from sedi._hardware import go_offline
+    from sedi.base.hardware import go_offline
 
     go_offline()  # nothing in a run may try a model hub: every model comes from a package or a local directory
     # Our own progress bars say what is going on; the libraries' per-call bars would bury them.

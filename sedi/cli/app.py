@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from sedi.cli_serve import offline_defaults as _offline_defaults
-from sedi.cli_serve import serve_teacher
+from sedi.cli.serve import offline_defaults as _offline_defaults
+from sedi.cli.serve import serve_teacher
 from sedi.exceptions import SediError
 
 app = typer.Typer(
@@ -136,7 +136,7 @@ def compare(
         str,
         typer.Option(
             "--arms",
-            help="Comma-separated arms of sedi.arms (an unknown name lists them all), the first the baseline; "
+            help="Comma-separated arms of experiment.arms (an unknown name lists them all), the first the baseline; "
             "'default' is exactly what `sedi run` does with this config.",
         ),
     ] = "self-instruct,default",
@@ -160,10 +160,10 @@ def compare(
     """Run named arms (default: the Self-Instruct baseline and `sedi run` as shipped) on the same teacher, seeds,
     student and budget; write a table with each arm's calls per kept task over the baseline's, with intervals."""
     _offline_defaults()
-    from sedi.arms import parse_arms
-    from sedi.comparison import compare as run_compare
     from sedi.config.model import load_config
     from sedi.exceptions import ConfigError
+    from sedi.experiment.arms import parse_arms
+    from sedi.experiment.comparison import compare as run_compare
 
     names = parse_arms(arms)
     if published and "self-instruct-published" not in names:
@@ -200,9 +200,9 @@ def estimate(
 ) -> None:
     """Forecast the calls, tokens, cost and wall time of the run as configured (it ends at generation.target_kept,
     run.max_rounds or a budget cap, whichever comes first) and to reach the target, with 95% intervals."""
+    from sedi.cli.estimate import describe
+    from sedi.cli.estimate import estimate as forecast
     from sedi.config.model import load_config
-    from sedi.estimate import describe
-    from sedi.estimate import estimate as forecast
 
     _offline_defaults()
     cfg = load_config(config, set_ or [])
@@ -268,7 +268,7 @@ def init(
 ) -> None:
     """Write DIR/sedi.yaml, every key with its help text and default, and seed tasks beside it: example ones, or
     with --seeds yours, split into DIR/seeds.jsonl and a held-out DIR/heldout.jsonl never used as seeds."""
-    from sedi.scaffold import write_start
+    from sedi.cli.scaffold import write_start
 
     typer.echo("\n".join(write_start(directory, teacher, force=force, base_url=base_url, seeds=seeds)))
 
@@ -359,10 +359,10 @@ def export_model(
 
 
 def main() -> None:
-    from sedi.redact import guarded_streams, redact
+    from sedi.base.redact import guarded_streams, redact
 
     try:
-        with guarded_streams():  # every console line, whoever prints it, goes through sedi.redact
+        with guarded_streams():  # every console line, whoever prints it, goes through sedi.base.redact
             app()
     except SediError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)

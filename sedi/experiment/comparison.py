@@ -1,8 +1,8 @@
-"""``sedi compare``: named arms (:mod:`sedi.arms`) side by side, on the same teacher, seeds, student, seed value and
+"""``sedi compare``: named arms (:mod:`.arms`) side by side, on the same teacher, seeds, student, seed value and
 budget, each in its own run directory (so each has its own cache and pays for itself).
 
 Every arm stops the same way: at the same number of kept tasks (``--stop-at kept``: generation.target_kept,
-rounds unbounded) or at the same budget (``--stop-at budget``: budget caps only); :func:`sedi.arms.resolve` sets
+rounds unbounded) or at the same budget (``--stop-at budget``: budget caps only); :func:`experiment.arms.resolve` sets
 those run controls on every arm alike. Every number in the table is read back from the runs' databases, so the
 table and the runs cannot disagree.
 
@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sedi._io import fsync_write
-from sedi._types import ProgressHook
-from sedi.arms import ARMS, DEFAULT_ARMS, StopAt, parse_arms, resolve
+from sedi.base.files import fsync_write
+from sedi.base.vocabulary import ProgressHook
 from sedi.config.model import SediConfig
+from sedi.experiment.arms import ARMS, DEFAULT_ARMS, StopAt, parse_arms, resolve
 from sedi.loop import run
 from sedi.report import stats
 from sedi.report.arm_stats import ratio_words
@@ -223,9 +223,9 @@ def run_jobs(
 
 
 def _run_together(jobs: Sequence[Job], log_dir: Path, source: str, on_run: Callable[[str, Path], None] | None) -> None:
-    """Every job at once against one shared embedded teacher (sedi.parallel); each run's output goes to
+    """Every job at once against one shared embedded teacher (sedi.experiment.parallel); each run's output goes to
     ``log_dir/NAME.log``. A failed run does not stop the others; the comparison fails after they all end."""
-    from sedi.parallel import run_jobs as run_parallel  # imported here: only --parallel needs it
+    from sedi.experiment.parallel import run_jobs as run_parallel  # imported here: only --parallel needs it
 
     for name, _, run_dir in jobs:
         if on_run is not None:
@@ -247,14 +247,14 @@ def compare(
     arms: Sequence[str] = DEFAULT_ARMS,
     parallel: bool = False,
 ) -> dict[str, Any]:
-    """Run every arm (names from :data:`sedi.arms.ARMS`, the first the baseline) ``repeat`` times (seeds run.seed,
+    """Run every arm (names from :data:`experiment.arms.ARMS`, the first the baseline) ``repeat`` times (seeds run.seed,
     run.seed + 1, ...) and write ``comparison.json`` and ``comparison.md`` into ``out_dir``. ``parallel``: all the runs
-    at once, each in its own process, against one shared embedded teacher (:mod:`sedi.parallel`); else one after
+    at once, each in its own process, against one shared embedded teacher (:mod:`experiment.parallel`); else one after
     another in this process."""
     arms = parse_arms(",".join(arms))  # an unknown or retired name: one line, before any run
     seeds = [config.run.seed + k for k in range(repeat)]
     planned = [(arm, seed, resolve(config, arm, seed, stop_at)) for seed in seeds for arm in arms]  # all, then run
-    # Job names are unique (the arm, with its seed when there are several), as sedi.parallel.run_jobs needs.
+    # Job names are unique (the arm, with its seed when there are several), as sedi.experiment.parallel.run_jobs needs.
     jobs: list[Job] = [
         (arm if repeat == 1 else f"seed-{seed}-{arm}", cfg, out_dir / (arm if repeat == 1 else f"seed-{seed}/{arm}"))
         for arm, seed, cfg in planned

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from sedi._io import fsync_write
+from sedi.base.files import fsync_write
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task, load_tasks
 from sedi.exceptions import ConfigError
