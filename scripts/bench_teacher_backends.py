@@ -41,7 +41,7 @@ def workload(count: int, max_tokens: int | None) -> tuple[Any, list[Any]]:
     tasks per prompt, sampling and seeds)."""
     from sedi.config import load_config
     from sedi.config.seeds import load_seed_tasks
-    from sedi.stages.generation import request_seed
+    from sedi.stages.generation import request_seed, sampled
     from sedi.stages.prompts import completion_prompt
     from sedi.teacher.request import TeacherRequest
 
@@ -53,11 +53,7 @@ def workload(count: int, max_tokens: int | None) -> tuple[Any, list[Any]]:
         TeacherRequest(
             prompt=completion_prompt(rng.sample(tasks, gen.human_in_context), gen.prompt_style),
             max_tokens=max_tokens or sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            stop=tuple(sampling.stop),
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
+            **sampled(sampling),
             seed=request_seed(config.run.seed, index),
             sample_index=index,
         )

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from sedi.base.vocabulary import DEMOTE, KEPT, PROMOTE
-from sedi.exceptions import RunDirError
 from sedi.stages.shapes import shape_summary
 from sedi.store import ledger
 from sedi.store import summary_queries as queries
-from sedi.store.rundir import DB_NAME, connect_readonly, lock_held, unreadable
+from sedi.store.rundir import lock_held, read_run_db
 
 
 def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
@@ -99,19 +98,7 @@ def _training_summary(db: sqlite3.Connection) -> dict[str, Any]:
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """Summary of a run directory without taking its lock (works while a run is going on)."""
-    db_path = run_dir / DB_NAME
-    if not db_path.is_file() or db_path.stat().st_size == 0:
-        what = "missing" if not db_path.is_file() else "empty"
-        raise RunDirError(f"{run_dir}: no sedi run here ({DB_NAME} {what}): pass the --run-dir of a run")
-    try:
-        # Changes nothing in the directory and works on a read-only copy (see sedi.store.rundir).
-        db = connect_readonly(db_path)
-        try:
-            summary = summarize(db, run_dir)
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise unreadable(db_path, exc) from None
+    summary = read_run_db(run_dir, lambda db: summarize(db, run_dir))
     if summary["state"] == "running" and not lock_held(run_dir):
         summary["state"] = "interrupted"  # killed (SIGKILL, power cut): nobody owns the directory any more
     return summary

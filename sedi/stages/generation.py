@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sedi.base.faults import crash_point
 from sedi.base.vocabulary import ProgressHook
-from sedi.config.model import SediConfig
+from sedi.config.model import SamplingConfig, SediConfig
 from sedi.config.seeds import Task
 from sedi.stages.parsing import parse_generated
 from sedi.stages.prompts import chat_messages, completion_prompt
@@ -39,6 +39,17 @@ class PlannedCall(NamedTuple):
     shape: str
 
 
+def sampled(sampling: SamplingConfig) -> dict[str, Any]:
+    """A generation request's sampling fields (``generation.sampling``), as :class:`TeacherRequest` takes them."""
+    return {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "stop": tuple(sampling.stop),
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+    }
+
+
 def plan_round(config: SediConfig, pick: Picker, round_index: int) -> list[PlannedCall]:
     """The round's requests with their in-context tasks and shapes: a pure function of the config, the in-context
     picker (see sedi.stages.steering) and the round number."""
@@ -55,11 +66,7 @@ def plan_round(config: SediConfig, pick: Picker, round_index: int) -> list[Plann
             prompt=None if chat else completion_prompt(examples, gen.prompt_style),
             messages=chat_messages(examples, n_new, gen.prompt_style) if chat else None,
             max_tokens=sampling.max_tokens if chosen.fixed else shape.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            stop=tuple(sampling.stop),
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
+            **sampled(sampling),
             seed=request_seed(config.run.seed, sample_index),
             sample_index=sample_index,
             tag=f"round {round_index} slot {slot}",

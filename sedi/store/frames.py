@@ -12,9 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sedi.exceptions import RunDirError
 from sedi.store.dataset import kept_records
-from sedi.store.rundir import DB_NAME, connect_readonly, unreadable
+from sedi.store.rundir import read_run_db
 
 T = TypeVar("T")
 
@@ -35,21 +34,13 @@ class _ReadOnlyRun:
 
 
 def read(run_dir: Path, query: Callable[[sqlite3.Connection], T]) -> T:
-    """``query`` on a read-only connection to the run's database; a missing or unreadable one is one
-    :class:`RunDirError` line, as ``sedi status`` says it."""
-    db_path = run_dir / DB_NAME
-    if not db_path.is_file() or db_path.stat().st_size == 0:
-        what = "missing" if not db_path.is_file() else "empty"
-        raise RunDirError(f"{run_dir}: no sedi run here ({DB_NAME} {what}): pass the run directory of a run")
-    try:
-        db = connect_readonly(db_path)
-        try:
-            db.row_factory = sqlite3.Row
-            return query(db)
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise unreadable(db_path, exc) from None
+    """``query`` on a read-only connection with rows by name (:func:`sedi.store.rundir.read_run_db`)."""
+
+    def by_name(db: sqlite3.Connection) -> T:
+        db.row_factory = sqlite3.Row
+        return query(db)
+
+    return read_run_db(run_dir, by_name)
 
 
 def ledger_rows(db: sqlite3.Connection) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -14,11 +14,13 @@ import errno
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from sedi.exceptions import RunDirError
+
+T = TypeVar("T")
 
 DB_NAME = "sedi.db"  # the run database, inside the run directory (RunStore.DB_NAME)
 LOCK_NAME = ".lock"
@@ -219,3 +221,22 @@ def refuse_lost_record(run_dir: Path) -> None:
     lost = _lost_record(run_dir, run_dir / DB_NAME)
     if lost is not None:
         raise lost
+
+
+def read_run_db(run_dir: Path, query: Callable[[sqlite3.Connection], T]) -> T:
+    """``query`` on a read-only connection to the run's database (``sedi status``, the Python API): a missing,
+    empty or unreadable one is one :class:`RunDirError` line."""
+    db_path = run_dir / DB_NAME
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        what = "missing" if not db_path.is_file() else "empty"
+        raise RunDirError(
+            f"{run_dir}: no sedi run here ({DB_NAME} {what}): pass a directory made by 'sedi run --run-dir'"
+        )
+    try:
+        db = connect_readonly(db_path)  # changes nothing in the directory and works on a read-only copy
+        try:
+            return query(db)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise unreadable(db_path, exc) from None
