@@ -8,7 +8,8 @@ Usage::
 The evaluation set is the bundled held-out file (252 Self-Instruct user-oriented tasks) repeated with
 variations: copy k replaces each word with probability ``--noise`` by a word drawn from the same files, so rows
 keep real lengths and word statistics, and the many near-alike rows are a harder case for ROUGE-L's pruning
-than a set of distinct tasks. Candidates are the bundled seed tasks and the 400 T0 prompts in ``diversity/data``
+than a set of distinct tasks. Candidates are the bundled seed tasks and the 400 T0 prompts in
+``scripts/benchmarks/data``
 (repeated with variations the same way when more are asked for), plus ``--planted`` copies of evaluation rows
 (half verbatim, half varied like the rows), so the JSON also says how many planted copies were caught
 (``caught``) and how many clean candidates were flagged (``flagged_clean``). Times are single-threaded wall time
@@ -29,7 +30,7 @@ from diversity.decontaminate import Decontaminator, EvalItem, load_eval_items, w
 REPO = Path(__file__).resolve().parent.parent
 HELDOUT = REPO / "sedi" / "data" / "user_oriented_instructions.jsonl"
 SEEDS = REPO / "sedi" / "data" / "seed_tasks.jsonl"
-T0 = REPO / "diversity" / "data" / "t0_sample.jsonl"
+T0 = REPO / "scripts" / "benchmarks" / "data" / "t0_sample.jsonl"
 
 
 def varied(rows: list[EvalItem], count: int, vocabulary: list[str], noise: float, rng: random.Random) -> list[EvalItem]:

@@ -6,7 +6,8 @@ Usage::
     python scripts/bench_filter.py --limit 2000 --reference-seconds 10
     python scripts/bench_filter.py --corpus PATH/t0_prompts_dev.jsonl --limit 52000
 
-``--corpus`` defaults to the 400 T0 prompts shipped in ``diversity/data`` (``diversity.benchmark.SAMPLE_CORPUS``);
+``--corpus`` defaults to the 400 T0 prompts in ``scripts/benchmarks/data``
+(``benchmarks.filter_reference.SAMPLE_CORPUS``);
 the figures in docs/results.md were measured on the whole T0 prompt corpus (27,337 prompts, same format), passed with
 ``--corpus``.
 
@@ -15,7 +16,7 @@ Ours: candidates arrive in batches of ``--batch`` (a generation round) and go th
 MiniLM only the candidates that pass ROUGE-L against the pool. ``seconds`` covers embedding the seed pool and
 filtering the whole stream, embedding included; loading the model is reported apart (``load_seconds``).
 
-Reference: Alpaca's loop (see ``diversity.benchmark.reference_decisions``) runs first on the same stream, until
+Reference: Alpaca's loop (see ``benchmarks.filter_reference.reference_decisions``) runs first on the same stream, until
 about ``--reference-seconds`` have passed; ``reference_n`` is the prefix it finished (a multiple of
 ``--batch``). ``speedup_at_reference_n`` is its time over ours on that same prefix, measured inside our run
 (embedding included); ``speedup_at_reference_n_without_embedding`` leaves our embedding time out, which is
@@ -37,7 +38,7 @@ only ~27K real T0 prompts, and embedding a million texts on a 2-core CPU takes h
 what is real and what is derived. Real: ``--embed-sample`` corpus texts are embedded with the filter's encoder
 (``embed_seconds``, ``embed_ms_per_text``, ``embed_cpu_ms_per_text``); ``embed_seconds_projected`` is that rate
 times ``--limit``. Derived: the index is driven at ``--limit`` with vectors derived from those real embeddings
-(``diversity.scale.derived_vectors``: real vector plus noise of a per-vector scale, so near-duplicates and
+(``benchmarks.scale.derived_vectors``: real vector plus noise of a per-vector scale, so near-duplicates and
 borderline pairs occur), through the embedding rule exactly as the filter applies it (``seconds``, measured, split
 into ``search_seconds``/``add_seconds``/``decide_seconds``). ``agreement_with_exact``: share of embedding-rule
 decisions identical to exact search's on the first ``--agreement-prefix`` candidates of the same stream.
@@ -56,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diversity.benchmark import (
+from benchmarks.filter_reference import (
     SAMPLE_CORPUS,
     ReferencePrefix,
     candidate_stream,
@@ -64,10 +65,10 @@ from diversity.benchmark import (
     reference_pairs,
     run_reference_prefix,
 )
+from benchmarks.scale import derived_vectors, embedding_rule, exact_rule
 from diversity.dedup import DiversityFilter
 from diversity.embeddings import Encoder
 from diversity.index import VectorIndex
-from diversity.scale import derived_vectors, embedding_rule, exact_rule
 
 # Before the encoder first loads transformers (nothing imported above does).
 from sedi.base.hardware import go_offline
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         "--corpus",
         type=Path,
         default=SAMPLE_CORPUS,
-        help="JSONL with `text` or `instruction` (default: the 400 T0 prompts shipped in diversity/data)",
+        help="JSONL with `text` or `instruction` (default: the 400 T0 prompts in scripts/benchmarks/data)",
     )
     parser.add_argument("--limit", type=int, default=52000, help="number of candidates to stream")
     parser.add_argument("--batch", type=int, default=20, help="candidates per check_batch call")

@@ -4,7 +4,7 @@ Usage::
 
     python scripts/bench_index_kinds.py --bases VECTORS.npy --sizes 10000 100000 1000000
 
-For each size, a pool of vectors derived from real MiniLM embeddings (``diversity.scale.derived_vectors``) is
+For each size, a pool of vectors derived from real MiniLM embeddings (``benchmarks.scale.derived_vectors``) is
 indexed exactly and by IVF (the filter's settings), then queried with fresh derived vectors in batches of 20
 (a generation round). One JSON line per size: milliseconds per query of each kind, the share of queries whose
 embedding-rule decision (nearest cosine above the threshold) IVF gets the same as exact search, and IVF's
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.scale import derived_vectors
 from diversity.index import VectorIndex
-from diversity.scale import derived_vectors
 
 
 def main(argv: list[str] | None = None) -> None:

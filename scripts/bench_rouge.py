@@ -6,7 +6,8 @@ Usage::
     python scripts/bench_rouge.py --limit 52000 --ours-only
     python scripts/bench_rouge.py --corpus PATH/t0_prompts_dev.jsonl --limit 5000
 
-``--corpus`` defaults to the 400 T0 prompts shipped in ``diversity/data`` (``diversity.benchmark.SAMPLE_CORPUS``);
+``--corpus`` defaults to the 400 T0 prompts in ``scripts/benchmarks/data``
+(``benchmarks.filter_reference.SAMPLE_CORPUS``);
 the figures in docs/results.md were measured on the whole T0 prompt corpus (27,337 prompts, same format), passed with
 ``--corpus``.
 
@@ -27,7 +28,7 @@ import json
 import time
 from pathlib import Path
 
-from diversity.benchmark import SAMPLE_CORPUS, candidate_stream, read_texts, run_reference
+from benchmarks.filter_reference import SAMPLE_CORPUS, candidate_stream, read_texts, run_reference
 from diversity.rouge_filter import RougeFilter
 from sedi.config.seeds import bundled_path
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         "--corpus",
         type=Path,
         default=SAMPLE_CORPUS,
-        help="JSONL with `text` or `instruction` (default: the 400 T0 prompts shipped in diversity/data)",
+        help="JSONL with `text` or `instruction` (default: the 400 T0 prompts in scripts/benchmarks/data)",
     )
     parser.add_argument("--limit", type=int, default=5000, help="number of candidates to stream")
     parser.add_argument("--threshold", type=float, default=0.7, help="reject when max ROUGE-L F1 > this")

@@ -2,7 +2,7 @@
 
     python scripts/screenshot_report.py [--out /tmp/report-shots] [--height 7000] [--tile 1600]
 
-Three pages are written from the synthetic runs of ``sedi.report.sample_run`` (real RunStore schema, the runs the
+Three pages are written from the synthetic runs of ``benchmarks.sample_run`` (real RunStore schema, the runs the
 report tests use): one finished run, a comparison of self-instruct and sedi, and a run that has only made
 teacher calls (every plot but one empty). Each page is screenshotted full height with Debian's ``chromium``
 and cut into tiles short enough to read at a glance (``<name>-1.png``, ``<name>-2.png``, ...). Nothing here
@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.sample_run import write_sample_run
 from sedi.report.page import write_report
-from sedi.report.sample_run import write_sample_run
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--hide-scrollbars",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from diversity.benchmark import SAMPLE_CORPUS, read_texts, reference_pairs, run_reference_prefix
+from benchmarks.filter_reference import SAMPLE_CORPUS, read_texts, reference_pairs, run_reference_prefix
 from sedi.config.seeds import bundled_path
 
 pytest.importorskip("rouge_score")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks.sample_run import write_sample_run
 from sedi.config.model import load_config
 from sedi.experiment.arms import resolve
-from sedi.report.sample_run import write_sample_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_in_context.py"
 

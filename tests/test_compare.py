@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from benchmarks.sample_run import write_sample_run
 from sedi.experiment.comparison import _aggregate, _markdown, pair_ratios, run_row, tabulate
 from sedi.report import stats
 from sedi.report.arm_stats import clearly_better, ratio_words
 from sedi.report.page import write_report
-from sedi.report.sample_run import write_sample_run
 from sedi.report.summary import read_summary
 from tests.helpers import sedi
 from tests.servers import Served

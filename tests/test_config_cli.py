@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sedi.config.model import SediConfig, load_config
 from sedi.config.seeds import load_seed_tasks, load_tasks
 from sedi.exceptions import ConfigError
-from tests.helpers import sedi
+from tests.helpers import invoke, sedi
 
 
 def _all_fields(model: type[BaseModel]) -> list[tuple[str, object]]:
@@ -76,6 +76,10 @@ def test_renamed_and_no_op_keys_are_refused_in_one_line_and_old_recorded_configs
         ("student:\n  train:\n    bf16: false\n", "'student.train.bf16' is now 'student.train.precision'"),
         ("student:\n  train:\n    seed: 3\n", "student.train.seed does nothing: training follows run.seed"),
         ("teacher:\n  batch: true\n", "'teacher.batch' is now 'teacher.batch_api'"),
+        (
+            "teacher:\n  prices:\n    prompt: 1\n    batch_discount: 0.4\n",
+            "'teacher.prices.batch_discount' is now 'teacher.prices.batch_api_discount'",
+        ),
         ("batches:\n  leftover: drop\n", "'batches' is now 'training_batches'"),
     ):
         path.write_text(body)
@@ -89,13 +93,39 @@ def test_renamed_and_no_op_keys_are_refused_in_one_line_and_old_recorded_configs
     recorded["student"]["train"].update(bf16=False, seed=0)
     recorded["batches"] = {**recorded.pop("training_batches"), "leftover": "drop"}
     recorded["teacher"]["batch"] = recorded["teacher"].pop("batch_api")
+    assert SediConfig.model_validate(upgrade_recorded(recorded)).teacher.prices is None  # recorded as null
+    recorded["teacher"]["prices"] = {"prompt": 1.0, "completion": 2.0, "batch_discount": 0.4}
     old = SediConfig.model_validate(upgrade_recorded(recorded))
     assert old.student.train.precision == "float32" and old.teacher.local.precision == "auto"
     assert old.training_batches.leftover == "drop" and old.teacher.batch_api is False
+    assert old.teacher.prices is not None and old.teacher.prices.batch_api_discount == 0.4
+    assert recorded["teacher"]["prices"]["batch_discount"] == 0.4  # upgraded in a copy: the record is unchanged
     trained = load_config(None, ["run.seed=7"])
     from sedi.stages.student import train_config
 
     assert train_config(trained).seed == 7 and train_config(trained).model_dump()["seed"] == 7
+
+
+@pytest.mark.parametrize("given", ["file", "set"])
+def test_the_old_batch_discount_key_stops_a_run_in_one_line_before_any_request(
+    tmp_path: Path, given: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sedi.teacher.endpoint import free_port
+
+    path = tmp_path / "sedi.yaml"
+    path.write_text("teacher:\n  prices:\n    prompt: 2\n    completion: 8\n")
+    if given == "file":
+        path.write_text(path.read_text() + "    batch_discount: 0.5\n")
+    monkeypatch.setenv("SEDI_TEST_KEY", "sk-test")
+    remote = [f"teacher.base_url=http://127.0.0.1:{free_port()}/v1", "teacher.provider=openai"]
+    remote += ["teacher.api_key_env=SEDI_TEST_KEY", "teacher.batch_api=true"]
+    remote += ["teacher.prices.batch_discount=0.5"] if given == "set" else []
+    args = ["run", str(path), "--run-dir", str(tmp_path / "run")]
+    code, output = invoke([*args, *(x for item in remote for x in ("--set", item))], capsys, monkeypatch)
+    # Nothing listens at the URL: a request sent first would have ended in "teacher unreachable" instead.
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+    assert "'teacher.prices.batch_discount' is now 'teacher.prices.batch_api_discount'" in output
+    assert str(path) in output and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
@@ -212,7 +242,7 @@ def test_status_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_exit_codes_are_listed_in_run_help_and_the_readme() -> None:
-    from sedi.cli.app import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ERROR, EXIT_INTERRUPTED
+    from sedi.cli.shared import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_ERROR, EXIT_INTERRUPTED
 
     shown = sedi("run", "--help", timeout=120)
     assert shown.returncode == 0, shown.stderr

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.filter_reference import SAMPLE_CORPUS, read_texts
 from diversity import Encoder
-from diversity.benchmark import SAMPLE_CORPUS, read_texts
 from diversity.embeddings import cpu_has_native_bf16, default_model_path, unsupported_files_reason
 
 pytestmark = pytest.mark.slow  # every test here loads MiniLM (sentence-transformers, OpenVINO)

@@ -301,7 +301,7 @@ def test_writes_never_surprise_and_an_unwritable_place_is_one_line(
 
 
 def test_a_user_seed_file_is_named_with_the_licence_given_or_unknown() -> None:
-    from sedi.export.formats import seed_source
+    from sedi.export.card import seed_source
 
     mine = {"seeds": {"path": "seeds/mine.csv"}}
     assert seed_source(mine, None) == ("`seeds/mine.csv` (seeds.path)", "unknown (pass --license to record it)")

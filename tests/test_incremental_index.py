@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from benchmarks.scale import derived_vectors, embedding_rule, exact_rule
 from diversity import VectorIndex
 from diversity.index import AUTO_EXACT_BELOW
-from diversity.scale import derived_vectors, embedding_rule, exact_rule
 
 DIM = 16
 

@@ -25,7 +25,7 @@ KINDS: dict[str, dict[str, Any]] = {
         "provider": "openai",
         "model": "gpt-4o-mini",
         "mode": "chat",
-        "prices": {"prompt": 0.15, "completion": 0.6, "cached_prompt": None, "batch_discount": 0.5},
+        "prices": {"prompt": 0.15, "completion": 0.6, "cached_prompt": None, "batch_api_discount": 0.5},
     },
     "vllm": {
         "provider": "openai",

@@ -9,14 +9,18 @@
   neither ``sedi`` nor each other;
 - ``sedi``'s wings (its sub-packages) import only earlier wings in ``ORDER``: the inner wings (``WINGS``, from
   ``base`` to ``export``) never the top-level modules (``loop``, ``api``) but ``exceptions``; the outer wings
-  (``experiment``, ``cli``) may also use the top level.
+  (``experiment``, ``cli``) may also use the top level;
+- ``pip install .`` ships the product only: pyproject's package patterns find exactly those three packages, and
+  none of their modules imports the benchmark code (``scripts/benchmarks``), the scripts or the tests.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -351,3 +355,23 @@ def test_the_wing_check_finds_a_back_arrow_a_top_level_import_and_a_base_module_
         "sedi.stages.generation -> sedi.loop (line 7)",
         "sedi.store.db -> sedi.teacher.client (line 3)",
     ]
+
+
+def test_the_installed_packages_are_the_product_only() -> None:
+    """Benchmark and sample-run code lives in ``scripts/benchmarks``, where no include pattern of pyproject.toml
+    reaches (setuptools' ``find`` looks for packages from the repository root), and the product never imports it."""
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")  # tomllib is 3.11+, the project 3.10+
+    section = re.search(r"^\[tool\.setuptools\.packages\.find\]\ninclude = \[(.*)\]$", pyproject, re.MULTILINE)
+    assert section, "pyproject.toml: [tool.setuptools.packages.find] include = [...] not found"
+    patterns = re.findall(r'"([^"]+)"', section.group(1))
+    found = {path.parent.name for path in REPO.glob("*/__init__.py")}
+    assert {"sedi", "tests"} <= found and (REPO / "scripts" / "benchmarks" / "__init__.py").is_file()
+    shipped = {name for name in found if any(fnmatch(name, pattern) for pattern in patterns)}
+    assert shipped == set(PACKAGES)
+    offences = sorted(
+        f"{name}:{imported.line} imports {imported.name}"
+        for name, path in package_modules().items()
+        for imported in imports(_parse(path), name, path.name == "__init__.py")
+        if imported.name.split(".")[0] in {"benchmarks", "scripts", "tests"}
+    )
+    assert not offences, "the product imports no benchmark, script or test code:\n" + "\n".join(offences)

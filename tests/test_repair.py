@@ -211,7 +211,7 @@ def test_the_budget_caps_repair_calls_and_the_rest_wait(
 ) -> None:
     server, run_dir = losing(), tmp_path / "run"
     result = _run(run_dir, server, tiny_model_dir, "--set", "budget.max_calls=5")
-    assert result.returncode == 3, result.stderr  # sedi.cli.app.EXIT_BUDGET
+    assert result.returncode == 3, result.stderr  # sedi.cli.shared.EXIT_BUDGET
     summary = status(run_dir)
     assert summary["state"] == "budget_exhausted"
     assert summary["calls"] == server.counter.total == 5 and summary["repair_calls"] == 1

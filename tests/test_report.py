@@ -1,6 +1,6 @@
 """`sedi report` on synthetic run directories: valid self-contained HTML, real PNGs, numbers that match the store.
 
-The runs are ``sedi.report.sample_run``'s, written through RunStore (so the schema is the real one) with small hand-made
+The runs are ``benchmarks.sample_run``'s, written through RunStore (so the schema is the real one) with small hand-made
 data: two rounds, ten calls, thirty candidates, twelve training steps of which two are attractive.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.sample_run import write_sample_run
 from sedi.exceptions import RunDirError
 from sedi.report import plots as _plots
 from sedi.report.page import PLOTS, _best, load_run, write_report
-from sedi.report.sample_run import write_sample_run
 from sedi.report.summary import read_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

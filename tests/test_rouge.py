@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
+from benchmarks.filter_reference import SAMPLE_CORPUS
 from diversity import rouge
-from diversity.benchmark import SAMPLE_CORPUS
 from diversity.rouge import TokenVocabulary, admissible_lengths, f1_from_lcs, lcs_length, rouge_l_f1, tokenize
 from diversity.rouge_filter import RougeFilter
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.sample_run import write_sample_run
 from sedi.base import redact
 from sedi.cli.app import app
 from sedi.config.seeds import Task
-from sedi.report.sample_run import write_sample_run
 from sedi.report.viewer import viewer_data, write_viewer, write_viewers
 from sedi.store import seeds
 from sedi.store.candidates import (

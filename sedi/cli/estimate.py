@@ -107,11 +107,11 @@ Prices = tuple[float, float] | None  # USD per prompt and per completion token
 
 
 def _prices(config: SediConfig) -> Prices:
-    """USD per prompt and per completion token (less teacher.prices.batch_discount with teacher.batch_api); (0, 0) for a
-    free teacher; None when unknown."""
+    """USD per prompt and per completion token (less teacher.prices.batch_api_discount with teacher.batch_api);
+    (0, 0) for a free teacher; None when unknown."""
     prices = config.teacher.prices
     if prices is not None:
-        share = 1.0 - prices.batch_discount if config.teacher.batch_api else 1.0
+        share = 1.0 - prices.batch_api_discount if config.teacher.batch_api else 1.0
         return prices.prompt * share / 1e6, prices.completion * share / 1e6
     return None if ledger.pricing_label(config.teacher) == ledger.PRICES_NONE else (0.0, 0.0)
 

@@ -271,6 +271,7 @@ RENAMED = {
     "student.train.bf16": "student.train.precision",
     "teacher.batch": "teacher.batch_api",
     "teacher.batch_poll_s": "teacher.batch_api_poll_s",
+    "teacher.prices.batch_discount": "teacher.prices.batch_api_discount",
     "batches": "training_batches",
 }
 _RENAME_HINTS = {
@@ -290,6 +291,9 @@ def upgrade_recorded(data: dict[str, Any]) -> dict[str, Any]:
         for old, new in (("batch", "batch_api"), ("batch_poll_s", "batch_api_poll_s")):
             if old in teacher:
                 teacher[new] = teacher.pop(old)
+        prices = teacher.get("prices")  # null when none were given
+        if isinstance(prices, dict) and "batch_discount" in prices:
+            prices["batch_api_discount"] = prices.pop("batch_discount")
     local = (upgraded.get("teacher") or {}).get("local")
     if isinstance(local, dict) and "dtype" in local:
         local["precision"] = local.pop("dtype")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # OpenAI's Batch API bills half the synchronous price (its pricing page); the ledger and the budget apply it to
 # the requests sent in batch jobs.
-BATCH_DISCOUNT_DEFAULT = 0.5
+BATCH_API_DISCOUNT_DEFAULT = 0.5
 
 
 class _Strict(BaseModel):
@@ -40,8 +40,8 @@ class Prices(_Strict):
         "teacher.prices.prompt. Unset: cached tokens cost the prompt rate. The budget always reserves the full "
         "prompt rate (a cache hit is only known from the answer).",
     )
-    batch_discount: float = Field(
-        BATCH_DISCOUNT_DEFAULT,
+    batch_api_discount: float = Field(
+        BATCH_API_DISCOUNT_DEFAULT,
         ge=0,
         le=1,
         allow_inf_nan=False,
@@ -182,7 +182,7 @@ class TeacherConfig(_Strict):
     batch_api: bool = Field(
         False,
         description="Send each round's requests as one OpenAI Batch API job (POST /v1/files, /v1/batches; "
-        "completion window 24h, billed at teacher.prices.batch_discount) instead of one HTTP call each; the job "
+        "completion window 24h, billed at teacher.prices.batch_api_discount) instead of one HTTP call each; the job "
         "is polled until it ends, and a killed run resumes the same job. Answers may take up to 24 hours. "
         "Needs provider 'openai' with an endpoint that implements /v1/batches.",
     )

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from sedi.base.files import fsync_write
 from sedi.exceptions import ConfigError, RunDirError
-from sedi.export.formats import CARD_TAG, RunFacts, full_config, provenance, read_run, seed_source, teacher_name
+from sedi.export.card import CARD_TAG, RunFacts, full_config, provenance, read_run, seed_source, teacher_name
 
 DATA_CARD = "DATASET_CARD.md"
 # The frame a student without a chat template is trained and asked in (feedback._hf.PLAIN_PROMPT; a test pins

@@ -8,5 +8,5 @@ statement (``tests/test_sql_owner.py`` fails on SQL anywhere else); callers get 
   training signals for the export;
 - readers: ``summary_queries`` (``sedi status``), ``report_queries`` (report, compare, estimate, export),
   ``frames`` (the Python API's tables), ``viewer_rows`` (the report's data viewer);
-- ``synthetic`` writes the synthetic runs of ``sedi.report.sample_run``.
+- ``synthetic`` writes the synthetic runs of ``benchmarks.sample_run``.
 """

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sedi.base.redact import redact, redact_known
 from sedi.base.vocabulary import SENT
-from sedi.config.teacher import BATCH_DISCOUNT_DEFAULT
+from sedi.config.teacher import BATCH_API_DISCOUNT_DEFAULT
 from sedi.exceptions import RunDirError
 
 if TYPE_CHECKING:
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from sedi.config.teacher import TeacherConfig
 
 # meta key recording the prices of the latest start: a JSON {"prompt", "completion"} and, when given,
-# "cached_prompt" (USD per million tokens) and, when not the default, "batch_discount";
+# "cached_prompt" (USD per million tokens) and, when not the default, "batch_discount", the value of
+# teacher.prices.batch_api_discount under the key's old name: this JSON is the run directory's format, not a
+# config, so it keeps that name and a run directory written before the rename reads and prices the same;
 # "free" (a local teacher, or teacher.free), or "none" (no prices given: the cost is unknown).
 PRICES_META_KEY = "prices"
 PRICES_FREE = "free"
@@ -83,7 +85,7 @@ def cached_tokens_sql(db: sqlite3.Connection) -> str:
 
 
 def batch_rate_sql(db: sqlite3.Connection) -> str:
-    """The share of the price a row pays: ``:b`` (1 - teacher.prices.batch_discount) for a request sent in a batch
+    """The share of the price a row pays: ``:b`` (1 - teacher.prices.batch_api_discount) for a request sent in a batch
     job (its batch id is set), 1 otherwise, and in a file written before the column existed."""
     return "(CASE WHEN batch_id IS NULL THEN 1.0 ELSE :b END)" if has_column(db, "calls", "batch_id") else "1.0"
 
@@ -97,8 +99,8 @@ def _price_terms(prices: Any) -> dict[str, float]:
     p, c = float(prices.prompt) / 1_000_000, float(prices.completion) / 1_000_000
     cached = getattr(prices, "cached_prompt", None)
     k = p if cached is None else float(cached) / 1_000_000
-    discount = getattr(prices, "batch_discount", None)
-    b = 1.0 - float(BATCH_DISCOUNT_DEFAULT if discount is None else discount)
+    discount = getattr(prices, "batch_api_discount", None)
+    b = 1.0 - float(BATCH_API_DISCOUNT_DEFAULT if discount is None else discount)
     return {"p": p, "k": k, "c": c, "m": max(p, c), "b": b}
 
 
@@ -135,8 +137,8 @@ def pricing_label(config: TeacherConfig) -> str:
         given = {"prompt": config.prices.prompt, "completion": config.prices.completion}
         if config.prices.cached_prompt is not None:  # absent otherwise: the label of a run without it is unchanged
             given["cached_prompt"] = config.prices.cached_prompt
-        if config.prices.batch_discount != BATCH_DISCOUNT_DEFAULT:  # likewise; absent reads as the default
-            given["batch_discount"] = config.prices.batch_discount
+        if config.prices.batch_api_discount != BATCH_API_DISCOUNT_DEFAULT:  # likewise; absent reads as the default
+            given["batch_discount"] = config.prices.batch_api_discount  # the stored name (see PRICES_META_KEY)
         return json.dumps(given, sort_keys=True)
     if config.provider == "local" or config.free:
         return PRICES_FREE
@@ -150,10 +152,14 @@ def record_pricing(db: sqlite3.Connection, config: TeacherConfig) -> None:
 
 class _Prices:
     def __init__(
-        self, prompt: float, completion: float, cached_prompt: float | None = None, batch_discount: float | None = None
+        self,
+        prompt: float,
+        completion: float,
+        cached_prompt: float | None = None,
+        batch_api_discount: float | None = None,
     ) -> None:
         self.prompt, self.completion, self.cached_prompt = prompt, completion, cached_prompt
-        self.batch_discount = batch_discount
+        self.batch_api_discount = batch_api_discount
 
 
 def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]:
@@ -168,7 +174,7 @@ def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]
         try:
             given = json.loads(str(label))
             rate = given.get("cached_prompt")  # absent in a label written without it, or by an older sedi
-            discount = given.get("batch_discount")
+            discount = given.get("batch_discount")  # the stored name of teacher.prices.batch_api_discount
             prices = _Prices(
                 float(given["prompt"]),
                 float(given["completion"]),

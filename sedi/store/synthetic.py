@@ -1,4 +1,4 @@
-"""Rows of a synthetic run, written straight into the tables for :mod:`sedi.report.sample_run` (a run to look at
+"""Rows of a synthetic run, written straight into the tables for :mod:`benchmarks.sample_run` (a run to look at
 ``sedi report`` without paying a teacher). Real runs never call these: they write through the ledger, the
 candidates and the stages, which these rows imitate with fixed, plausible values.
 """

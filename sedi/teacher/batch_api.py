@@ -1,7 +1,7 @@
 """The Batch API path of the teacher client (``teacher.batch_api``): a call's requests go out as one OpenAI batch job.
 
 :meth:`sedi.teacher.client.TeacherClient.complete_all` hands its requests here. Each is answered from the response cache
-when already paid for; the rest reserve their worst case (at the batch prices, ``teacher.prices.batch_discount``)
+when already paid for; the rest reserve their worst case (at the batch prices, ``teacher.prices.batch_api_discount``)
 and as many as the budget allows become one job: its rows are written (:func:`sedi.teacher.batch_jobs.create_job`: a job
 row with a random marker, one ledger row per request), then the input file is uploaded (``files.create``, purpose
 ``batch``), the job is created (``batches.create``, completion window 24h, ``metadata={"sedi_job": marker}``) and

@@ -59,10 +59,10 @@ def worst_case(request: TeacherRequest, prices: Prices | None, tokens_per_byte: 
 
 
 def batch_prices(prices: Prices | None) -> Prices | None:
-    """The prices of a request sent through the Batch API: each rate less ``prices.batch_discount``."""
+    """The prices of a request sent through the Batch API: each rate less ``prices.batch_api_discount``."""
     if prices is None:
         return None
-    share = 1.0 - prices.batch_discount
+    share = 1.0 - prices.batch_api_discount
     cached = None if prices.cached_prompt is None else prices.cached_prompt * share
     return prices.model_copy(
         update={"prompt": prices.prompt * share, "completion": prices.completion * share, "cached_prompt": cached}

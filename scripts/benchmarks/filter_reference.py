@@ -2,7 +2,7 @@
 candidate instructions, the candidate stream cut from it, and Stanford Alpaca's ROUGE-L filter loop as the
 reference, with the bookkeeping that extrapolates its time to a whole stream.
 
-:data:`SAMPLE_CORPUS` is the default corpus: 400 T0 prompts shipped in ``diversity/data`` (origin and license
+:data:`SAMPLE_CORPUS` is the default corpus: 400 T0 prompts in ``data/`` beside it (origin and license
 beside it). Larger corpora are read from any JSONL path with :func:`read_texts`. The reference loop needs the
 ``rouge_score`` package (a development dependency), imported only when it runs.
 """
@@ -14,13 +14,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from multiprocessing import Pool
 from pathlib import Path
 
 from diversity.rouge_filter import RougeFilter
 
-SAMPLE_CORPUS = Path(str(resources.files("diversity") / "data" / "t0_sample.jsonl"))
+SAMPLE_CORPUS = Path(__file__).resolve().parent / "data" / "t0_sample.jsonl"
 
 
 def read_texts(path: Path) -> list[str]:
