@@ -13,6 +13,7 @@ from sedi.config.model import SediConfig, load_config
 from sedi.experiment.parallel import _StudentSlots, run_jobs
 from sedi.loop import run
 from tests.helpers import rows
+from tests.servers import Served
 
 
 def _config(tiny_model_dir: Path, seed: int, max_calls: int, *extra: str) -> SediConfig:
@@ -94,3 +95,32 @@ def test_student_slots_let_only_that_many_holders_in_at_once(tmp_path: Path) -> 
         assert inside[0] == 0  # waiting for the slot this thread holds
     worker.join(timeout=5)
     assert most[0] == 1 and not worker.is_alive()
+
+
+@pytest.mark.slow
+def test_a_parallel_comparison_on_a_cpu_lets_one_student_work_at_a_time(
+    tmp_path: Path, tiny_model_dir: Path, scripted: Served
+) -> None:
+    import json
+
+    import torch
+
+    from sedi.experiment.comparison import compare
+
+    if torch.cuda.is_available():
+        pytest.skip("the one-student rule is for machines without a GPU")
+    sets = [
+        f"student.model={tiny_model_dir}", "student.heldout_size=0", "teacher.provider=openai",
+        f"teacher.base_url={scripted.base_url}", "teacher.model=scripted-teacher", "generation.calls_per_round=2",
+        "run.max_rounds=5", "budget.max_calls=4", "run.seed=1",
+    ]  # fmt: skip
+    out = tmp_path / "cmp"
+    arms = ["self-instruct", "default"]
+    table = compare(load_config(None, sets), out, "test", stop_at="budget", arms=arms, parallel=True)
+    specs = [json.loads(p.read_text()) for p in sorted((out / "logs").glob("*.job.json"))]
+    assert len(specs) == 2 and all(spec["max_training"] == 1 for spec in specs)
+    assert (out / "logs" / "student-slots" / "slot-0").is_file()  # the students went through the one slot
+    assert not (out / "logs" / "student-slots" / "slot-1").exists()
+    assert all(rows(out / arm, "SELECT COUNT(*) FROM calls") == [(4,)] for arm in arms)
+    assert all(rows(out / arm, "SELECT COUNT(*) FROM train_steps")[0][0] > 0 for arm in arms)  # both trained
+    assert table["seeds"] == [1]

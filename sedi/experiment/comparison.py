@@ -230,10 +230,20 @@ def _run_together(jobs: Sequence[Job], log_dir: Path, source: str, on_run: Calla
     for name, _, run_dir in jobs:
         if on_run is not None:
             on_run(name, run_dir)
-    failed = [r for r in run_parallel(jobs, log_dir, source) if not r.ok]
+    failed = [r for r in run_parallel(jobs, log_dir, source, max_training=_students_at_once()) if not r.ok]
     if failed:
         detail = "; ".join(f"{r.name}: {r.state}: {r.message} (log {log_dir / r.name}.log)" for r in failed)
         raise RuntimeError(f"{len(failed)} of {len(jobs)} runs failed: {detail}")
+
+
+def _students_at_once() -> int | None:
+    """How many runs of a parallel comparison may use their student at once: one on a machine without a GPU. A
+    training round of the bundled student peaked at 11.8 GB (its logits over a 262k-token vocabulary, 8 seed tasks
+    a step), runs of the 150-call benchmark held 3.5 to 5 GB each, and six at once on a 24 GiB machine met the
+    kernel's out-of-memory killer (2026-12-06); on shared CPU cores a second training only slows the first."""
+    import torch
+
+    return None if torch.cuda.is_available() else 1
 
 
 def compare(

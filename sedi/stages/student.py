@@ -17,7 +17,8 @@ the mean over its instances. Held-out evaluation is unchanged: it scores the hel
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -32,6 +33,7 @@ from feedback import (
     per_example_loss,
     train_round,
 )
+from sedi.base.hardware import release_memory
 from sedi.config.model import SediConfig
 from sedi.config.seeds import Task
 from sedi.store import training
@@ -48,6 +50,17 @@ def limit_students(gate: AbstractContextManager[Any]) -> None:
     """Hold ``gate`` (e.g. a semaphore shared with other processes) around every use of the student here."""
     global _student_gate
     _student_gate = gate
+
+
+@contextmanager
+def _student() -> Iterator[None]:
+    """Around every use of the student: the gate (one at a time across a comparison's processes, when set), then
+    the memory it took handed back, so that a run between two rounds holds no training's peak."""
+    try:
+        with _student_gate:
+            yield
+    finally:
+        release_memory()
 
 
 def student_path(config: SediConfig) -> str:
@@ -104,7 +117,7 @@ def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool
     out = _round_dir(run_dir, round_index)
     (out / "done").unlink(missing_ok=True)
     inputs = (student_path(config), examples, batches, train_config(config), out, latest_adapter(run_dir, round_index))
-    with _student_gate:
+    with _student():
         if config.student.processes > 1:
             result = launch_round(*inputs, config.student.processes, config.student.accelerate_config)
         else:
@@ -124,7 +137,7 @@ def train(store: RunStore, config: SediConfig, round_index: int, *, losses: bool
 def _record_losses(
     store: RunStore, config: SediConfig, round_index: int, adapter: str, examples: list[TrainExample]
 ) -> None:
-    with _student_gate:
+    with _student():
         measured = per_example_loss(student_path(config), adapter, examples, train_config(config))
     training.replace_example_losses(store, round_index, measured)
 
@@ -145,13 +158,13 @@ def evaluate(store: RunStore, config: SediConfig, round_index: int, heldout: lis
     examples = [
         TrainExample(id=i, prompt=user_turn(t.instruction, t.input), completion=t.output) for i, t in enumerate(tasks)
     ]
-    with _student_gate:
+    with _student():
         losses = per_example_loss(student_path(config), adapter, examples, train_config(config))
     value = fmean(losses.values()) if losses else None
     metrics = {"heldout_loss": value}
     answered = examples[: config.student.heldout_generate]
     if answered:
-        with _student_gate:
+        with _student():
             answers = greedy_answers(
                 student_path(config),
                 adapter,
