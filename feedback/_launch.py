@@ -49,8 +49,28 @@ def _die_with_parent() -> None:
     """Run in the launcher before it starts: SIGTERM it when the caller dies (torchrun then stops its ranks)."""
     import ctypes
 
+    parent = os.getppid()
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the caller died before the request took effect: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _die_with_launcher(spec_path: str) -> None:
+    """Run first in every rank: SIGKILL it when its launcher dies. torchrun stops its ranks when it is terminated,
+    but a launcher killed outright (or before it could pass a SIGTERM on: once seen in CI on a loaded machine) would
+    leave them training into the round directory. A launcher that died before this ran left the rank to another
+    parent, whose command line does not name this round's spec: then the rank stops at once."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    try:
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        parent = ""
+    if spec_path not in parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def launch_round(
@@ -103,6 +123,8 @@ def main(spec_path: str) -> None:
     """One rank: train the round described in ``spec_path``; the main process writes the result file."""
     from feedback.training import train_round
 
+    if sys.platform == "linux":
+        _die_with_launcher(spec_path)
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     out_dir = Path(spec["out_dir"])
     result = train_round(

@@ -128,7 +128,12 @@ with RunStore(__import__("pathlib").Path(sys.argv[1])) as store:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="the launcher dies with its caller through Linux prctl")
-def test_a_killed_two_process_round_leaves_no_rank_and_trains_again(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("killed", ["caller", "launcher"])
+def test_a_killed_two_process_round_leaves_no_rank_and_trains_again(
+    tiny_model_dir: Path, tmp_path: Path, killed: str
+) -> None:
+    # The caller killed: the launcher dies with it and stops its ranks. The launcher killed outright (no chance to
+    # stop them): each rank dies with it.
     from sedi.stages.student import train
 
     run_dir, round_dir = tmp_path / "run", tmp_path / "run" / "student" / "round-0"
@@ -148,11 +153,15 @@ def test_a_killed_two_process_round_leaves_no_rank_and_trains_again(tiny_model_d
         while len(_alive(str(spec))) < 3:  # the launcher and two ranks
             assert child.poll() is None and time.monotonic() < deadline, "the two-process round never started"
             time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        if killed == "caller":
+            os.kill(child.pid, signal.SIGKILL)
+        else:
+            (launcher,) = [pid for pid in _alive(str(spec)) if pid in _alive("torch.distributed.run")]
+            os.kill(launcher, signal.SIGKILL)
+        child.wait(timeout=120)  # the caller, left alone, sees its launch fail
         while _alive(str(spec)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _alive(str(spec)) == []  # the launcher died with its caller and took the ranks with it
+        assert _alive(str(spec)) == []  # no launcher, no rank left training into the round directory
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)  # whatever this test started and is still there
