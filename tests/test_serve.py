@@ -20,11 +20,11 @@ import openai
 import pytest
 import torch
 from openai.types.chat import ChatCompletionMessageParam
-from transformers import AutoTokenizer, LogitsProcessor
+from transformers import AutoTokenizer
 
 from sedi.exceptions import ConfigError
 from sedi.serve import BUNDLED_MODEL_NAME, Engine, bundled_model_dir
-from sedi.serve._sampling import CategoricalSampler, OpenAIPenalties, next_tokens
+from sedi.serve._sampling import CategoricalSampler, OpenAIPenalties
 from tests.servers import Served
 from tests.tiny_model import build_tiny_model
 
@@ -310,45 +310,3 @@ def test_tiny_model_is_small_and_deterministic(tmp_path: Path, tiny_model_dir: P
     assert 300 <= len(tokenizer) <= 500 and tokenizer.chat_template
     ids = tokenizer("Explain how photosynthesis works.")["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and tokenizer.decode(ids[1:]) == "Explain how photosynthesis works."
-
-
-class _Shift(LogitsProcessor):
-    """A processor of a kind the batched path does not know: it must run alone, in order, for its row."""
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return scores.roll(1, dims=-1)  # type: ignore[return-value]
-
-
-def test_a_decoding_step_chooses_every_rows_token_as_its_processors_would_alone() -> None:
-    # Rows of every kind in one step: greedy, penalties only, sampled with and without a nucleus, a nucleus wider
-    # than its candidates (the full-sort fallback), penalties then a draw, and an unknown processor.
-    vocab, prompt = 40, [3, 4, 5]
-    generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(7, vocab, generator=generator).to(torch.bfloat16)
-
-    def kinds(seed: int) -> list[list[LogitsProcessor]]:
-        def sampler(temperature: float, top_p: float, candidates: int = 1024) -> CategoricalSampler:
-            return CategoricalSampler(temperature, top_p, torch.Generator().manual_seed(seed), candidates)
-
-        return [
-            [],
-            [OpenAIPenalties(len(prompt), 0.5, 0.3)],
-            [sampler(1.0, 1.0)],
-            [sampler(0.7, 0.9)],
-            [sampler(1.0, 0.99, candidates=2)],
-            [OpenAIPenalties(len(prompt), 2.0, 0.0), sampler(1.3, 0.5)],
-            [_Shift(), sampler(1.0, 0.8)],
-        ]
-
-    ids = [prompt + [7, 7, 9][: i % 4] for i in range(7)]
-    for step in range(20):
-        alone = []
-        for row, processors in enumerate(kinds(step)):
-            scores = logits[row : row + 1].float()
-            for processor in processors:
-                scores = processor(torch.tensor([ids[row]]), scores)  # type: ignore[arg-type]
-            alone.append(int(scores.argmax(dim=-1)[0]))
-        rows = [(processors, ids[row], len(prompt)) for row, processors in enumerate(kinds(step))]
-        assert next_tokens(logits, rows) == alone
-    # The draws are not constant: over 20 seeds the sampled rows took several tokens.
-    assert len({next_tokens(logits, [([kinds(s)[2][0]], prompt, 3)])[0] for s in range(20)}) > 3

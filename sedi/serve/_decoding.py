@@ -36,7 +36,6 @@ import torch
 from transformers import DynamicCache, LogitsProcessor
 
 from sedi.serve import _kvcache
-from sedi.serve._sampling import next_tokens
 
 logger = logging.getLogger("sedi.serve")
 
@@ -187,8 +186,7 @@ class Scheduler:
                     logits_to_keep=1,
                     **{self._cache_kwarg: cache},
                 )
-                row = (job.processors, job.prompt_ids, len(job.prompt_ids))
-                job.generated.append(next_tokens(out.logits[0, -1:, :], [row])[0])
+                self._choose(job, out.logits[0, -1:, :], job.prompt_ids)
             except Exception as exc:  # this request alone fails (say, out of memory on a long prompt)
                 logger.exception("prefill failed")
                 job.future.set_exception(exc)
@@ -243,12 +241,22 @@ class Scheduler:
             **{self._cache_kwarg: batch.cache},
         )
         batch.mask = mask
-        rows_in = [(job.processors, job.prompt_ids + job.generated, len(job.prompt_ids)) for job in batch.jobs]
-        for job, token in zip(batch.jobs, next_tokens(out.logits[:, -1, :], rows_in), strict=True):
-            job.generated.append(token)
+        logits = out.logits[:, -1, :]
+        for index, job in enumerate(batch.jobs):
+            self._choose(job, logits[index : index + 1], job.prompt_ids + job.generated)
         keep = [index for index, job in enumerate(batch.jobs) if not self._leaves(job)]
         if len(keep) < rows:
             self._shrink(batch, keep)
+
+    def _choose(self, job: Job, logits: torch.Tensor, ids: list[int]) -> None:
+        # As model.generate: float32 scores, processors in order, then the argmax (the sampler, when
+        # there is one, leaves only its drawn token finite).
+        scores = logits.to(dtype=torch.float32)
+        if job.processors:
+            input_ids = torch.tensor([ids], device=self.device)
+            for processor in job.processors:
+                scores = processor(input_ids, scores)
+        job.generated.append(int(scores.argmax(dim=-1)[0]))
 
     def _leaves(self, job: Job) -> bool:
         if self.is_done(job):
