@@ -45,13 +45,18 @@ def launcher_command(processes: int, accelerate_config: str | None, spec: Path) 
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *entry]
 
 
-def _die_with_parent() -> None:
-    """Run in the launcher before it starts: SIGTERM it when the caller dies (torchrun then stops its ranks)."""
+def _death_signal(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
     import ctypes
 
-    parent = os.getppid()
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig)
+
+
+def _die_with_parent() -> None:
+    """Run in the launcher before it starts: SIGTERM it when the caller dies (torchrun then stops its ranks)."""
+    parent = os.getppid()
+    _death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # the caller died before the request took effect: no signal will come
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -61,10 +66,7 @@ def _die_with_launcher(spec_path: str) -> None:
     but a launcher killed outright (or before it could pass a SIGTERM on: once seen in CI on a loaded machine) would
     leave them training into the round directory. A launcher that died before this ran left the rank to another
     parent, whose command line does not name this round's spec: then the rank stops at once."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    _death_signal(signal.SIGKILL)
     try:
         parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace")
     except OSError:

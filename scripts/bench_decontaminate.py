@@ -23,14 +23,13 @@ import argparse
 import json
 import random
 import time
-from pathlib import Path
 
+from benchmarks.filter_reference import SAMPLE_CORPUS, read_texts
 from diversity.decontaminate import Decontaminator, EvalItem, load_eval_items, words
+from sedi.config.seeds import bundled_path
 
-REPO = Path(__file__).resolve().parent.parent
-HELDOUT = REPO / "sedi" / "data" / "user_oriented_instructions.jsonl"
-SEEDS = REPO / "sedi" / "data" / "seed_tasks.jsonl"
-T0 = REPO / "scripts" / "benchmarks" / "data" / "t0_sample.jsonl"
+HELDOUT = bundled_path("user_oriented_instructions.jsonl")
+SEEDS = bundled_path("seed_tasks.jsonl")
 
 
 def varied(rows: list[EvalItem], count: int, vocabulary: list[str], noise: float, rng: random.Random) -> list[EvalItem]:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = random.Random(args.seed)
     heldout = load_eval_items(HELDOUT)
-    texts = [json.loads(line)["text"] for line in T0.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = read_texts(SAMPLE_CORPUS)
     clean = load_eval_items(SEEDS) + [EvalItem(f"t0:{i}", text) for i, text in enumerate(texts)]
     # Replacement words are normalised words, not whitespace chunks: a chunk such as a URL holds a dozen words and
     # would plant a 13-gram of a held-out row into a clean candidate.

@@ -25,8 +25,7 @@ def split(run_dirs: list[Path]) -> dict[str, Any]:
     per_run = []
     totals: dict[str, float] = {}
     for run_dir in run_dirs:
-        seconds = read_run_db(run_dir, timed_seconds)
-        calls = read_run_db(run_dir, call_totals)
+        seconds, calls = read_run_db(run_dir, lambda db: (timed_seconds(db), call_totals(db)))
         parts = {name.removeprefix("seconds_"): round(value, 1) for name, value in seconds.items()}
         for part, value in parts.items():
             totals[part] = totals.get(part, 0.0) + value

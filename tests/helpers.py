@@ -5,6 +5,7 @@ no test module imports another."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import sqlite3
@@ -19,6 +20,20 @@ from sedi.base.files import fsync_write
 from sedi.config.model import SediConfig, dump_config
 from sedi.store.db import RunStore
 from tests.servers import Served
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name: str) -> Any:
+    """``scripts/<name>.py`` as a module, to call its functions (tests never import scripts by name: see
+    tests/test_layout.py); registered in ``sys.modules`` so that its dataclasses resolve their own module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 CRASH_ENV = "SEDI_CRASH_AT"  # sedi's fault-injection point: set only through ``crash_at``
 

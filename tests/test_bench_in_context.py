@@ -3,7 +3,6 @@ from the runs' numbers (rows whose answers are known; no run is started)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,18 +14,14 @@ import pytest
 from benchmarks.sample_run import write_sample_run
 from sedi.config.model import load_config
 from sedi.experiment.arms import resolve
+from tests.helpers import SCRIPTS, load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_in_context.py"
+SCRIPT = SCRIPTS / "bench_in_context.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_in_context", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_in_context"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_in_context")
 
 
 def test_split_arm_differs_from_the_method_as_stated_only_in_its_in_context_tasks(bench: Any) -> None:

@@ -4,7 +4,6 @@ exactly with every arm's ledger and data files, and the report renders from the 
 from __future__ import annotations
 
 import html as html_lib
-import importlib.util
 import json
 import re
 import sqlite3
@@ -19,10 +18,8 @@ from sedi.report import stats
 from sedi.report.arm_stats import clearly_better, ratio_words
 from sedi.report.page import write_report
 from sedi.report.summary import read_summary
-from tests.helpers import sedi
+from tests.helpers import load_script, sedi
 from tests.servers import Served
-
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 @pytest.mark.slow
@@ -123,10 +120,7 @@ def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_
     assert f"| cost per kept task (USD) | {a['usd_per_kept']:,.4g} |" in markdown
 
     # The benchmark's JSON line from the same comparison: per-arm request shapes from the runs' databases.
-    spec = importlib.util.spec_from_file_location("bench_api_efficiency", SCRIPTS / "bench_api_efficiency.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_api_efficiency")
     line = bench.summarise(table)
     row, status = table["arms"]["default"], read_summary(out / "default")
     assert line["calls_per_kept_ratio_default"] == round(table["calls_per_kept_ratio"], 4)

@@ -3,7 +3,6 @@ tokens, read from run databases written through the real store (the synthetic ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,17 +13,14 @@ import pytest
 
 from benchmarks.sample_run import write_sample_run
 from sedi.store.db import RunStore
+from tests.helpers import SCRIPTS, load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "time_split.py"
+SCRIPT = SCRIPTS / "time_split.py"
 
 
 @pytest.fixture(scope="module")
 def script() -> Any:
-    spec = importlib.util.spec_from_file_location("time_split", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("time_split")
 
 
 def _run(path: Path, seed: int, seconds: dict[int, dict[str, float]]) -> Path:
