@@ -231,7 +231,8 @@ def test_unreachable_teacher_exits_2_with_one_line(tmp_path: Path) -> None:
     assert last.startswith("error: teacher unreachable at http://127.0.0.1:") and "teacher.base_url" in last
     status = sedi("status", str(tmp_path / "run"), "--json", timeout=120)
     summary = json.loads(status.stdout)
-    assert summary["state"] == "failed" and summary["calls"] == 2
+    # Both attempts were refused: nothing was sent, so they are on record but not calls.
+    assert summary["state"] == "failed" and summary["calls"] == 0 and summary["refused_attempts"] == 2
 
 
 @pytest.mark.slow

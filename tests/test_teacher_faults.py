@@ -177,7 +177,23 @@ def test_connection_refused_becomes_teacher_unreachable(tmp_path: Path) -> None:
     with pytest.raises(TeacherUnreachable, match=r"unreachable at http://teacher.test/v1 after 3 attempts"):
         h.complete()
     rows = h.ledger()
-    assert len(rows) == 3 and all(r["charged_tokens"] == 0 for r in rows)
+    assert len(rows) == 3 and all(r["charged_tokens"] == 0 and r["status"] == "refused" for r in rows)
+    # Nothing left the machine: the attempts are on record but are not calls, for the budget or any report.
+    assert h.client.budget.spent.calls == 0 and h.store.spent().calls == 0  # nor after a resume
+    summary = summarize(h.store.db, h.store.run_dir)
+    assert summary["calls"] == 0 and summary["refused_attempts"] == 3 and summary["failed_calls"] == 0
+
+
+def test_a_timeout_after_connecting_is_a_call_charged_its_worst_case(tmp_path: Path) -> None:
+    def time_out(_: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ReadTimeout("no answer")
+
+    h = Harness(tmp_path, time_out, max_retries=1)
+    with pytest.raises(TeacherError, match=r"failed 2 attempts"):
+        h.complete()
+    rows = h.ledger()
+    assert len(rows) == 2 and all(r["status"] == "error" and r["charged_tokens"] == r["reserved_tokens"] for r in rows)
+    assert h.client.budget.spent.calls == 2 and summarize(h.store.db, h.store.run_dir)["calls"] == 2
 
 
 def test_cache_key_covers_what_changes_the_answer_and_nothing_else(tmp_path: Path) -> None:

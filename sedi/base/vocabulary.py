@@ -20,8 +20,9 @@ RunState = Literal["created", "running", "finished", "budget_exhausted", "interr
 # Who wrote a seed in the pool (seed_pool.origin); a task file's tasks may also be held-out tasks.
 SeedOrigin = Literal["human", "machine"]
 TaskOrigin = SeedOrigin | Literal["heldout"]
-# How one HTTP attempt stands in the ledger (calls.status).
-CallStatus = Literal["sent", "ok", "length", "error", "interrupted"]
+# How one HTTP attempt stands in the ledger (calls.status). 'refused': no connection could be made, so nothing
+# was sent: kept for the record, but not a call (no budget, no calls-per-kept figure counts it).
+CallStatus = Literal["sent", "ok", "length", "error", "interrupted", "refused"]
 # What the feedback stage did to a seed (seed_history.action).
 SeedAction = Literal["promote", "demote"]
 
@@ -39,6 +40,7 @@ PROMOTE: SeedAction = "promote"
 DEMOTE: SeedAction = "demote"
 SENT: CallStatus = "sent"
 INTERRUPTED: CallStatus = "interrupted"
+REFUSED: CallStatus = "refused"  # never sent: every count of calls leaves these rows out
 FAILED_CALLS: tuple[CallStatus, ...] = ("error", "interrupted")  # sedi status's failed_calls
 LENGTH = "length"  # calls.status and responses.finish_reason of an answer cut at max_tokens
 

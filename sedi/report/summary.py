@@ -33,6 +33,7 @@ def summarize(db: sqlite3.Connection, run_dir: Path) -> dict[str, Any]:
         "outcome": meta.get("outcome") or None,  # why the latest start ended (null while running or if killed)
         "calls": calls.calls,
         "failed_calls": calls.failed,
+        "refused_attempts": calls.refused,  # no connection: nothing sent, so not in calls
         "truncated_responses": calls.truncated,
         "cache_hits": int(meta.get("cache_hits", 0)),
         "wall_seconds": float(meta.get("wall_seconds", 0)),

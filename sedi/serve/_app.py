@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sedi.serve._engine import Engine, GenerationCancelled, GenerationResult, InvalidRequest
 from sedi.serve._limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, error_body
+from sedi.serve._memo import DEFAULT_MEMO_SIZE, SeededAnswers, request_key
 
 DEFAULT_CHAT_MAX_TOKENS = 512
 """Chat requests without a token limit get this one (OpenAI's is the context; too slow on a CPU)."""
@@ -92,15 +93,21 @@ class ChatRequest(_SamplingFields):
 
 
 def create_app(
-    engine: Engine, *, max_tokens: int | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    engine: Engine,
+    *,
+    max_tokens: int | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    memo_size: int = DEFAULT_MEMO_SIZE,
 ) -> FastAPI:
     """Build the app; it serves exactly ``engine.model_id`` and runs generation off the event loop.
 
     ``max_tokens`` caps what one request may ask for (400 beyond it; None: only the context length caps
-    it), so that one client cannot hold a batch row for hours; ``max_body_bytes`` caps request bodies (413).
+    it), so that one client cannot hold a batch row for hours; ``max_body_bytes`` caps request bodies (413);
+    ``memo_size`` seeded answers are remembered for repeats of their request (``_memo``; 0: none).
     """
     app = FastAPI(title="sedi local teacher", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    app.state.seeded = seeded = SeededAnswers(memo_size)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     token_cap = max_tokens  # the endpoints below use max_tokens for the request's own value
 
@@ -154,19 +161,23 @@ def create_app(
     async def run(
         request: Request, prompt: str | list[dict[str, Any]], req: _SamplingFields, max_tokens: int
     ) -> GenerationResult:
+        settings: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": 1.0 if req.temperature is None else req.temperature,
+            "top_p": 1.0 if req.top_p is None else req.top_p,
+            "stop": req.stop,
+            "seed": req.seed,
+            "presence_penalty": req.presence_penalty or 0.0,
+            "frequency_penalty": req.frequency_penalty or 0.0,
+        }
+        key = None if req.seed is None else request_key(prompt, **settings)
+        return await seeded.answer(key, functools.partial(decode, request, prompt, settings))
+
+    async def decode(
+        request: Request, prompt: str | list[dict[str, Any]], settings: dict[str, Any]
+    ) -> GenerationResult:
         cancel = threading.Event()
-        call = functools.partial(
-            engine.generate,
-            prompt,
-            max_tokens=max_tokens,
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
-            stop=req.stop,
-            seed=req.seed,
-            presence_penalty=req.presence_penalty or 0.0,
-            frequency_penalty=req.frequency_penalty or 0.0,
-            cancel=cancel,
-        )
+        call = functools.partial(engine.generate, prompt, cancel=cancel, **settings)
 
         async def cancel_on_disconnect() -> None:
             # The body is read, so the next ASGI message is http.disconnect: when the client gives up

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sedi.base.vocabulary import KEPT, LENGTH, UNJUDGED, RequestKind, VerdictName
+from sedi.base.vocabulary import KEPT, LENGTH, REFUSED, UNJUDGED, RequestKind, VerdictName
 from sedi.exceptions import RunDirError
 from sedi.store.db import RunStore
 
@@ -219,7 +219,7 @@ def kept_instructions(store: RunStore, through_round: int) -> list[str]:
 class RoundCounts(NamedTuple):
     """The cumulative counts a round reports (see :func:`round_counts`)."""
 
-    calls: int  # ledger rows, all rounds
+    calls: int  # ledger rows, all rounds, refused attempts left out
     candidates: int  # up to the round
     round_candidates: int
     round_kept: int
@@ -228,7 +228,7 @@ class RoundCounts(NamedTuple):
 
 def round_counts(store: RunStore, round_index: int, rule: str) -> RoundCounts:
     db = store.db
-    calls = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    calls = db.execute("SELECT COUNT(*) FROM calls WHERE status != ?", (REFUSED,)).fetchone()[0]
     candidates = db.execute("SELECT COUNT(*) FROM candidates WHERE round <= ?", (round_index,)).fetchone()[0]
     in_round, kept = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(verdict = ?), 0) FROM candidates WHERE round = ?", (KEPT, round_index)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sedi.base.redact import redact, redact_known
-from sedi.base.vocabulary import SENT
+from sedi.base.vocabulary import REFUSED, SENT
 from sedi.config.teacher import BATCH_API_DISCOUNT_DEFAULT
 from sedi.exceptions import RunDirError
 
@@ -122,11 +122,13 @@ def _charged_cost_sql(cached: str, rate: str) -> str:
 
 
 def spent(db: sqlite3.Connection, prices: Any = None) -> tuple[int, int, float]:
-    """(calls, charged tokens, charged cost) of the whole ledger, the cost repriced at ``prices``."""
+    """(calls, charged tokens, charged cost) of the whole ledger, the cost repriced at ``prices``; attempts refused
+    before anything was sent are not calls."""
     charged = _charged_cost_sql(cached_tokens_sql(db), batch_rate_sql(db))
     row = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(charged_tokens), 0), COALESCE(SUM({charged}), 0) FROM calls",
-        _price_terms(prices),
+        f"SELECT COUNT(*), COALESCE(SUM(charged_tokens), 0), COALESCE(SUM({charged}), 0) FROM calls "
+        "WHERE status != :refused",
+        {**_price_terms(prices), "refused": REFUSED},
     ).fetchone()
     return int(row[0]), int(row[1]), float(row[2])
 
@@ -189,8 +191,8 @@ def cost_summary(db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, Any]
         f"COALESCE(SUM({_charged_cost_sql(cached, share)}), 0), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
         "COALESCE(SUM(error_class = :over), 0), "
         # calls charged beyond their report: the worst case of an outcome whose usage nobody reported
-        "COALESCE(SUM(charged_tokens > prompt_tokens + completion_tokens), 0) FROM calls",
-        {**_price_terms(prices), "over": USAGE_OVER_RESERVATION},
+        "COALESCE(SUM(charged_tokens > prompt_tokens + completion_tokens), 0) FROM calls WHERE status != :refused",
+        {**_price_terms(prices), "over": USAGE_OVER_RESERVATION, "refused": REFUSED},
     ).fetchone()
     calls, cost, charged, tokens, over = int(row[0]), float(row[1]), float(row[2]), int(row[3]), int(row[4])
     # A run from before prices were recorded (no meta key): its costs were computed with the prices of the

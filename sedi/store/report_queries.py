@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sedi.base.vocabulary import HUMAN, KEPT, LENGTH, PROMOTE, REJECTED, TASKS
+from sedi.base.vocabulary import HUMAN, KEPT, LENGTH, PROMOTE, REFUSED, REJECTED, TASKS
 
 
 class RecordedConfig(NamedTuple):
@@ -107,7 +107,7 @@ def report_steps(db: sqlite3.Connection) -> list[StepValue]:
 
 
 def report_call_ids(db: sqlite3.Connection) -> list[int]:
-    return [int(i) for (i,) in _rows(db, "SELECT id FROM calls ORDER BY id")]
+    return [int(i) for (i,) in _rows(db, "SELECT id FROM calls WHERE status != ? ORDER BY id", (REFUSED,))]
 
 
 def report_kept_by_call(db: sqlite3.Connection) -> dict[int, int]:

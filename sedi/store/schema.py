@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL
 );
--- One row per HTTP attempt. status: sent (in flight) | ok | length | error | interrupted.
+-- One row per HTTP attempt. status: sent (in flight) | ok | length | error | interrupted | refused (never sent:
+-- not a call, left out of every count).
 -- charged_* is what the budget counts: the reported usage, or the reserved worst case when the
 -- outcome is unknown (timeout, dropped connection, unreadable body, a process killed mid-request).
 CREATE TABLE IF NOT EXISTS calls (

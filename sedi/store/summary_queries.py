@@ -9,12 +9,13 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-from sedi.base.vocabulary import FAILED_CALLS, KEPT, LENGTH, REJECTED, REPAIR, ROUND_DONE
+from sedi.base.vocabulary import FAILED_CALLS, KEPT, LENGTH, REFUSED, REJECTED, REPAIR, ROUND_DONE
 from sedi.store.ledger import cached_tokens_sql, has_column
 
 
 class CallTotals(NamedTuple):
-    """The ledger summed: attempts, their tokens, and how many failed or were cut at max_tokens."""
+    """The ledger summed: calls (attempts sent), their tokens, how many failed or were cut at max_tokens, and the
+    attempts refused before anything was sent (not calls)."""
 
     calls: int
     prompt_tokens: int
@@ -23,20 +24,21 @@ class CallTotals(NamedTuple):
     failed: int
     truncated: int
     charged_tokens: int
+    refused: int
 
 
 class RepairCounts(NamedTuple):
-    calls: int  # ledger rows of repair requests
+    calls: int  # ledger rows of repair requests (refused attempts left out)
     kept: int  # kept tasks whose output came from a repair
 
 
 def call_totals(db: sqlite3.Connection) -> CallTotals:
     marks = ", ".join("?" * len(FAILED_CALLS))
     row = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+        "SELECT COALESCE(SUM(status != ?), 0), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
         f"COALESCE(SUM({cached_tokens_sql(db)}), 0), COALESCE(SUM(status IN ({marks})), 0), "
-        "COALESCE(SUM(status = ?), 0), COALESCE(SUM(charged_tokens), 0) FROM calls",
-        (*FAILED_CALLS, LENGTH),
+        "COALESCE(SUM(status = ?), 0), COALESCE(SUM(charged_tokens), 0), COALESCE(SUM(status = ?), 0) FROM calls",
+        (REFUSED, *FAILED_CALLS, LENGTH, REFUSED),
     ).fetchone()
     return CallTotals(*(int(v) for v in row))
 
@@ -66,7 +68,9 @@ def response_count(db: sqlite3.Connection) -> int:
 def repair_counts(db: sqlite3.Connection) -> RepairCounts:
     """generation.repair's calls and the kept tasks it fixed (0 in a file without ``candidates.original_output``)."""
     calls = db.execute(
-        "SELECT COUNT(*) FROM calls c JOIN requests q ON q.request_key = c.request_key WHERE q.kind = ?", (REPAIR,)
+        "SELECT COUNT(*) FROM calls c JOIN requests q ON q.request_key = c.request_key "
+        "WHERE q.kind = ? AND c.status != ?",
+        (REPAIR, REFUSED),
     ).fetchone()[0]
     kept = 0
     if has_column(db, "candidates", "original_output"):

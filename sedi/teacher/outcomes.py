@@ -17,7 +17,7 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
 from sedi.base.redact import redact, redact_known
-from sedi.base.vocabulary import AttemptOutcome, Usage
+from sedi.base.vocabulary import REFUSED, AttemptOutcome, Usage
 from sedi.config.teacher import Prices, TeacherConfig
 from sedi.exceptions import TeacherError
 from sedi.store.ledger import USAGE_OVER_RESERVATION, USAGE_UNKNOWN
@@ -140,11 +140,15 @@ def classify(exc: Exception, worst: Usage, latency: float) -> Failure:
         return Failure(outcome, retryable, retry_after(exc.response), not_sent=False)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
-        not_sent = isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout)
+        if isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout):
+            # No connection, so no byte of the request left: recorded, but neither a call nor a cost (a benchmark
+            # stopped with Ctrl-C saw 55 such attempts counted as calls of one run after its teacher server exited).
+            # A run still stops after teacher.max_retries of them (TeacherUnreachable).
+            outcome = AttemptOutcome(REFUSED, None, charged=Usage(), latency_s=latency, error_class=name, error=message)
+            return Failure(outcome, retryable=True, wait=None, not_sent=True)
         # A timeout or a dropped connection may have been served and billed: charge the worst case.
-        charged = Usage(1) if not_sent else worst
-        outcome = AttemptOutcome("error", None, charged=charged, latency_s=latency, error_class=name, error=message)
-        return Failure(outcome, retryable=True, wait=None, not_sent=not_sent)
+        outcome = AttemptOutcome("error", None, charged=worst, latency_s=latency, error_class=name, error=message)
+        return Failure(outcome, retryable=True, wait=None, not_sent=False)
     if isinstance(exc, Malformed | openai.APIResponseValidationError | ValueError):
         outcome = AttemptOutcome(
             "error", 200, charged=worst, latency_s=latency, error_class="MalformedResponse", error=message
