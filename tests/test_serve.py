@@ -6,6 +6,7 @@ default path once (its first conversion takes about a minute and is cached acros
 
 from __future__ import annotations
 
+import math
 import socket
 import subprocess
 import sys
@@ -158,6 +159,27 @@ def test_sampler_matches_temperature_and_nucleus() -> None:
     # A nucleus wider than the candidates falls back to a full sort: 20 equal tokens, top_p 0.5 -> 10 of them.
     freq = draw_many(CategoricalSampler(1.0, 0.5, torch.Generator().manual_seed(2), candidates=4), [0.0] * 20)
     assert int((freq > 0).sum()) == 10
+
+
+def test_the_nucleus_searches_agree_draw_by_draw_on_tied_logits() -> None:
+    # bf16 logits over a large vocabulary tie exactly in many places: whichever search finds the nucleus (the
+    # probability floor, the top-k or the full sort), the same draw must pick the same token.
+    generator = torch.Generator().manual_seed(3)
+    rows = (torch.randn(30, 50_000, generator=generator) * 5).to(torch.bfloat16).float()  # the floor holds top_p
+    # 100 tokens of 0.85 in all, 920 just under the floor (1e-4, 0.09 in all), the rest 0.06: only the top-k (1024)
+    # holds top_p (0.9).
+    for row in rows[20:]:
+        order = torch.randperm(50_000, generator=generator)
+        row.fill_(math.log(0.06 / (50_000 - 1020)))
+        row[order[:100]], row[order[100:1020]] = math.log(0.0085), math.log(0.09 / 920)
+    rows[0] = 0.0  # flat: the top-k holds too little, so the full sort decides
+    searches = {"floor": {}, "top-k": {"floor": 2.0}, "sort": {"floor": 2.0, "candidates": 8}}
+    picked = {}
+    for name, options in searches.items():
+        sampler = CategoricalSampler(1.0, 0.9, torch.Generator().manual_seed(11), **options)
+        picked[name] = [int(sampler.draw(row[None])[0, 0]) for row in rows for _ in range(5)]
+    assert picked["floor"] == picked["top-k"] == picked["sort"]
+    assert len(set(picked["floor"][:5])) > 1  # the flat row draws among many tokens
 
 
 def test_errors_use_openai_shapes_and_codes(tiny_server: Served) -> None:

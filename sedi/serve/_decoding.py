@@ -36,6 +36,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessor
 
 from sedi.serve import _kvcache
+from sedi.serve._sampling import CategoricalSampler
 
 logger = logging.getLogger("sedi.serve")
 
@@ -250,13 +251,19 @@ class Scheduler:
 
     def _choose(self, job: Job, logits: torch.Tensor, ids: list[int]) -> None:
         # As model.generate: float32 scores, processors in order, then the argmax (the sampler, when
-        # there is one, leaves only its drawn token finite).
+        # there is one, leaves only its drawn token finite: here it hands the token over directly, which
+        # skips a vocabulary-wide mask and argmax per row and step).
         scores = logits.to(dtype=torch.float32)
-        if job.processors:
+        processors = list(job.processors)
+        sampler = processors[-1] if processors and isinstance(processors[-1], CategoricalSampler) else None
+        if sampler is not None:
+            processors.pop()
+        if processors:
             input_ids = torch.tensor([ids], device=self.device)
-            for processor in job.processors:
+            for processor in processors:
                 scores = processor(input_ids, scores)
-        job.generated.append(int(scores.argmax(dim=-1)[0]))
+        token = scores.argmax(dim=-1) if sampler is None else sampler.draw(scores)[:, 0]
+        job.generated.append(int(token[0]))
 
     def _leaves(self, job: Job) -> bool:
         if self.is_done(job):
