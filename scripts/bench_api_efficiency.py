@@ -122,7 +122,17 @@ def main() -> None:
     command += [] if args.sequential else ["--parallel"]
     command += [a for item in overrides for a in ("--set", item)]
     started = time.monotonic()
-    subprocess.run(command, check=True, env=offline_env(os.environ))
+    with subprocess.Popen(command, env=offline_env(os.environ)) as comparison:
+        while True:
+            try:
+                code = comparison.wait()
+                break
+            except KeyboardInterrupt:
+                # The comparison got the same Ctrl-C: its runs finish the requests in flight (paid for) and stop.
+                # subprocess.run would kill it a quarter of a second later, losing those answers: wait for it.
+                continue
+    if code:
+        sys.exit(code)
     result = summarise(json.loads((args.run_dir / "comparison.json").read_text()))
     result.update(max_calls=args.max_calls, repeat=args.repeat, seconds=round(time.monotonic() - started, 1))
     print(json.dumps(result))

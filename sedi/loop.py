@@ -48,6 +48,7 @@ from sedi.store.rundir import check_run_dir, recorded_meta, run_dir_errors
 from sedi.teacher.budget import Budget
 from sedi.teacher.client import Endpoint, TeacherClient
 from sedi.teacher.endpoint import LocalTeacher, openai_endpoints
+from sedi.teacher.interrupt import finish_in_flight_on_interrupt
 
 STAGES: tuple[RoundStage, ...] = ("filtered", "trained", "fed", "done")
 
@@ -217,7 +218,8 @@ async def _rounds(
     task_filter = TaskFilter(config, pool, encode, store.run_dir / "index", decontaminator(config))
     job = _Job(config, store, client, seeds, heldout, task_filter, encode, progress)
     try:
-        outcome = await _until_stop(job)
+        with finish_in_flight_on_interrupt(client):  # Ctrl-C: what was sent and paid for is kept
+            outcome = await _until_stop(job)
         _finish(job)
         return outcome
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -191,6 +192,64 @@ def test_kill_9_mid_generation_then_resume(tmp_path: Path, engine: Any) -> None:
     assert summary["state"] == "finished" and summary["responses"] == 12
 
 
+ANSWERED = {"ok", "length"}  # ledger statuses of an attempt that brought an answer
+
+
+def _interrupt_with_requests_in_flight(
+    run_dir: Path, slow: Served, engine: Any, signals: int
+) -> tuple[subprocess.Popen[str], list[str], int, float]:
+    """Start a run against ``slow``, send ``signals`` SIGINTs (0.2 s apart) once both of its slots hold requests
+    that reached the server; returns the process (ended), its arguments, the requests sent until then and the
+    seconds from the first SIGINT to the end."""
+    args = run_args(run_dir, slow, engine, "--set", "teacher.concurrency=2", "--set", "generation.calls_per_round=6")
+    proc = subprocess.Popen([sys.executable, "-m", "sedi", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (slow.counter.total >= 2 and slow.counter.in_flight == 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "run ended before it could be interrupted"
+        time.sleep(0.005)
+    sent, interrupted = slow.counter.total, time.monotonic()
+    for _ in range(signals):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    proc.wait(timeout=120)
+    return proc, args, sent, time.monotonic() - interrupted
+
+
+def test_ctrl_c_keeps_the_answers_in_flight_and_a_resume_pays_for_nothing_twice(tmp_path: Path, engine: Any) -> None:
+    from sedi.serve import create_app
+
+    run_dir = tmp_path / "run"
+    with serve_app(create_app(engine), delay=1.5) as slow:
+        proc, args, sent, _ = _interrupt_with_requests_in_flight(run_dir, slow, engine, signals=1)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert proc.returncode == 130, err
+        assert "waiting for the 2 teacher request(s) already sent" in err and "rerun the same command" in err
+        assert slow.counter.total == sent  # nothing was sent after Ctrl-C, nothing retried
+        rows = ledger(run_dir)
+        assert len(rows) == sent and {r["status"] for r in rows} <= ANSWERED  # the two in flight were answered
+        assert status(run_dir)["state"] == "interrupted" and status(run_dir)["responses"] == sent
+        resumed = sedi(*args)
+        assert resumed.returncode == 0, resumed.stderr
+    asked = Counter((s.body["prompt"], s.body["seed"]) for s in slow.counter.seen)
+    assert set(asked.values()) == {1} and len(asked) == 12  # every request asked once, over both starts
+    assert {r["status"] for r in ledger(run_dir)} <= ANSWERED
+
+
+def test_a_second_ctrl_c_abandons_the_requests_in_flight(tmp_path: Path, engine: Any) -> None:
+    from sedi.serve import create_app
+
+    run_dir = tmp_path / "run"
+    with serve_app(create_app(engine), delay=30) as slow:
+        proc, _, sent, seconds = _interrupt_with_requests_in_flight(run_dir, slow, engine, signals=2)
+        assert proc.returncode == 130 and seconds < 20, seconds  # it did not wait the 30 s for the answers
+    rows = ledger(run_dir)
+    # The two abandoned rows stay 'sent' until the next start marks them interrupted (charged their worst case).
+    assert len(rows) == sent and [r["status"] for r in rows].count("sent") == 2
+    assert status(run_dir)["responses"] == sent - 2
+
+
 def test_chat_mode_against_a_model_with_a_chat_template(tmp_path: Path, server: Served, engine: Any) -> None:
     run_dir = tmp_path / "run"
     result = sedi(*run_args(run_dir, server, engine, "--set", "teacher.mode=chat", "--set", "run.max_rounds=1"))
@@ -251,6 +310,7 @@ def test_killing_the_run_never_orphans_the_local_server(tmp_path: Path, tiny_mod
         time.sleep(0.2)
     (server_pid,) = _children(proc.pid)
     assert _alive(server_pid)
+    assert os.getsid(server_pid) != os.getsid(proc.pid)  # a Ctrl-C at the terminal does not reach it
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 15

@@ -79,6 +79,9 @@ app.command("export")(export_data)
 app.command("export-model")(export_model)
 
 
+_INTERRUPTED = "interrupted: rerun the same command to resume"
+
+
 def main() -> None:
     from sedi.base.redact import guarded_streams, redact
 
@@ -89,8 +92,12 @@ def main() -> None:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED:  # typer turns a Ctrl-C inside a command into exit 130, silently
+            print(_INTERRUPTED, file=sys.stderr)
+        raise
     except OSError as exc:
         # A path the user named that cannot be written where no command says it better: one line with the path and
         # the reason, as every other mistake; any other OSError is a bug and keeps its traceback (below).

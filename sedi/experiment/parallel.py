@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -201,7 +201,8 @@ def _start(
             # three runs at once went 5 to 10 times slower (docs/results.md, "The 150-call benchmark"), since OpenMP's
             # parallel regions stall while other processes hold the cores. The caller's own setting wins.
             env.setdefault("OMP_NUM_THREADS", "1")
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # Its own session: a Ctrl-C at the terminal reaches this process alone, which passes it on (_run_processes).
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def _outcome(job_file: Path, code: int) -> tuple[str, str]:
@@ -224,6 +225,7 @@ def _run_processes(
 ) -> None:
     alone, todo = len(jobs) == 1, [i for i in range(len(jobs)) if i not in results]
     running = {i: _start(jobs[i], source, urls.get(i), max_training, log_dir, alone) for i in todo}
+    interrupted = False
     try:
         while running:
             for index in [i for i, p in running.items() if p.poll() is not None]:
@@ -235,18 +237,35 @@ def _run_processes(
                 if on_done is not None:
                     on_done(results[index])
             time.sleep(0.5)
+    except KeyboardInterrupt:
+        # Ctrl-C reached this process alone (each run has its own session): pass it on, so that each run finishes
+        # the teacher requests it has in flight (paid for) and records itself interrupted, as a solo run does, while
+        # the shared server stays up for them; a second Ctrl-C is passed on as well (the runs abandon them).
+        _interrupt(running.values())
+        interrupted = True
+        try:
+            for process in running.values():
+                process.wait()
+        except KeyboardInterrupt:
+            _interrupt(running.values())
+        raise
     finally:
-        # Left early (Ctrl-C, or an error here): SIGINT lets each run record itself as interrupted, as Ctrl-C does
-        # to a solo run; a run that does not end within a minute is killed.
-        for process in running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+        # Left early by an error here: each run is interrupted as above. Any run still going (an error, or a third
+        # Ctrl-C) is killed if it does not end within a minute.
+        if not interrupted:
+            _interrupt(running.values())
         for process in running.values():
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _interrupt(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
 
 
 if __name__ == "__main__":

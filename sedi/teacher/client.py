@@ -72,8 +72,11 @@ class CompletedRequests:
     budget_stop: BudgetExceeded | None = None
 
 
+_DRAINED = "interrupted once the teacher requests in flight had finished"
+
+
 class _Skipped(Exception):
-    """A batch stopped sending (budget refusal or an error) before this request's turn came."""
+    """A batch stopped sending (budget refusal, an error, or a drain) before this request's turn came."""
 
 
 @dataclass
@@ -114,6 +117,8 @@ class TeacherClient:
         self._keys: dict[str, _KeyLock] = {}
         self._halted: SediError | None = None
         self._retry = RetryPolicy.of(config)
+        self.in_flight = 0  # attempts sent and not yet settled
+        self.draining = False  # see drain()
         # teacher.batch_api: complete_all sends batch jobs (sedi.teacher.batch_api). With it off, the sender still
         # collects the jobs an earlier start left running (paid for: their requests must not be sent again).
         self._batch: BatchSender | None = None
@@ -167,8 +172,17 @@ class TeacherClient:
             await member.client.close()
 
     # -- public -----------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Send nothing more, retry nothing, and let the attempts in flight finish: they are paid for whatever
+        happens, and their answers go to the response cache as always. The call waiting on them then raises
+        KeyboardInterrupt, so the run ends interrupted (as after Ctrl-C) with nothing it paid for thrown away."""
+        self.draining = True
+
     async def complete(self, request: TeacherRequest) -> TeacherResponse:
-        return await self._complete(request, lambda: False)
+        try:
+            return await self._complete(request, lambda: False)
+        except _Skipped:
+            raise KeyboardInterrupt(_DRAINED) from None
 
     def cached(self, request: TeacherRequest) -> TeacherResponse | None:
         """The stored answer to ``request`` if it was already paid for; never sends anything."""
@@ -185,7 +199,7 @@ class TeacherClient:
             hit = self._cache_hit(key)
             if hit is not None:
                 return hit
-            if stopped():
+            if stopped() or self.draining:
                 raise _Skipped
             return await self._fetch(request, payload, key)
 
@@ -248,6 +262,8 @@ class TeacherClient:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        if self.draining:
+            raise KeyboardInterrupt(_DRAINED)
         return CompletedRequests(results, stop[0] if stop else None)
 
     # -- one request, with retries ----------------------------------------------------------
@@ -272,6 +288,8 @@ class TeacherClient:
         all_connect_errors = True
         for retry in range(self._retry.attempts):
             self._raise_if_halted()
+            if self.draining:
+                raise _Skipped  # interrupted: the failed attempt is not retried
             reservation = await self.budget.reserve(worst)  # raises BudgetExceeded: nothing is sent
             charged = Usage()  # settled below however the attempt ends, so no reservation can leak
             try:
@@ -285,7 +303,11 @@ class TeacherClient:
                         )
                         charged = worst  # the request may leave now: until its outcome is recorded, assume the worst
                         slot.sent = True
-                        result = await self._attempt(member.client, request, payload, key, call_id, worst)
+                        self.in_flight += 1
+                        try:
+                            result = await self._attempt(member.client, request, payload, key, call_id, worst)
+                        finally:
+                            self.in_flight -= 1
                         charged, slot.headers = result.charged, result.headers
                         fault = result.response is None and endpoint_fault(result.error)
                         pool.record(member, failed=fault)

@@ -142,7 +142,12 @@ class LocalTeacher:
         env = offline_env(os.environ)
         env.pop(self.config.api_key_env, None)  # the local server never needs the user's key
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # Its own session: a Ctrl-C at the terminal reaches the run, not the server, which must stay up to
+            # answer the requests in flight (sedi.teacher.interrupt); stop() ends it, and it exits by itself
+            # once its parent is gone (--parent-pid).
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         base_url = f"http://127.0.0.1:{port}/v1"
         self._wait_ready(base_url)
         return Endpoint(base_url, _PLACEHOLDER_KEY)
