@@ -15,7 +15,8 @@ share of answers from which the run's parser (``parse_generated``) extracts at l
 answer. ``--start-embedded`` starts the embedded teacher (``sedi serve-teacher`` via the run's own
 ``LocalTeacher``, ``--max-batch`` = concurrency); ``--start-llama`` starts llama-cpp-python's server with that
 interpreter on that GGUF file. Servers started here are stopped at the end. With ``--rounds`` > 1 the backends
-alternate (A, B, A, B) so load from other work falls on both; the ratios pool all rounds. The 1-minute load
+alternate (A, B, A, B) so load from other work falls on both, each round with requests of its own (the same for
+every backend); the ratios pool all rounds. The 1-minute load
 average before each backend's round is in its line: above the core count, something else shared the CPU.
 """
 
@@ -171,7 +172,9 @@ def main() -> None:
 
     from sedi.teacher.endpoint import LocalTeacher
 
-    config, requests = workload(args.requests, args.max_tokens)
+    # A round's own requests (the same for every backend): the embedded server answers a repeated seeded request from
+    # memory (docs/serve.md), so a round that resent the first one's would measure nothing.
+    config, requests = workload(args.requests * args.rounds, args.max_tokens)
     logs = Path(tempfile.mkdtemp(prefix="bench-backends-"))
     embedded, llama = None, None
     try:
@@ -189,7 +192,8 @@ def main() -> None:
             order = list(backends) if round_index % 2 == 0 else list(reversed(backends))
             for name in order:
                 load = round(os.getloadavg()[0], 2)
-                result = asyncio.run(measure(config, backends[name], requests, args.concurrency))
+                batch = requests[round_index * args.requests : (round_index + 1) * args.requests]
+                result = asyncio.run(measure(config, backends[name], batch, args.concurrency))
                 totals[name][0] += result["completion_tokens"]
                 totals[name][1] += result["seconds"]
                 line = {"backend": name, "base_url": backends[name], "round": round_index, "load_avg_1m_before": load}
