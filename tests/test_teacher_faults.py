@@ -301,3 +301,26 @@ def test_a_run_without_prices_is_repriced_when_prices_are_given(tmp_path: Path) 
     assert priced.client.budget.spent.cost_usd == pytest.approx(25e-6)
     summary = summarize(priced.store.db, priced.store.run_dir)
     assert summary["cost_known"] is True and summary["cost_usd"] == pytest.approx(25e-6)
+
+
+def test_a_drain_lets_the_requests_in_flight_finish_and_sends_nothing_more(tmp_path: Path) -> None:
+    h: Harness
+    sent_at_drain: list[int] = []
+
+    async def ok_then_interrupted(request: httpx2.Request) -> httpx2.Response:
+        await asyncio.sleep(0.05)
+        if h.client.in_flight == 2 and not h.client.draining:  # Ctrl-C while two requests are at the server
+            h.client.drain()
+            sent_at_drain.append(len(h.requests))
+        await asyncio.sleep(0.05)
+        return httpx2.Response(200, json=completion_body())
+
+    h = Harness(tmp_path, ok_then_interrupted, concurrency=2)
+    requests = [TeacherRequest(prompt=f"Task 1: item {i}\nTask 2:", max_tokens=40, sample_index=i) for i in range(8)]
+    with pytest.raises(KeyboardInterrupt, match="requests in flight had finished"):
+        asyncio.run(h.client.complete_all(requests))
+    rows = h.ledger()
+    assert len(h.requests) == len(rows) == sent_at_drain[0] < 8  # nothing sent after the drain
+    assert {r["status"] for r in rows} == {"ok"}  # the two in flight were answered, not abandoned
+    assert all(h.store.cached(r["request_key"]) is not None for r in rows)  # and kept for the resume
+    assert h.client.in_flight == 0

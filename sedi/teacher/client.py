@@ -296,6 +296,8 @@ class TeacherClient:
                 # Waits for room under teacher.rpm/tpm and the provider's limits; a cancelled wait sent nothing.
                 async with self._limiter.slot(worst.tokens) as slot:
                     self._raise_if_halted()  # it may have happened while this request waited for room
+                    if self.draining:
+                        raise _Skipped  # so may an interruption
                     with pool.attempt(avoid) as member:
                         self._last_url = member.base_url
                         call_id = self.store.begin_attempt(
