@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from sedi.teacher.interrupt import finish_in_flight_on_interrupt
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_as_at_a_terminal() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in any interactive process: a shell that starts a command in the
+    background (as CI may) leaves SIGINT ignored, and signal handlers are inherited that way."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @dataclass
@@ -28,7 +40,7 @@ def test_the_first_ctrl_c_with_requests_in_flight_drains_and_the_second_interrup
         assert client.draining and said and "the 3 teacher request(s) already sent" in said[0]
         os.kill(os.getpid(), signal.SIGINT)  # abandon them: the handler in force before takes over
         pytest.fail("the second Ctrl-C did not interrupt")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before is back
 
 
 def test_ctrl_c_with_nothing_in_flight_interrupts_at_once() -> None:

@@ -192,6 +192,10 @@ def test_kill_9_mid_generation_then_resume(tmp_path: Path, engine: Any) -> None:
     assert summary["state"] == "finished" and summary["responses"] == 12
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 ANSWERED = {"ok", "length"}  # ledger statuses of an attempt that brought an answer
 
 
@@ -202,8 +206,9 @@ def _interrupt_with_requests_in_flight(
     that reached the server; returns the process (ended), its arguments, the requests sent until then and the
     seconds from the first SIGINT to the end."""
     args = run_args(run_dir, slow, engine, "--set", "teacher.concurrency=2", "--set", "generation.calls_per_round=6")
+    # SIGINT as at a terminal, even where this test was started in the background (which leaves it ignored).
     proc = subprocess.Popen([sys.executable, "-m", "sedi", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + 120
     while not (slow.counter.total >= 2 and slow.counter.in_flight == 2):
         assert time.monotonic() < deadline and proc.poll() is None, "run ended before it could be interrupted"
