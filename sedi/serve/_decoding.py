@@ -178,7 +178,7 @@ class Scheduler:
                 self._finish(job, cancelled=True)
                 continue
             try:
-                cache = _kvcache.new_cache(self.model.config)
+                cache = DynamicCache(config=self.model.config)
                 input_ids = torch.tensor([job.prompt_ids], device=self.device)
                 out = self.model(
                     input_ids=input_ids,
