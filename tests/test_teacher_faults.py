@@ -169,31 +169,32 @@ def test_auth_error_is_not_retried_and_names_the_fix(tmp_path: Path) -> None:
     assert len(h.ledger()) == len(h.requests) == 1
 
 
-def test_connection_refused_becomes_teacher_unreachable(tmp_path: Path) -> None:
-    def refuse(_: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ConnectError("connection refused")
+@pytest.mark.parametrize(
+    ("failure", "raised", "status", "calls"),
+    [
+        # Nothing left the machine: on record, but not calls, for the budget or any report (nor after a resume).
+        (httpx2.ConnectError("connection refused"), r"unreachable at http://teacher.test/v1 after 3", "refused", 0),
+        # Connected, then no answer: it may have been served and billed, so each is a call at its worst case.
+        (httpx2.ReadTimeout("no answer"), r"failed 3 attempts", "error", 3),
+    ],
+    ids=["refused", "timeout"],
+)
+def test_a_refused_connection_is_not_a_call_and_a_timeout_is(
+    tmp_path: Path, failure: Exception, raised: str, status: str, calls: int
+) -> None:
+    def fail(_: httpx2.Request) -> httpx2.Response:
+        raise failure
 
-    h = Harness(tmp_path, refuse, max_retries=2)
-    with pytest.raises(TeacherUnreachable, match=r"unreachable at http://teacher.test/v1 after 3 attempts"):
+    h = Harness(tmp_path, fail, max_retries=2)
+    with pytest.raises(TeacherUnreachable if status == "refused" else TeacherError, match=raised):
         h.complete()
     rows = h.ledger()
-    assert len(rows) == 3 and all(r["charged_tokens"] == 0 and r["status"] == "refused" for r in rows)
-    # Nothing left the machine: the attempts are on record but are not calls, for the budget or any report.
-    assert h.client.budget.spent.calls == 0 and h.store.spent().calls == 0  # nor after a resume
+    worst = 0 if status == "refused" else rows[0]["reserved_tokens"]
+    assert len(rows) == 3 and all(r["status"] == status and r["charged_tokens"] == worst for r in rows)
+    assert h.client.budget.spent.calls == calls and h.store.spent().calls == calls
     summary = summarize(h.store.db, h.store.run_dir)
-    assert summary["calls"] == 0 and summary["refused_attempts"] == 3 and summary["failed_calls"] == 0
-
-
-def test_a_timeout_after_connecting_is_a_call_charged_its_worst_case(tmp_path: Path) -> None:
-    def time_out(_: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ReadTimeout("no answer")
-
-    h = Harness(tmp_path, time_out, max_retries=1)
-    with pytest.raises(TeacherError, match=r"failed 2 attempts"):
-        h.complete()
-    rows = h.ledger()
-    assert len(rows) == 2 and all(r["status"] == "error" and r["charged_tokens"] == r["reserved_tokens"] for r in rows)
-    assert h.client.budget.spent.calls == 2 and summarize(h.store.db, h.store.run_dir)["calls"] == 2
+    assert summary["calls"] == calls and summary["refused_attempts"] == 3 - calls
+    assert summary["failed_calls"] == calls
 
 
 def test_cache_key_covers_what_changes_the_answer_and_nothing_else(tmp_path: Path) -> None:

@@ -51,9 +51,10 @@ class Job:
 
     prompt_ids: list[int]
     max_tokens: int
-    processors: Sequence[LogitsProcessor]
+    processors: Sequence[LogitsProcessor]  # applied in order to the logits (penalties)
     stops: Sequence[str]
     cancel: threading.Event
+    sampler: CategoricalSampler | None = None  # draws the token from the processed logits; None: their argmax
     future: Future[list[int]] = field(default_factory=Future)
     generated: list[int] = field(default_factory=list)
 
@@ -250,19 +251,15 @@ class Scheduler:
             self._shrink(batch, keep)
 
     def _choose(self, job: Job, logits: torch.Tensor, ids: list[int]) -> None:
-        # As model.generate: float32 scores, processors in order, then the argmax (the sampler, when
-        # there is one, leaves only its drawn token finite: here it hands the token over directly, which
-        # skips a vocabulary-wide mask and argmax per row and step).
+        # As model.generate: float32 scores, processors in order, then the sampler as its last processor (which
+        # leaves only its drawn token finite for the argmax): here it hands the token over directly, which skips
+        # a vocabulary-wide mask and argmax per row and step.
         scores = logits.to(dtype=torch.float32)
-        processors = list(job.processors)
-        sampler = processors[-1] if processors and isinstance(processors[-1], CategoricalSampler) else None
-        if sampler is not None:
-            processors.pop()
-        if processors:
+        if job.processors:
             input_ids = torch.tensor([ids], device=self.device)
-            for processor in processors:
+            for processor in job.processors:
                 scores = processor(input_ids, scores)
-        token = scores.argmax(dim=-1) if sampler is None else sampler.draw(scores)[:, 0]
+        token = scores.argmax(dim=-1) if job.sampler is None else job.sampler.draw(scores)[:, 0]
         job.generated.append(int(token[0]))
 
     def _leaves(self, job: Job) -> bool:

@@ -203,18 +203,19 @@ class Engine:
         stops = [s for s in ([stop] if isinstance(stop, str) else (stop or [])) if s]
         prompt_length = len(prompt_ids)
 
-        # Penalties act on raw logits, then temperature and nucleus: the order OpenAI documents.
-        # The sampler leaves only its drawn token selectable, so the scheduler always takes the argmax.
+        # Penalties act on raw logits, then temperature and nucleus: the order OpenAI documents. Without a
+        # sampler (temperature 0) the scheduler takes the argmax.
         processors: list[LogitsProcessor] = []
         if presence_penalty or frequency_penalty:
             processors.append(OpenAIPenalties(prompt_length, presence_penalty, frequency_penalty))
+        sampler = None
         if temperature > 0:
             generator = torch.Generator(device=self.device)
             # Without a seed, draw one: a fresh generator per request shares no state with any other.
             # Any int is a valid OpenAI seed; torch takes 64 bits.
             generator.manual_seed(secrets.randbits(64) if seed is None else seed & 0xFFFF_FFFF_FFFF_FFFF)
-            processors.append(CategoricalSampler(temperature, top_p, generator))
-        job = Job(prompt_ids, max_tokens, processors, stops, cancel or threading.Event())
+            sampler = CategoricalSampler(temperature, top_p, generator)
+        job = Job(prompt_ids, max_tokens, processors, stops, cancel or threading.Event(), sampler)
         self.scheduler.submit(job)
         new_ids = job.future.result()  # raises GenerationCancelled, or what decoding raised
         finish_reason: FinishReason = "length"
