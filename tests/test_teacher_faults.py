@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,28 @@ def test_a_refused_connection_is_not_a_call_and_a_timeout_is(
     summary = summarize(h.store.db, h.store.run_dir)
     assert summary["calls"] == calls and summary["refused_attempts"] == 3 - calls
     assert summary["failed_calls"] == calls
+
+
+def test_refusals_recorded_as_errors_by_older_sedi_are_not_calls_once_the_run_is_opened(tmp_path: Path) -> None:
+    answers = iter([httpx2.ConnectError("refused"), httpx2.ConnectError("refused"), httpx2.ReadTimeout("no answer")])
+
+    def fail(_: httpx2.Request) -> httpx2.Response:
+        raise next(answers)
+
+    h = Harness(tmp_path, fail, max_retries=2)
+    with pytest.raises(TeacherError):
+        h.complete()
+    run_dir = h.store.run_dir
+    h.store.close()
+    db = sqlite3.connect(run_dir / "sedi.db")
+    with db:  # what sedi before 2026-12-07 wrote for a refused connection: an error, one call, no token
+        db.execute("UPDATE calls SET status = 'error' WHERE status = 'refused'")
+    db.close()
+    with RunStore(run_dir) as store:
+        rows = store.ledger()
+        assert [r["status"] for r in rows] == ["refused", "refused", "error"]
+        assert rows[2]["charged_tokens"] == rows[2]["reserved_tokens"] > 0  # sent, maybe billed: still a call
+        assert store.spent().calls == 1 and summarize(store.db, run_dir)["refused_attempts"] == 2
 
 
 def test_cache_key_covers_what_changes_the_answer_and_nothing_else(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ DEMOTE: SeedAction = "demote"
 SENT: CallStatus = "sent"
 INTERRUPTED: CallStatus = "interrupted"
 REFUSED: CallStatus = "refused"  # never sent: every count of calls leaves these rows out
-FAILED_CALLS: tuple[CallStatus, ...] = ("error", "interrupted")  # sedi status's failed_calls
+ERROR: CallStatus = "error"
+FAILED_CALLS: tuple[CallStatus, ...] = (ERROR, INTERRUPTED)  # sedi status's failed_calls
 LENGTH = "length"  # calls.status and responses.finish_reason of an answer cut at max_tokens
 
 ProgressHook = Callable[[str, int, int], None]  # (stage, done, total)

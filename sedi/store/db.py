@@ -21,7 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sedi.base.vocabulary import INTERRUPTED, SENT, AttemptOutcome, CachedResponse, RoundStage, RunState, Usage
+from sedi.base.vocabulary import (
+    ERROR,
+    INTERRUPTED,
+    REFUSED,
+    SENT,
+    AttemptOutcome,
+    CachedResponse,
+    RoundStage,
+    RunState,
+    Usage,
+)
 from sedi.exceptions import RunDirError
 from sedi.store import ledger
 from sedi.store.rundir import (
@@ -77,6 +87,7 @@ class RunStore:
         self._set_default("schema_version", str(SCHEMA_VERSION))
         self._set_default("state", "created")
         self._set_default("cache_hits", "0")
+        self._reclassify_old_refusals()
         self.recovered_interrupted = self._mark_interrupted()
 
     def _add_missing_columns(self) -> None:
@@ -140,6 +151,17 @@ class RunStore:
             )
 
     # -- ledger and cache -------------------------------------------------------------------
+    def _reclassify_old_refusals(self) -> None:
+        """Refused connections recorded by sedi before 2026-12-07 as an ``error`` counted as one call: no HTTP
+        status, ``APIConnectionError``, charged no token although a worst case was reserved. A connection dropped
+        after sending is charged its reservation, so only the never-sent attempts match; they become ``refused``,
+        no call, as they are recorded today (a stopped benchmark's run had spent 55 of its 150 calls this way)."""
+        self.db.execute(
+            "UPDATE calls SET status = ? WHERE status = ? AND http_status IS NULL "
+            "AND error_class = 'APIConnectionError' AND charged_tokens = 0 AND reserved_tokens > 0",
+            (REFUSED, ERROR),
+        )
+
     def _mark_interrupted(self) -> int:
         """Attempts left 'sent' by a killed process: they may have been served and billed."""
         cur = self.db.execute(
