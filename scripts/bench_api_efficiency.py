@@ -24,6 +24,13 @@ pooled over seeds): ``rejection_shares_<arm>`` (rule -> share of all candidates)
 and ``kept_per_request_<arm>`` (per answered generation request), ``truncated_request_share_<arm>`` (generation
 requests whose response stopped at max_tokens), ``repair_calls_<arm>`` (null where runs do not count them),
 ``config_digest_<arm>`` (the config the arm ran under the first seed), and ``per_seed_<arm>`` rows.
+
+With ``--summarise`` nothing runs: the table is built from the runs already under --run-dir (``seed-K/<arm>``, K
+from 0 to --repeat - 1; ``<arm>`` with --repeat 1), finished or not; ``--common-rounds`` counts, per seed, only the
+rounds every arm finished (a stopped or partial arm against the same rounds of the others), ``--answered`` only
+calls that were answered (status ok or length: no interrupted or failed attempt). Rejection shares and request
+figures stay whole-run; means over seeds cover the runs that measured them.
+
 Today's other keys keep their meaning where their arms ran: ``calls_per_kept_ratio_paper`` (sedi-paper over
 self-instruct), ``calls_per_kept_ratio_published`` (default over self-instruct-published) and
 ``calls_per_kept_ratio_steer`` (sedi-steer over sedi-paper). Rerunning with the same --run-dir resumes from the
@@ -44,7 +51,11 @@ from typing import Any
 from sedi.base.hardware import offline_env
 from sedi.exceptions import ConfigError
 from sedi.experiment.arms import parse_arms
+from sedi.experiment.comparison import run_row, tabulate
 from sedi.report import arm_stats
+from sedi.store.db import RunStore
+from sedi.store.report_queries import latest_config, round_calls
+from sedi.store.rundir import connect_readonly
 
 MEANS = {"diversity": "diversity_mean_cosine_distance", "vendi": "diversity_vendi", "topics_covered": "topics_covered"}
 MEANS |= {"heldout_loss": "heldout_loss", "heldout_rouge_l": "heldout_rouge_l", "kept": "kept", "calls": "calls"}
@@ -84,6 +95,39 @@ def summarise(table: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def recount(run_dir: Path, answered: bool, rounds: int | None) -> dict[str, Any]:
+    """A run's row for :func:`tabulate`, counting only its first ``rounds`` rounds (all when None) and, with
+    ``answered``, only answered calls; its config digest is the one its database records."""
+    db = connect_readonly(run_dir / RunStore.DB_NAME)
+    try:
+        counted, recorded = round_calls(db), latest_config(db)
+    finally:
+        db.close()
+    counted = [r for r in counted if rounds is None or r.round < rounds]
+    per_round = [(float(r.answered if answered else r.calls), float(r.kept)) for r in counted]
+    calls, kept = sum(c for c, _ in per_round), sum(k for _, k in per_round)
+    row = run_row(run_dir) | {"rounds": per_round, "calls": calls, "kept": kept}
+    row["calls_per_kept"] = calls / kept if kept else None
+    return row | {"config_digest": recorded.digest if recorded else None, "rounds_counted": len(per_round)}
+
+
+def summarise_runs(root: Path, arms: list[str], repeat: int, answered: bool, common: bool) -> dict[str, Any]:
+    """The comparison table of the runs under ``root``, as ``sedi compare`` would write it, recounted."""
+    dirs = {arm: [root / arm] if repeat == 1 else [root / f"seed-{k}" / arm for k in range(repeat)] for arm in arms}
+    missing = [str(d) for paths in dirs.values() for d in paths if not (d / RunStore.DB_NAME).is_file()]
+    if missing:
+        raise SystemExit(f"error: no run at {missing[0]}: run the benchmark first, or name only the arms it ran")
+    limits: list[int | None] = [None] * repeat
+    if common:
+        for k in range(repeat):
+            with_db = [connect_readonly(dirs[arm][k] / RunStore.DB_NAME) for arm in arms]
+            limits[k] = min(sum(r.done for r in round_calls(db)) for db in with_db)
+            for db in with_db:
+                db.close()
+    runs = {arm: [recount(d, answered, limits[k]) for k, d in enumerate(paths)] for arm, paths in dirs.items()}
+    return tabulate(runs, list(range(repeat)), "budget")
+
+
 # The benchmark's own settings, the same for every arm (a --set of the same key overrides them): rounds of 16 calls
 # decoded together, held-out evaluation once at the end (loss only), and a timeout long enough for a request
 # decoded in a batch of all the runs' requests on one shared server (288 s per request at 24 rows with 64-token
@@ -110,12 +154,23 @@ def main() -> None:
     parser.add_argument(
         "--sequential", action="store_true", help="One run after another, each with its own teacher server."
     )
+    parser.add_argument("--summarise", action="store_true", help="Run nothing: summarise the runs under --run-dir.")
+    parser.add_argument("--common-rounds", action="store_true", help="With --summarise: the rounds all arms finished.")
+    parser.add_argument("--answered", action="store_true", help="With --summarise: count answered calls only.")
     args = parser.parse_args()
     try:
         arms = parse_arms(args.arms)
     except ConfigError as exc:
         parser.exit(2, f"error: {exc}\n")
     arms += ["self-instruct-published"] if args.published_baseline and "self-instruct-published" not in arms else []
+    if args.summarise:
+        table = summarise_runs(args.run_dir, arms, args.repeat, args.answered, args.common_rounds)
+        result = summarise(table) | {"answered_only": args.answered, "common_rounds": args.common_rounds}
+        result["rounds_counted"] = {arm: [r["rounds_counted"] for r in table["runs"][arm]] for arm in arms}
+        print(json.dumps(result))
+        return
+    if args.common_rounds or args.answered:
+        parser.exit(2, "error: --common-rounds and --answered recount existing runs: add --summarise\n")
     overrides = [f"budget.max_calls={args.max_calls}", *BENCH_SETTINGS, *args.set]  # --set comes last: it wins
     command = [sys.executable, "-m", "sedi", "compare", "--run-dir", str(args.run_dir), "--stop-at", "budget"]
     command += ["--repeat", str(args.repeat), "--arms", ",".join(arms)]

@@ -40,8 +40,8 @@ from sedi.report import arm_stats
 
 DEFAULT_ARMS = ("self-instruct", "in-context-split", "sedi-paper")
 ALIASES = {"sedi-split": "in-context-split"}  # this script's old name for the same config
-PER_SEED = ("calls", "kept", "calls_per_kept", "diversity_mean_cosine_distance", "topics_covered", "heldout_loss")
-PER_SEED += ("config_digest",)
+PER_SEED: tuple[str, ...] = ("calls", "kept", "calls_per_kept", "diversity_mean_cosine_distance", "topics_covered")
+PER_SEED += ("heldout_loss", "config_digest")
 
 
 def arm_config(base: SediConfig, arm: str, seed: int) -> SediConfig:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         row: dict[str, object] = {"n": size}
         for kind in ("exact", "ivf"):
-            index = VectorIndex(bases.shape[1], kind)  # type: ignore[arg-type]
+            index = VectorIndex(bases.shape[1], kind)
             started = time.perf_counter()
             next_id = 0
             for chunk in derived_vectors(bases, size, seed=1):

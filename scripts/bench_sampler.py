@@ -42,7 +42,7 @@ def main() -> None:
 
     engine = Engine.load(BUNDLED_MODEL_NAME)
     tasks, rng = load_seed_tasks(None), random.Random(0)
-    rows = []
+    rows: list[torch.Tensor] = []
     for prompt in [completion_prompt(rng.sample(tasks, 6), "alpaca") for _ in range(args.prompts)]:
         ids = engine.tokenizer(prompt)["input_ids"]
 

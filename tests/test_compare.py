@@ -146,6 +146,22 @@ def test_compare_table_matches_both_runs(tmp_path: Path, scripted: Served, tiny_
     assert f"Config digests (seed 0): {digests}." in html
     assert sorted(p.name for p in (out / "report").glob("*.png"))
 
+    # --summarise recounts the same runs from their databases: the same table, digests included...
+    again = bench.summarise_runs(out, list(arms), 1, answered=False, common=True)
+    for arm in arms:
+        assert again["runs"][arm][0]["rounds_counted"] == len(table["runs"][arm][0]["rounds"])
+        assert again["runs"][arm][0]["config_digest"] == table["runs"][arm][0]["config_digest"]
+        assert [list(r) for r in again["runs"][arm][0]["rounds"]] == table["runs"][arm][0]["rounds"]
+    assert again["ratios"] == table["ratios"]
+    # ...and an attempt that was never answered is a call, but not with --answered.
+    db = sqlite3.connect(out / "default" / "sedi.db")
+    with db:
+        db.execute("UPDATE calls SET status = 'interrupted' WHERE id = (SELECT MIN(id) FROM calls)")
+    db.close()
+    for answered, fewer in ((False, 0), (True, 1)):
+        recount = bench.summarise_runs(out, ["self-instruct", "default"], 1, answered=answered, common=False)
+        assert recount["runs"]["default"][0]["calls"] == table["runs"]["default"][0]["calls"] - fewer
+
 
 def test_cost_per_kept_task_is_unknown_without_prices_never_zero() -> None:
     def row(calls: int, kept: int, tokens: int) -> dict[str, Any]:

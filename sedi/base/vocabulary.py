@@ -39,6 +39,7 @@ MACHINE: SeedOrigin = "machine"
 PROMOTE: SeedAction = "promote"
 DEMOTE: SeedAction = "demote"
 SENT: CallStatus = "sent"
+OK: CallStatus = "ok"
 INTERRUPTED: CallStatus = "interrupted"
 REFUSED: CallStatus = "refused"  # never sent: every count of calls leaves these rows out
 ERROR: CallStatus = "error"

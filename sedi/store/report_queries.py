@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sedi.base.vocabulary import HUMAN, KEPT, LENGTH, PROMOTE, REFUSED, REJECTED, TASKS
+from sedi.base.vocabulary import HUMAN, KEPT, LENGTH, OK, PROMOTE, REFUSED, REJECTED, ROUND_DONE, TASKS
 
 
 class RecordedConfig(NamedTuple):
@@ -24,6 +24,14 @@ class MetricValue(NamedTuple):
     round: int
     name: str
     value: float
+
+
+class RoundCalls(NamedTuple):
+    round: int
+    calls: int  # attempts for the round's requests that count as calls (every status but refused)
+    answered: int  # of those, the ones answered (ok or cut at max_tokens)
+    kept: int
+    done: bool  # the round completed every stage
 
 
 class StepValue(NamedTuple):
@@ -186,6 +194,25 @@ def metric_values(db: sqlite3.Connection, names: Sequence[str]) -> list[MetricVa
         f"SELECT round, name, value FROM round_metrics WHERE name IN ({marks}) ORDER BY round", tuple(names)
     ).fetchall()
     return [MetricValue(int(r), str(n), float(v)) for r, n, v in rows]
+
+
+def round_calls(db: sqlite3.Connection) -> list[RoundCalls]:
+    """Each round's calls (all, and answered), kept tasks and whether it is done, in round order: what a comparison
+    of partial runs needs to count the same rounds in every arm, or only the calls that were answered."""
+    calls = {
+        int(r): (int(n), int(a))
+        for r, n, a in db.execute(
+            "SELECT q.round, COUNT(*), COALESCE(SUM(c.status IN (?, ?)), 0) FROM calls c "
+            "JOIN requests q ON q.request_key = c.request_key WHERE c.status != ? GROUP BY q.round",
+            (OK, LENGTH, REFUSED),
+        )
+    }
+    kept = dict(db.execute("SELECT round, COUNT(*) FROM candidates WHERE verdict = ? GROUP BY round", (KEPT,)))
+    done = {int(r) for (r,) in db.execute("SELECT round FROM rounds WHERE stage = ?", (ROUND_DONE,))}
+    return [
+        RoundCalls(r, *calls.get(r, (0, 0)), int(kept.get(r, 0)), r in done)
+        for r in sorted(set(calls) | set(kept) | done)
+    ]
 
 
 def answered_generation_requests(db: sqlite3.Connection) -> int:
