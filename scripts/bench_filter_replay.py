@@ -18,8 +18,10 @@ the similarity pool); ``pool_sizes`` are the buckets' lower edges, each bucket `
 fewer than ``--min-candidates`` candidates gets null. ``*_ci95``: percentile bootstrap (``--bootstrap``
 resamples) over the responses that have candidates in the bucket. ``end_to_end_keep_rate_*``: kept tasks over
 all parsed items (format, heuristic, similarity and instance rules together) over the whole replay.
-``pool_size_at_paper_ratio``: the smallest bucket edge where SeDi's keep rate is at least 1/0.64 = 1.5625 times
-the baseline's, both non-null; null if no bucket gets there.
+``rouge_within_response_*``: of the ROUGE-L rejections, those above the filter's threshold against an earlier
+parsed item of the same response (a teacher repeating itself; any pool rejects those). ``pool_end_*``: machine
+tasks in the pool at the end (the seeds not counted). ``pool_size_at_paper_ratio``: the smallest bucket edge
+where SeDi's keep rate is at least 1/0.64 = 1.5625 times the baseline's, both non-null; null if no bucket gets there.
 
     python scripts/bench_filter_replay.py --streams /tmp/rec-stream/stream.jsonl.gz[,second.jsonl.gz] [--bucket 250]
 """
@@ -74,10 +76,14 @@ class Tally:
     reached: int = 0
     pooled: int = 0
     rules: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rouge_within_response: int = 0  # ROUGE-L rejections above the threshold against an earlier item of the response
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def judge_stream(records: list[dict[str, Any]], task_filter: Any, seeds: int, bucket: int, name: str) -> Tally:
+def judge_stream(
+    records: list[dict[str, Any]], task_filter: Any, seeds: int, bucket: int, name: str, threshold: float
+) -> Tally:
+    from diversity.rouge import rouge_l_f1
     from sedi.stages.parsing import parse_generated
     from sedi.store.candidates import Candidate
 
@@ -94,8 +100,11 @@ def judge_stream(records: list[dict[str, Any]], task_filter: Any, seeds: int, bu
             )
             next_id += 1
         # One response at a time, so each candidate's bucket is the pool size it was judged against.
-        for candidate in candidates:
+        for n, candidate in enumerate(candidates):
             ((_, verdict),) = task_filter.judge([candidate])
+            if verdict.rule == "rouge":
+                earlier = (c.instruction for c in candidates[:n] if c.instruction)
+                tally.rouge_within_response += any(rouge_l_f1(candidate.instruction, e) > threshold for e in earlier)
             tally.items += 1
             tally.kept += verdict.verdict == "kept"
             tally.rules[verdict.rule or "kept"] += 1
@@ -159,6 +168,7 @@ def report(tallies: dict[str, Tally], bucket: int, min_candidates: int, resample
         out[f"end_to_end_keep_rate_{key}"] = round(tally.kept / tally.items, 4) if tally.items else None
         out[f"keep_rate_overall_{key}"] = round(tally.pooled / tally.reached, 4) if tally.reached else None
         out[f"rules_{key}"] = tally.rules
+        out[f"rouge_within_response_{key}"] = tally.rouge_within_response
     out["items"] = tallies["self_instruct"].items
     out["reached_similarity"] = tallies["self_instruct"].reached
     return out
@@ -217,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         encode = LazyEncoder(None, cache, config.filter.embedding_precision, config.filter.embedding_backend)
         try:
             task_filter = TaskFilter(config, seeds, encode)
-            tallies[key] = judge_stream(records, task_filter, len(seeds), args.bucket, key)
+            threshold = config.filter.threshold_for(method)
+            tallies[key] = judge_stream(records, task_filter, len(seeds), args.bucket, key, threshold)
         finally:
             encode.close()
     if args.verdicts is not None:

@@ -73,6 +73,8 @@ def synthetic_stream(path: Path, second: Path | None = None) -> dict[str, str]:
             words[3], words[7] = rng.choice(WORDS), rng.choice(WORDS)  # 8 of 10 words kept in order: ROUGE-L 0.8
             planted[" ".join(words)] = original
             tasks[1] = " ".join(words)
+        if index == 5:
+            tasks[2] = tasks[0]  # the teacher repeats itself within one response: rejected by both
         if index == 10:
             tasks[2] = SEED_COPY  # a verbatim seed: rejected by both
         if index == 20:
@@ -113,11 +115,12 @@ def test_replay_keeps_more_with_the_relaxed_filter_and_reports_every_field(tmp_p
     assert len(compared) >= 2 and all(b >= a for a, b in compared)
     for rate, interval in zip(relaxed, result["keep_rate_sedi_ci95"], strict=True):
         assert (rate is None) == (interval is None) and (rate is None or interval[0] <= rate <= interval[1])
-    # 12 planted near-duplicates and the seed copy are what the baseline rejects; SeDi only the seed copy
-    assert result["rules_self_instruct"]["rouge"] == 13 and result["rules_sedi"]["rouge"] == 1
-    assert result["pool_end_sedi"] == result["pool_end_self_instruct"] + 12 == 105
-    assert result["keep_rate_overall_sedi"] == round(105 / 106, 4)
-    assert result["end_to_end_keep_rate_self_instruct"] == round(93 / 108, 4)
+    # 12 planted near-duplicates, the repeat and the seed copy are what the baseline rejects; SeDi only the last two
+    assert result["rules_self_instruct"]["rouge"] == 14 and result["rules_sedi"]["rouge"] == 2
+    assert result["rouge_within_response_self_instruct"] == result["rouge_within_response_sedi"] == 1
+    assert result["pool_end_sedi"] == result["pool_end_self_instruct"] + 12 == 104
+    assert result["keep_rate_overall_sedi"] == round(104 / 106, 4)
+    assert result["end_to_end_keep_rate_self_instruct"] == round(92 / 108, 4)
     assert "pool_size_at_paper_ratio" in result and result["seconds"] > 0
 
     rows = [json.loads(line) for line in verdicts.read_text().splitlines()]
