@@ -54,7 +54,7 @@ from sedi.experiment.arms import parse_arms
 from sedi.experiment.comparison import run_row, tabulate
 from sedi.report import arm_stats
 from sedi.store.db import RunStore
-from sedi.store.report_queries import latest_config, round_calls
+from sedi.store.report_queries import RoundCalls, latest_config, round_calls
 from sedi.store.rundir import connect_readonly
 
 MEANS = {"diversity": "diversity_mean_cosine_distance", "vendi": "diversity_vendi", "topics_covered": "topics_covered"}
@@ -95,20 +95,31 @@ def summarise(table: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def recount(run_dir: Path, answered: bool, rounds: int | None) -> dict[str, Any]:
-    """A run's row for :func:`tabulate`, counting only its first ``rounds`` rounds (all when None) and, with
-    ``answered``, only answered calls; its config digest is the one its database records."""
+def read_rounds(run_dir: Path) -> tuple[list[RoundCalls], str | None]:
+    """A run's per-round counts and the digest of the config its database records."""
     db = connect_readonly(run_dir / RunStore.DB_NAME)
     try:
-        counted, recorded = round_calls(db), latest_config(db)
+        recorded = latest_config(db)
+        return round_calls(db), recorded.digest if recorded else None
     finally:
         db.close()
-    counted = [r for r in counted if rounds is None or r.round < rounds]
-    per_round = [(float(r.answered if answered else r.calls), float(r.kept)) for r in counted]
+
+
+def recount(
+    run_dir: Path, read: tuple[list[RoundCalls], str | None], answered: bool, rounds: int | None
+) -> dict[str, Any]:
+    """A run's row for :func:`tabulate` from its :func:`read_rounds`, counting only its first ``rounds`` rounds (all
+    when None) and, with ``answered``, only answered calls."""
+    counted, digest = read
+    per_round = [
+        (float(r.answered if answered else r.calls), float(r.kept))
+        for r in counted
+        if rounds is None or r.round < rounds
+    ]
     calls, kept = sum(c for c, _ in per_round), sum(k for _, k in per_round)
     row = run_row(run_dir) | {"rounds": per_round, "calls": calls, "kept": kept}
     row["calls_per_kept"] = calls / kept if kept else None
-    return row | {"config_digest": recorded.digest if recorded else None, "rounds_counted": len(per_round)}
+    return row | {"config_digest": digest, "rounds_counted": len(per_round)}
 
 
 def summarise_runs(root: Path, arms: list[str], repeat: int, answered: bool, common: bool) -> dict[str, Any]:
@@ -117,14 +128,12 @@ def summarise_runs(root: Path, arms: list[str], repeat: int, answered: bool, com
     missing = [str(d) for paths in dirs.values() for d in paths if not (d / RunStore.DB_NAME).is_file()]
     if missing:
         raise SystemExit(f"error: no run at {missing[0]}: run the benchmark first, or name only the arms it ran")
-    limits: list[int | None] = [None] * repeat
-    if common:
-        for k in range(repeat):
-            with_db = [connect_readonly(dirs[arm][k] / RunStore.DB_NAME) for arm in arms]
-            limits[k] = min(sum(r.done for r in round_calls(db)) for db in with_db)
-            for db in with_db:
-                db.close()
-    runs = {arm: [recount(d, answered, limits[k]) for k, d in enumerate(paths)] for arm, paths in dirs.items()}
+    read = {arm: [read_rounds(d) for d in paths] for arm, paths in dirs.items()}
+    # Per seed, the rounds every arm finished (None: count every round).
+    limits = [min(sum(r.done for r in read[arm][k][0]) for arm in arms) if common else None for k in range(repeat)]
+    runs = {
+        arm: [recount(d, read[arm][k], answered, limits[k]) for k, d in enumerate(paths)] for arm, paths in dirs.items()
+    }
     return tabulate(runs, list(range(repeat)), "budget")
 
 

@@ -19,7 +19,7 @@ fewer than ``--min-candidates`` candidates gets null. ``*_ci95``: percentile boo
 resamples) over the responses that have candidates in the bucket. ``end_to_end_keep_rate_*``: kept tasks over
 all parsed items (format, heuristic, similarity and instance rules together) over the whole replay.
 ``rouge_within_response_*``: of the ROUGE-L rejections, those above the filter's threshold against an earlier
-parsed item of the same response (a teacher repeating itself; any pool rejects those). ``pool_end_*``: machine
+parsed item of the same response (a teacher repeating itself). ``pool_end_*``: machine
 tasks in the pool at the end (the seeds not counted). ``pool_size_at_paper_ratio``: the smallest bucket edge
 where SeDi's keep rate is at least 1/0.64 = 1.5625 times the baseline's, both non-null; null if no bucket gets there.
 
