@@ -51,6 +51,7 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
                        "sedi-paper": "sedi", "sedi-steer": "sedi", "default": "sedi",
                        "relaxed-filter-only": "self-instruct", "in-context-split": "sedi",
                        "repair-only": "self-instruct", "shaping-only": "self-instruct",
+                       "self-instruct-short": "self-instruct",
                        "default-repair": "sedi", "default-shaping": "sedi"}  # fmt: skip
     paper, split, steer = configs["sedi-paper"], configs["in-context-split"], configs["sedi-steer"]
     assert (paper["feedback"]["in_context"], paper["feedback"]["steer"]) == ("pool", False)
@@ -76,6 +77,13 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
         assert ablation["generation"][key] == value != configs[parent]["generation"][key]
         ablation["generation"][key] = configs[parent]["generation"][key]
         assert ablation == configs[parent], arm
+    short = configs["self-instruct-short"]  # the baseline with the chosen shape's plain settings, nothing else
+    generation = short["generation"]
+    shown = (generation["human_in_context"], generation["machine_in_context"], generation["max_task_chars"])
+    assert (shown, generation["sampling"]["max_tokens"]) == ((3, 1, 400), 512)
+    assert configs["self-instruct"]["generation"]["max_task_chars"] is None
+    generation |= {key: configs["self-instruct"]["generation"][key] for key in generation}
+    assert short == configs["self-instruct"]
     assert all(arm.description and "\n" not in arm.description for arm in ARMS.values())
 
 

@@ -181,6 +181,27 @@ def test_learned_shapes_set_what_a_request_shows_and_asks(pool_store: RunStore, 
     assert [p.request.key("m", mode) for p in again] == [p.request.key("m", mode) for p in planned]
 
 
+@pytest.mark.parametrize("method", ["self-instruct", "sedi"])
+def test_a_fixed_plan_with_max_task_chars_shows_only_short_tasks(pool_store: RunStore, method: str) -> None:
+    """generation.max_task_chars: the plain setting a baseline can use (the arm 'self-instruct-short')."""
+    limits = {"human_in_context": 3, "machine_in_context": 1, "sampling": {"max_tokens": 512}}
+    plain = SediConfig.model_validate({"method": method, "generation": limits})
+    short = SediConfig.model_validate({"method": method, "generation": {**limits, "max_task_chars": 150}})
+    planned = [p for r in (0, 2) for p in _plan(pool_store, short, r)]
+    assert {p.shape for p in planned} == {"show4-le150c-ask8-512tok"}
+    assert {p.request.max_tokens for p in planned} == {512}
+    for p in planned:
+        assert 1 <= len(p.context) <= 4
+        assert all(len(t.instruction) + len(t.input) + len(t.output) <= 150 for t in p.context)
+    longest = max(
+        len(t.instruction) + len(t.input) + len(t.output)
+        for r in (0, 2)
+        for p in _plan(pool_store, plain, r)
+        for t in p.context
+    )
+    assert longest > 150  # without the limit the same plan shows longer tasks: the limit is what kept them out
+
+
 def test_the_budget_reserves_each_requests_own_max_tokens(pool_store: RunStore) -> None:
     """A shape with a larger max_tokens than sampling.max_tokens is still within the caps: the worst case reserved
     before sending is the prompt bound plus the request's own max_tokens (512 here), not the config's 384."""

@@ -63,6 +63,15 @@ class GenerationConfig(_Strict):
         ge=0,
         description="Machine-generated tasks shown in each prompt, fewer while there are none (Self-Instruct: 2).",
     )
+    # A plain setting any generator could use, so that a saving from shorter examples can be tried on the baseline
+    # too (issue 23): the learned shapes that kept most showed tasks of at most 400 characters.
+    max_task_chars: int | None = Field(
+        None,
+        ge=1,
+        description="Longest task a prompt shows, in characters of instruction + input + output (longer ones are "
+        "left out; fewer are shown while too few are short enough). null: any. With shaping 'learn' each shape "
+        "has its own.",
+    )
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig, description="Sampling parameters of generation requests."
     )

@@ -54,6 +54,7 @@ _BASELINE = (
     # Product additions that would change the baseline: off, as it always ran ('off' quoted: YAML reads off as false).
     "generation.repair='off'",
     "generation.shaping=fixed",
+    "generation.max_task_chars=null",
 )
 
 ARMS: dict[str, Arm] = {
@@ -94,6 +95,18 @@ ARMS: dict[str, Arm] = {
             "shaping-only",
             "The baseline with learned request shapes (what a prompt shows and asks for, chosen by kept per call).",
             ("generation.shaping=learn",),
+            extends="self-instruct",
+        ),
+        Arm(
+            "self-instruct-short",
+            "The baseline with the plain settings of the shape learned shaping chose most: 4 tasks shown (3 human, "
+            "1 machine) of at most 400 characters, 512 completion tokens.",
+            (
+                "generation.human_in_context=3",
+                "generation.machine_in_context=1",
+                "generation.max_task_chars=400",
+                "generation.sampling.max_tokens=512",
+            ),
             extends="self-instruct",
         ),
         Arm("default-repair", "The default with output repair on.", ("generation.repair=batched",), extends="default"),

@@ -28,7 +28,7 @@ def fixed_shape(config: SediConfig) -> PromptShape:
     gen = config.generation
     return PromptShape(
         in_context=max(1, gen.human_in_context + gen.machine_in_context),
-        max_task_chars=None,
+        max_task_chars=gen.max_task_chars,
         tasks_per_call=gen.tasks_per_call,
         max_tokens=gen.sampling.max_tokens,
     )

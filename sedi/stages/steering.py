@@ -12,8 +12,9 @@ feedback window was settled at a budget stop). Seed topics are the human seeds' 
 reference ``topics_covered`` uses; a promoted seed belongs to the topic of the nearest centroid.
 
 Each request also has a shape (:mod:`sedi.config.shaping`): with ``generation.shaping: fixed`` the one the settings
-give, drawn exactly as before; with ``learn`` one of ``generation.shapes.options`` chosen by :mod:`feedback.shaping`
-from earlier rounds' kept tasks per dollar, its prompt showing ``in_context`` tasks of at most ``max_task_chars``
+give, drawn exactly as before (only tasks of at most ``generation.max_task_chars``, when that is set); with
+``learn`` one of ``generation.shapes.options`` chosen by :mod:`feedback.shaping` from earlier rounds' kept tasks per
+dollar, its prompt showing ``in_context`` tasks of at most ``max_task_chars``
 (split between human and machine tasks in the proportion of human_in_context to machine_in_context). The shapes
 are recorded with the requests (``requests.shape``) and a resumed round replays them like its in-context tasks.
 """
@@ -140,10 +141,12 @@ def round_picker(
     shapes = round_shapes(store, config, round_index)
     draw = _round_draw(store, config, encode, seeds, round_index)
     fixed = fixed_shape(config)
+    # 'fixed' without generation.max_task_chars draws exactly as before shapes existed (no shape given to the draw)
+    limited = fixed if fixed.max_task_chars is not None else None
 
     def pick(index: int, rng: random.Random) -> Pick:
         if shapes is None:
-            return Pick(fixed, draw(index, rng, None))
+            return Pick(fixed, draw(index, rng, limited))
         return Pick(shapes[index], draw(index, rng, shapes[index]), fixed=False)
 
     return pick
