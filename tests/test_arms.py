@@ -90,11 +90,12 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
 def test_the_baseline_pins_what_defines_it_against_changed_defaults() -> None:
     changed = ["filter.rouge_threshold=0.5", "generation.human_in_context=3", "filter.embedding_rule=every-method"]
     changed += ["filter.truncated=drop_response", "generation.prompt_style=self-instruct"]
-    changed += ["generation.repair=batched", "generation.shaping=learn"]  # product additions stay off
+    changed += ["generation.repair=batched", "generation.shaping=learn", "generation.max_task_chars=300"]
     baseline = resolve(load_config(None, changed), "self-instruct", 0, "kept")
     shipped = resolve(load_config(None), "self-instruct", 0, "kept")
     assert baseline == shipped and baseline.filter.threshold_for(baseline.method) == 0.7
-    assert (baseline.generation.repair, baseline.generation.shaping) == ("off", "fixed")
+    assert (baseline.generation.repair, baseline.generation.shaping) == ("off", "fixed")  # additions stay off
+    assert baseline.generation.max_task_chars is None
     assert resolve(load_config(None, changed), "default", 0, "kept").filter.rouge_threshold == 0.5  # the user's own
 
 
