@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from sedi.cli.estimate import forecast
+from sedi.config.model import SediConfig
+from sedi.config.seeds import load_seed_tasks
 from sedi.report.stats import calls_to_keep
 from tests.helpers import ledger, scripted_args, sedi, status
 from tests.servers import Served
@@ -162,6 +165,19 @@ def test_the_calls_interval_covers_simulated_runs() -> None:
             got, calls = got + poisson(2.0), calls + 1
         covered, tried = covered + (low <= calls <= high), tried + 1
     assert 0.9 <= covered / tried <= 0.995
+
+
+def test_bounds_cover_every_shape_a_learning_run_may_send() -> None:
+    """With generation.shaping 'learn' a request may take any listed shape: the worst case per call is the largest
+    shape's max_tokens (512 by default, above sampling.max_tokens 384), and the fewest calls use it too."""
+    seeds = load_seed_tasks(None)
+    fixed = forecast(SediConfig.model_validate({"generation": {"shaping": "fixed"}}), None, seeds, "pilot")
+    learn = forecast(SediConfig.model_validate({"generation": {"shaping": "learn"}}), None, seeds, "pilot")
+    assert (fixed["completion_tokens_per_call_high"], learn["completion_tokens_per_call_high"]) == (384, 512)
+    assert learn["calls_low"] <= fixed["calls_low"]  # 512 // 8 tasks at most per call, against 384 // 8
+    # the shapes take turns in the prompt bound: shorter prompts (4 and 2 short tasks) lower its mean, not its max
+    assert learn["prompt_tokens_per_call_bound_mean"] < fixed["prompt_tokens_per_call_bound_mean"]
+    assert learn["prompt_tokens_per_call_high"] <= fixed["prompt_tokens_per_call_high"]
 
 
 def test_spent_cost_is_never_shown_below_what_the_budget_charged() -> None:

@@ -16,7 +16,8 @@ Three bases, from the most evidence to the least:
 - ``bounds``: nothing seen. Without a keep rate there is no point estimate of the calls (``calls`` is null);
   what the config alone bounds is given: the fewest calls that could reach the target (every call writes the
   most tasks it can and all are kept) and the most one generation call can use (the budget's own reservation:
-  the prompt's byte bound plus ``sampling.max_tokens``).
+  the prompt's byte bound plus the request's max_tokens: ``sampling.max_tokens``, or with ``generation.shaping:
+  learn`` the largest of the shapes').
 
 The forecast (``run`` and ``pilot``): the generation calls so far ("slots") kept k tasks in s slots; the slots
 still needed for the R = target - kept tasks left, with a 95% interval, come from
@@ -50,6 +51,7 @@ from sedi.loop import check_inputs, run
 from sedi.report import stats
 from sedi.report.summary import read_summary
 from sedi.stages.prompts import chat_messages, completion_prompt
+from sedi.stages.shapes import possible_shapes
 from sedi.store import ledger
 from sedi.store.report_queries import answered_generation_requests, timed_seconds
 from sedi.store.rundir import DB_NAME, connect_readonly, lock_held, unreadable
@@ -118,15 +120,18 @@ def _prices(config: SediConfig) -> Prices:
 
 def prompt_bounds(config: SediConfig, seeds: list[Task]) -> tuple[int, int]:
     """(mean, max) of the budget's prompt-token bound over generation prompts drawn from the seeds, each showing
-    as many tasks as a prompt does (generation.human_in_context + machine_in_context)."""
+    as many tasks as a prompt of its shape does (generation.human_in_context + machine_in_context, or a learned
+    shape's in_context of at most its max_task_chars); the shapes take turns."""
     gen, chat = config.generation, config.teacher.mode == "chat"
-    shown = min(len(seeds), gen.human_in_context + gen.machine_in_context)
-    rng = random.Random(config.run.seed)
+    shapes, rng = possible_shapes(config), random.Random(config.run.seed)
     bounds = []
-    for _ in range(PROMPT_DRAWS):
-        examples = rng.sample(seeds, shown)
+    for draw in range(PROMPT_DRAWS):
+        shape = shapes[draw % len(shapes)]
+        limit = shape.max_task_chars
+        short = [t for t in seeds if limit is None or len(t.instruction) + len(t.input) + len(t.output) <= limit]
+        examples = rng.sample(short, min(len(short), shape.in_context))
         if chat:
-            texts = [text for _, text in chat_messages(examples, gen.tasks_per_call, gen.prompt_style)]
+            texts = [text for _, text in chat_messages(examples, shape.tasks_per_call, gen.prompt_style)]
         else:
             texts = [completion_prompt(examples, gen.prompt_style)]
         bounds.append(prompt_token_bound(texts))
@@ -134,9 +139,10 @@ def prompt_bounds(config: SediConfig, seeds: list[Task]) -> tuple[int, int]:
 
 
 def _most_tasks_per_call(config: SediConfig) -> int:
+    shapes = possible_shapes(config)
     if config.teacher.mode == "chat":
-        return config.generation.tasks_per_call
-    return max(1, config.generation.sampling.max_tokens // MIN_TOKENS_PER_TASK)
+        return max(s.tasks_per_call for s in shapes)
+    return max(1, max(s.max_tokens for s in shapes) // MIN_TOKENS_PER_TASK)
 
 
 def forecast(config: SediConfig, seen: Seen | None, seeds: list[Task], basis: str) -> dict[str, Any]:
@@ -156,7 +162,7 @@ def forecast(config: SediConfig, seen: Seen | None, seeds: list[Task], basis: st
               if left else s.slots for x in slots]  # fmt: skip
     calls = [None if r is None else s.calls + math.ceil((r - s.slots) * per_slot + extra - 1e-9) for r in rounds]
     mean_prompt, max_prompt = prompt_bounds(config, seeds)
-    worst = (max_prompt, gen.sampling.max_tokens)
+    worst = (max_prompt, max(s.max_tokens for s in possible_shapes(config)))
     price, seen_basis = _prices(config), basis != "bounds"
     spent = (s.prompt_tokens, s.completion_tokens, s.seconds)
     rate, spread = s.kept / max(s.calls, 1), stats.Z95 / math.sqrt(max(s.kept, 1))
@@ -170,9 +176,9 @@ def forecast(config: SediConfig, seen: Seen | None, seeds: list[Task], basis: st
         "interval": INTERVAL if seen_basis else "bounds: the fewest calls; no upper end without a keep rate",
         "prompt_tokens_per_call": round(s.prompt_tokens / s.calls, 1) if seen_basis else None,
         "completion_tokens_per_call": round(s.completion_tokens / s.calls, 1) if seen_basis else None,
-        # What the budget reserves for one generation call: the prompt's byte bound plus sampling.max_tokens.
+        # What the budget reserves for one generation call: the prompt's byte bound plus the request's max_tokens.
         "prompt_tokens_per_call_high": max_prompt, "prompt_tokens_per_call_bound_mean": mean_prompt,
-        "completion_tokens_per_call_high": gen.sampling.max_tokens,
+        "completion_tokens_per_call_high": worst[1],
         "cost_known": price is not None,
         "cost_usd_spent": None if price is None else round(_spent_usd(s, price), 6),
         "cost_spent_upper_bound": s.cost_upper_bound,  # then cost_usd_spent is "at most"

@@ -34,6 +34,11 @@ def fixed_shape(config: SediConfig) -> PromptShape:
     )
 
 
+def possible_shapes(config: SediConfig) -> list[PromptShape]:
+    """Every shape a request of this run may take: the fixed one, or each of ``generation.shapes.options``."""
+    return [fixed_shape(config)] if config.generation.shaping == "fixed" else list(config.generation.shapes.options)
+
+
 def shape_stats(db: sqlite3.Connection, before_round: int | None = None) -> list[ShapeStats]:
     """Per shape, the generation requests of rounds before ``before_round`` (all rounds: None), by name."""
     return shape_rows(db, before_round)
