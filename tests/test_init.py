@@ -40,9 +40,12 @@ ROUNDS = {"generation": {"calls_per_round": 20}, "run": {"max_rounds": 50}}
 
 
 def _section(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, also inside a list or an optional (``list[PromptShape] | None``)."""
     for candidate in getattr(annotation, "__args__", (annotation,)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
+        if getattr(candidate, "__args__", None) and (inner := _section(candidate)) is not None:
+            return inner
     return None
 
 

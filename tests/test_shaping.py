@@ -22,6 +22,7 @@ from sedi.config.seeds import Task, load_seed_tasks
 from sedi.report.page import write_report
 from sedi.report.summary import read_summary
 from sedi.stages.generation import plan_round
+from sedi.stages.resume import changed_settings
 from sedi.stages.seedpool import init_pool
 from sedi.stages.steering import round_picker
 from sedi.store.db import RunStore
@@ -166,7 +167,7 @@ def test_fixed_shaping_plans_todays_request_keys_byte_for_byte(pool_store: RunSt
 def test_learned_shapes_set_what_a_request_shows_and_asks(pool_store: RunStore, mode: str) -> None:
     data = {"teacher": {"mode": mode}, "generation": {"shaping": "learn", "calls_per_round": 8}}
     config = SediConfig.model_validate(data)
-    shapes = {s.name: s for s in config.generation.shapes.options}
+    shapes = {s.name: s for s in config.generation.shape_options()}
     planned = _plan(pool_store, config, 0)
     assert Counter(p.shape for p in planned) == {name: 2 for name in shapes}  # min_tries 2 each in round 0
     for p in planned:
@@ -200,6 +201,43 @@ def test_a_fixed_plan_with_max_task_chars_shows_only_short_tasks(pool_store: Run
         for t in p.context
     )
     assert longest > 150  # without the limit the same plan shows longer tasks: the limit is what kept them out
+
+
+def test_learned_shapes_are_derived_from_the_users_own_settings(pool_store: RunStore) -> None:
+    """Without generation.shapes.options, learn chooses among shapes scaled from the settings: the defaults give the
+    four measured shapes, and a user's small prompt and max_tokens (a teacher with a small context) bound every one."""
+    default = SediConfig.model_validate({"generation": {"shaping": "learn"}}).generation.shape_options()
+    names = [
+        "show8-any-ask8-384tok",
+        "show8-le400c-ask8-384tok",
+        "show4-le400c-ask8-512tok",
+        "show2-le300c-ask4-256tok",
+    ]
+    assert [s.name for s in default] == names
+    small = {"shaping": "learn", "calls_per_round": 8, "human_in_context": 2, "machine_in_context": 1}
+    config = SediConfig.model_validate({"generation": {**small, "sampling": {"max_tokens": 30}}})
+    planned = _plan(pool_store, config, 0)
+    assert {p.shape for p in planned} == {s.name for s in config.generation.shape_options()}
+    assert all(len(p.context) <= 3 for p in planned) and max(p.request.max_tokens for p in planned) == 40  # 30*4/3
+    listed = [{"in_context": 2, "max_tokens": 64}, {"in_context": 1, "max_tokens": 32}]
+    given = SediConfig.model_validate({"generation": {**small, "shapes": {"options": listed}}})
+    assert [s.name for s in given.generation.shape_options()] == ["show2-any-ask8-64tok", "show1-any-ask8-32tok"]
+
+
+def test_a_run_recorded_with_the_default_shapes_listed_resumes_under_derived_shapes() -> None:
+    """Run directories recorded before the options were derived list the four default shapes: the same plan."""
+    learn = SediConfig.model_validate({"generation": {"shaping": "learn"}})
+    recorded = learn.model_dump(mode="json")
+    recorded["generation"]["shapes"]["options"] = [s.model_dump(mode="json") for s in learn.generation.shape_options()]
+    assert learn.generation.shapes.options is None and changed_settings(recorded, learn) == []
+    fewer = learn.model_copy(deep=True)
+    fewer.generation.shapes.options = learn.generation.shape_options()[:2]
+    assert [key for key, _, _ in changed_settings(recorded, fewer)] == ["generation.shapes.options"]
+    # under 'fixed' the options are unused: a run with its own prompt size resumes whatever its record listed
+    fixed = SediConfig.model_validate({"generation": {"human_in_context": 2}})
+    old = fixed.model_dump(mode="json")
+    old["generation"]["shapes"]["options"] = recorded["generation"]["shapes"]["options"]
+    assert changed_settings(old, fixed) == []
 
 
 def test_the_budget_reserves_each_requests_own_max_tokens(pool_store: RunStore) -> None:

@@ -157,9 +157,10 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _item_model(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model of a list field's items (``list[PromptShape]``), else None."""
+    """The pydantic model of a list field's items (``list[PromptShape]``, also ``| None``), else None."""
     if typing.get_origin(annotation) is not list:
-        return None
+        lists = [arg for arg in typing.get_args(annotation) if typing.get_origin(arg) is list]
+        return _item_model(lists[0]) if lists else None
     return _section_model(typing.get_args(annotation)[0])
 
 
@@ -202,6 +203,12 @@ def _keys(
         if item is not None and value and isinstance(value[0], dict):  # a list of sections: document their keys
             keys = _keys(item, value[0], 1, {}, dotted + "[].")
             out += [f"{pad}# Each item's keys, with the first item's values:", *(f"{pad}# {line}" for line in keys)]
+        elif item is not None and value is None:  # a list left unset (derived): its items' keys, with defaults
+            keys = _keys(item, item().model_dump(mode="json"), 1, {}, dotted + "[].")
+            out += [
+                f"{pad}# To list them, each item's keys, with their defaults:",
+                *(f"{pad}# {line}" for line in keys),
+            ]
         if section is not None:  # an optional section left unset (teacher.prices): its keys, ready to uncomment
             example = [f"{name}:", *_keys(section, section().model_dump(mode="json"), 1, {}, dotted + ".")]
             out += [f"{pad}# To set it, replace the line above with:", *(f"{pad}# {line}" for line in example)]

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from feedback import FeedbackConfig
 from sedi.config.filter import FilterConfig
 from sedi.config.run import RunConfig
-from sedi.config.shaping import ShapesConfig
+from sedi.config.shaping import PromptShape, ShapesConfig, derived_shapes
 from sedi.config.student import StudentConfig
 from sedi.config.teacher import BudgetConfig, TeacherConfig, _Strict
 from sedi.config.yaml_source import read_config_file
@@ -126,6 +126,19 @@ class GenerationConfig(_Strict):
     def _yaml_off(cls, value: object) -> object:
         # YAML 1.1 (PyYAML) reads a bare `off` as false: `repair: off` in a file or --set must mean 'off'.
         return "off" if value is False else value
+
+    def fixed_shape(self) -> PromptShape:
+        """The shape every request has with ``shaping: fixed`` (what the settings above give)."""
+        return PromptShape(
+            in_context=min(50, max(1, self.human_in_context + self.machine_in_context)),
+            max_task_chars=self.max_task_chars,
+            tasks_per_call=self.tasks_per_call,
+            max_tokens=self.sampling.max_tokens,
+        )
+
+    def shape_options(self) -> list[PromptShape]:
+        """The shapes ``shaping: learn`` chooses among: ``shapes.options``, or derived from the settings above."""
+        return list(self.shapes.options) if self.shapes.options is not None else derived_shapes(self.fixed_shape())
 
 
 class InstanceConfig(_Strict):

@@ -35,28 +35,57 @@ class PromptShape(_Strict):
         return f"show{self.in_context}-{chars}-ask{self.tasks_per_call}-{self.max_tokens}tok"
 
 
-def _default_shapes() -> list[PromptShape]:
-    # Today's shape, then shorter prompts. On the bundled 270M teacher, prompts of long human seeds (967 prompt
-    # tokens) were cut at max_tokens in 68% of requests and kept 1.63 tasks per request, against 52% and 2.37 for
-    # prompts of two short machine tasks (826 tokens). Half of the 175 shipped seeds are at most 333 characters.
-    return [
-        PromptShape(in_context=8, max_task_chars=None, tasks_per_call=8, max_tokens=384),
-        PromptShape(in_context=8, max_task_chars=400, tasks_per_call=8, max_tokens=384),
-        PromptShape(in_context=4, max_task_chars=400, tasks_per_call=8, max_tokens=512),
-        PromptShape(in_context=2, max_task_chars=300, tasks_per_call=4, max_tokens=256),
+def derived_shapes(settings: PromptShape) -> list[PromptShape]:
+    """The shapes ``learn`` chooses among when ``generation.shapes.options`` is not given: the one the settings give,
+    then shorter prompts scaled from it, so that a user's own in-context count, max_tokens and tasks per call bound
+    every request (a teacher with a small context window stays within it)."""
+
+    # From today's default settings (8 shown, ask 8, 384 tokens) these are the four shapes measured on 2026-12-07:
+    # on the bundled 270M teacher, prompts of long human seeds (967 prompt tokens) were cut at max_tokens in 68% of
+    # requests and kept 1.63 tasks per request, against 52% and 2.37 for prompts of two short machine tasks (826
+    # tokens). Half of the 175 shipped seeds are at most 333 characters.
+    def cap(limit: int) -> int:
+        return limit if settings.max_task_chars is None else min(limit, settings.max_task_chars)
+
+    half, quarter = max(1, settings.in_context // 2), max(1, settings.in_context // 4)
+    shapes = [
+        settings,
+        PromptShape(
+            in_context=settings.in_context,
+            max_task_chars=cap(400),
+            tasks_per_call=settings.tasks_per_call,
+            max_tokens=settings.max_tokens,
+        ),
+        PromptShape(
+            in_context=half,
+            max_task_chars=cap(400),
+            tasks_per_call=settings.tasks_per_call,
+            max_tokens=settings.max_tokens * 4 // 3,
+        ),
+        PromptShape(
+            in_context=quarter,
+            max_task_chars=cap(300),
+            tasks_per_call=max(1, settings.tasks_per_call // 2),
+            max_tokens=max(1, settings.max_tokens * 2 // 3),
+        ),
     ]
+    return list({shape.name: shape for shape in shapes}.values())  # distinct, in this order
+
+
+DERIVED = 4  # derived_shapes gives at most this many
 
 
 class ShapesConfig(_Strict):
     """``generation.shaping: learn``: the shapes and the rule that learns which keeps the most tasks per dollar."""
 
-    options: list[PromptShape] = Field(
-        default_factory=_default_shapes,
+    options: list[PromptShape] | None = Field(
+        None,
         min_length=2,
         max_length=8,
-        description="The shapes to choose among (2 to 8, distinct). Default: today's (8 tasks of any length, ask 8, "
-        "384 tokens), 8 tasks of at most 400 characters, 4 of at most 400 asking 8 in 512 tokens, 2 of at most 300 "
-        "asking 4 in 256 tokens.",
+        description="The shapes to choose among (2 to 8, distinct). null: derived from the generation settings: "
+        "theirs (with the defaults 8 tasks of any length shown, ask 8, 384 tokens), the same of at most 400 "
+        "characters, half as many shown with 4/3 the max_tokens, a quarter as many of at most 300 characters asking "
+        "half as many in 2/3 the max_tokens.",
     )
     min_tries: int = Field(2, ge=1, le=50, description="Requests each shape gets before the rule compares them.")
     floor: float = Field(
@@ -72,13 +101,14 @@ class ShapesConfig(_Strict):
 
     @model_validator(mode="after")
     def _sound(self) -> ShapesConfig:
-        names = [s.name for s in self.options]
+        names = [s.name for s in self.options or []]
         if len(set(names)) < len(names):
             twice = next(n for n in names if names.count(n) > 1)
             raise ValueError(f"shape {twice} is listed twice: list each shape once")
-        if self.floor * len(self.options) > 1:
+        count = DERIVED if self.options is None else len(self.options)
+        if self.floor * count > 1:
             raise ValueError(
-                f"floor {self.floor} times {len(self.options)} shapes is over 1: lower floor to at most "
-                f"{1 / len(self.options):.3f} or list fewer shapes"
+                f"floor {self.floor} times {count} shapes is over 1: lower floor to at most {1 / count:.3f} or list "
+                "fewer shapes"
             )
         return self

@@ -19,8 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from pydantic import ValidationError
 
-from sedi.config.model import SediConfig, upgrade_recorded
+from sedi.config.model import GenerationConfig, SediConfig, upgrade_recorded
 from sedi.config.seeds import Task
 from sedi.exceptions import ConfigError, RunDirError
 
@@ -65,6 +66,25 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): tree}
+
+
+def _effective_shapes(data: dict[str, Any]) -> dict[str, Any]:
+    """``generation.shapes.options`` as the run uses them: a run recorded by a sedi that listed the default shapes
+    and one whose null options derive the same shapes from the same settings plan the same requests; under
+    ``shaping: fixed`` the options are unused and not compared. A copy."""
+    out = json.loads(json.dumps(data))
+    gen = out.get("generation")
+    if not isinstance(gen, dict) or not isinstance(gen.get("shapes"), dict):
+        return out
+    if gen.get("shaping", "fixed") == "fixed":
+        gen["shapes"].pop("options", None)
+    elif gen["shapes"].get("options") is None:
+        try:
+            options = GenerationConfig.model_validate(gen).shape_options()
+        except ValidationError:  # an older section this version cannot read: compared as recorded
+            return out
+        gen["shapes"]["options"] = [shape.model_dump(mode="json") for shape in options]
+    return out
 
 
 def _known(flat: dict[str, Any], key: str) -> bool:
@@ -115,7 +135,7 @@ def _shown(value: Any) -> str:
 def changed_settings(previous: dict[str, Any], config: SediConfig) -> list[tuple[str, Any, Any]]:
     """(key, old, new) of every refused change; keys the old config did not have are not compared (an
     older sedi did not know them, and the schema version already guards incompatible run directories)."""
-    old, new = _flatten(previous), _flatten(config.model_dump(mode="json"))
+    old, new = _flatten(_effective_shapes(previous)), _flatten(_effective_shapes(config.model_dump(mode="json")))
     old["teacher.base_url"] = normalise_url(old.get("teacher.base_url"))
     new["teacher.base_url"] = normalise_url(new.get("teacher.base_url"))
     if old["teacher.base_url"] is None and old.get("teacher.provider") == "openai":

@@ -25,18 +25,13 @@ ShapeStats = ShapeRow
 
 def fixed_shape(config: SediConfig) -> PromptShape:
     """The shape every request has with ``generation.shaping: fixed`` (what the settings give)."""
-    gen = config.generation
-    return PromptShape(
-        in_context=max(1, gen.human_in_context + gen.machine_in_context),
-        max_task_chars=gen.max_task_chars,
-        tasks_per_call=gen.tasks_per_call,
-        max_tokens=gen.sampling.max_tokens,
-    )
+    return config.generation.fixed_shape()
 
 
 def possible_shapes(config: SediConfig) -> list[PromptShape]:
-    """Every shape a request of this run may take: the fixed one, or each of ``generation.shapes.options``."""
-    return [fixed_shape(config)] if config.generation.shaping == "fixed" else list(config.generation.shapes.options)
+    """Every shape a request of this run may take: the fixed one, or each ``learn`` chooses among."""
+    gen = config.generation
+    return [gen.fixed_shape()] if gen.shaping == "fixed" else gen.shape_options()
 
 
 def shape_stats(db: sqlite3.Connection, before_round: int | None = None) -> list[ShapeStats]:

@@ -13,10 +13,11 @@ reference ``topics_covered`` uses; a promoted seed belongs to the topic of the n
 
 Each request also has a shape (:mod:`sedi.config.shaping`): with ``generation.shaping: fixed`` the one the settings
 give, drawn exactly as before (only tasks of at most ``generation.max_task_chars``, when that is set); with
-``learn`` one of ``generation.shapes.options`` chosen by :mod:`feedback.shaping` from earlier rounds' kept tasks per
-dollar, its prompt showing ``in_context`` tasks of at most ``max_task_chars``
-(split between human and machine tasks in the proportion of human_in_context to machine_in_context). The shapes
-are recorded with the requests (``requests.shape``) and a resumed round replays them like its in-context tasks.
+``learn`` one of ``generation.shapes.options`` (or of the shapes derived from the settings) chosen by
+:mod:`feedback.shaping` from earlier rounds' kept tasks per dollar, its prompt showing ``in_context`` tasks of at most
+``max_task_chars`` (split between human and machine tasks in the proportion of human_in_context to
+machine_in_context). The shapes are recorded with the requests (``requests.shape``) and a resumed round replays them
+like its in-context tasks.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def round_shapes(store: RunStore, config: SediConfig, round_index: int) -> dict[
     gen = config.generation
     if gen.shaping == "fixed":
         return None
-    options = {s.name: s for s in gen.shapes.options}
+    options = {s.name: s for s in gen.shape_options()}
     first = round_index * gen.calls_per_round
     indices = range(first, first + gen.calls_per_round)
     recorded = plans.recorded_shapes(store, round_index)
