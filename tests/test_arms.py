@@ -51,7 +51,7 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
                        "sedi-paper": "sedi", "sedi-steer": "sedi", "default": "sedi",
                        "relaxed-filter-only": "self-instruct", "in-context-split": "sedi",
                        "repair-only": "self-instruct", "shaping-only": "self-instruct",
-                       "self-instruct-short": "self-instruct",
+                       "self-instruct-short": "self-instruct", "default-short": "sedi",
                        "default-repair": "sedi", "default-shaping": "sedi"}  # fmt: skip
     paper, split, steer = configs["sedi-paper"], configs["in-context-split"], configs["sedi-steer"]
     assert (paper["feedback"]["in_context"], paper["feedback"]["steer"]) == ("pool", False)
@@ -84,6 +84,9 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
     assert configs["self-instruct"]["generation"]["max_task_chars"] is None
     generation |= {key: configs["self-instruct"]["generation"][key] for key in generation}
     assert short == configs["self-instruct"]
+    default_short = configs["default-short"]  # the same settings on the default, nothing else
+    default_short["generation"] |= {key: configs["default"]["generation"][key] for key in default_short["generation"]}
+    assert default_short == configs["default"]
     assert all(arm.description and "\n" not in arm.description for arm in ARMS.values())
 
 

@@ -57,6 +57,15 @@ _BASELINE = (
     "generation.max_task_chars=null",
 )
 
+# The plain settings of the shape learned shaping chose in 2 of 3 seeds (show4-le400c-ask8-512tok), fixed: a saving
+# any generator gets from them is not a mechanism's (docs/results.md).
+_SHORT = (
+    "generation.human_in_context=3",
+    "generation.machine_in_context=1",
+    "generation.max_task_chars=400",
+    "generation.sampling.max_tokens=512",
+)
+
 ARMS: dict[str, Arm] = {
     arm.name: arm
     for arm in (
@@ -101,14 +110,10 @@ ARMS: dict[str, Arm] = {
             "self-instruct-short",
             "The baseline with the plain settings of the shape learned shaping chose most: 4 tasks shown (3 human, "
             "1 machine) of at most 400 characters, 512 completion tokens.",
-            (
-                "generation.human_in_context=3",
-                "generation.machine_in_context=1",
-                "generation.max_task_chars=400",
-                "generation.sampling.max_tokens=512",
-            ),
+            _SHORT,
             extends="self-instruct",
         ),
+        Arm("default-short", "The default with the plain settings of self-instruct-short.", _SHORT, extends="default"),
         Arm("default-repair", "The default with output repair on.", ("generation.repair=batched",), extends="default"),
         Arm("default-shaping", "The default with learned request shapes.", ("generation.shaping=learn",), "default"),
         Arm(
