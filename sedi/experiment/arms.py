@@ -113,7 +113,12 @@ ARMS: dict[str, Arm] = {
             _SHORT,
             extends="self-instruct",
         ),
-        Arm("default-short", "The default with the plain settings of self-instruct-short.", _SHORT, extends="default"),
+        Arm(
+            "default-short",
+            "The default with the plain settings of self-instruct-short, in one fixed shape.",
+            (*_SHORT, "generation.shaping=fixed"),
+            extends="default",
+        ),
         Arm("default-repair", "The default with output repair on.", ("generation.repair=batched",), extends="default"),
         Arm("default-shaping", "The default with learned request shapes.", ("generation.shaping=learn",), "default"),
         Arm(
