@@ -234,7 +234,7 @@ def test_a_run_recorded_with_the_default_shapes_listed_resumes_under_derived_sha
     fewer.generation.shapes.options = learn.generation.shape_options()[:2]
     assert [key for key, _, _ in changed_settings(recorded, fewer)] == ["generation.shapes.options"]
     # under 'fixed' the options are unused: a run with its own prompt size resumes whatever its record listed
-    fixed = SediConfig.model_validate({"generation": {"human_in_context": 2}})
+    fixed = SediConfig.model_validate({"generation": {"shaping": "fixed", "human_in_context": 2}})
     old = fixed.model_dump(mode="json")
     old["generation"]["shapes"]["options"] = recorded["generation"]["shapes"]["options"]
     assert changed_settings(old, fixed) == []
