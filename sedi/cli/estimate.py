@@ -51,7 +51,7 @@ from sedi.loop import check_inputs, run
 from sedi.report import stats
 from sedi.report.summary import read_summary
 from sedi.stages.prompts import chat_messages, completion_prompt
-from sedi.stages.shapes import possible_shapes
+from sedi.stages.shapes import possible_shapes, shown_tasks
 from sedi.store import ledger
 from sedi.store.report_queries import answered_generation_requests, timed_seconds
 from sedi.store.rundir import DB_NAME, connect_readonly, lock_held, unreadable
@@ -127,8 +127,7 @@ def prompt_bounds(config: SediConfig, seeds: list[Task]) -> tuple[int, int]:
     bounds = []
     for draw in range(PROMPT_DRAWS):
         shape = shapes[draw % len(shapes)]
-        limit = shape.max_task_chars
-        short = [t for t in seeds if limit is None or len(t.instruction) + len(t.input) + len(t.output) <= limit]
+        short = shown_tasks(seeds, shape)
         examples = rng.sample(short, min(len(short), shape.in_context))
         if chat:
             texts = [text for _, text in chat_messages(examples, shape.tasks_per_call, gen.prompt_style)]

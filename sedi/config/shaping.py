@@ -72,7 +72,7 @@ def derived_shapes(settings: PromptShape) -> list[PromptShape]:
     return list({shape.name: shape for shape in shapes}.values())  # distinct, in this order
 
 
-DERIVED = 4  # derived_shapes gives at most this many
+DERIVED = len(derived_shapes(PromptShape()))  # derived_shapes gives at most this many (4: none coincide)
 
 
 class ShapesConfig(_Strict):

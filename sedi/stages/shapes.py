@@ -11,10 +11,12 @@ its output came from a later repair request; a shape's cost is that of its gener
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from feedback.shaping import ShapeArm, best_shape
 from sedi.config.model import SediConfig
+from sedi.config.seeds import Task
 from sedi.config.shaping import PromptShape
 from sedi.store.plans import ShapeRow, shape_rows
 
@@ -23,9 +25,12 @@ from sedi.store.plans import ShapeRow, shape_rows
 ShapeStats = ShapeRow
 
 
-def fixed_shape(config: SediConfig) -> PromptShape:
-    """The shape every request has with ``generation.shaping: fixed`` (what the settings give)."""
-    return config.generation.fixed_shape()
+def shown_tasks(tasks: Sequence[Task], shape: PromptShape | None) -> list[Task]:
+    """The tasks a shape may show: those of at most its ``max_task_chars`` (instruction + input + output); all of them
+    with no shape or no limit."""
+    if shape is None or shape.max_task_chars is None:
+        return list(tasks)
+    return [t for t in tasks if len(t.instruction) + len(t.input) + len(t.output) <= shape.max_task_chars]
 
 
 def possible_shapes(config: SediConfig) -> list[PromptShape]:

@@ -40,7 +40,7 @@ from sedi.config.shaping import PromptShape
 from sedi.exceptions import RunDirError
 from sedi.stages.prompts import sample_in_context
 from sedi.stages.seedpool import active_pool, pool_tasks
-from sedi.stages.shapes import ShapeStats, fixed_shape, shape_stats
+from sedi.stages.shapes import ShapeStats, shape_stats, shown_tasks
 from sedi.stages.shapes import arms as shape_arms
 from sedi.store import plans, seeds
 from sedi.store.dataset import kept_tasks
@@ -118,13 +118,6 @@ def round_shapes(store: RunStore, config: SediConfig, round_index: int) -> dict[
     return {i: options[recorded[i]] if i in recorded else chosen[i] for i in indices}
 
 
-def _short(tasks: Sequence[Task], shape: PromptShape | None) -> list[Task]:
-    """The tasks a shape may show: those of at most ``max_task_chars`` (instruction + input + output)."""
-    if shape is None or shape.max_task_chars is None:
-        return list(tasks)
-    return [t for t in tasks if len(t.instruction) + len(t.input) + len(t.output) <= shape.max_task_chars]
-
-
 def _split(config: SediConfig, shape: PromptShape | None) -> tuple[int, int]:
     """(human, machine) tasks a prompt shows: the settings', or a shape's in their proportion."""
     gen = config.generation
@@ -141,7 +134,7 @@ def round_picker(
     """The in-context picker of one round (see the module docstring); records the round's prompt metrics."""
     shapes = round_shapes(store, config, round_index)
     draw = _round_draw(store, config, encode, seeds, round_index)
-    fixed = fixed_shape(config)
+    fixed = config.generation.fixed_shape()
     # 'fixed' without generation.max_task_chars draws exactly as before shapes existed (no shape given to the draw)
     limited = fixed if fixed.max_task_chars is not None else None
 
@@ -159,7 +152,7 @@ def _round_draw(store: RunStore, config: SediConfig, encode: EncodeFn, seeds: Se
     if config.method != "sedi":
         machine = kept_tasks(store, before_round=round_index)
         return lambda _, rng, shape: sample_in_context(
-            _short(seeds, shape), _short(machine, shape), *_split(config, shape), rng
+            shown_tasks(seeds, shape), shown_tasks(machine, shape), *_split(config, shape), rng
         )
     recorded = plans.recorded_contexts(store, round_index)
     if recorded:  # a resumed round: the plan it was started with
@@ -168,7 +161,7 @@ def _round_draw(store: RunStore, config: SediConfig, encode: EncodeFn, seeds: Se
     human, machine = active_pool(store)
     if fb.in_context == "split":
         return lambda _, rng, shape: sample_in_context(
-            _short(human, shape), _short(machine, shape), *_split(config, shape), rng
+            shown_tasks(human, shape), shown_tasks(machine, shape), *_split(config, shape), rng
         )
     pool = human + machine
     credit = _credit(store, round_index)
@@ -182,7 +175,7 @@ def _round_draw(store: RunStore, config: SediConfig, encode: EncodeFn, seeds: Se
     explored = [0]
 
     def pick(_: int, rng: random.Random, shape: PromptShape | None) -> list[Task]:
-        eligible = arms if shape is None else [a for a in arms if _short([pool[a.id]], shape)]
+        eligible = arms if shape is None else [a for a in arms if shown_tasks([pool[a.id]], shape)]
         size = k if shape is None else shape.in_context
         if fb.steer:
             ids, n_explored = draw_thompson(eligible, size, rng, fb.bandit)
