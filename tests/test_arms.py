@@ -52,7 +52,7 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
                        "relaxed-filter-only": "self-instruct", "in-context-split": "sedi",
                        "repair-only": "self-instruct", "shaping-only": "self-instruct",
                        "self-instruct-short": "self-instruct", "default-short": "sedi",
-                       "default-repair": "sedi", "default-shaping": "sedi"}  # fmt: skip
+                       "default-repair": "sedi", "default-fixed": "sedi", "default-shaping": "sedi"}  # fmt: skip
     paper, split, steer = configs["sedi-paper"], configs["in-context-split"], configs["sedi-steer"]
     assert (paper["feedback"]["in_context"], paper["feedback"]["steer"]) == ("pool", False)
     assert (steer["feedback"]["in_context"], steer["feedback"]["steer"]) == ("pool", True)
@@ -71,12 +71,13 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
         ("repair-only", "self-instruct", "repair", "batched"),
         ("shaping-only", "self-instruct", "shaping", "learn"),
         ("default-repair", "default", "repair", "batched"),
-        ("default-shaping", "default", "shaping", "learn"),
+        ("default-fixed", "default", "shaping", "fixed"),
     ]:  # each ablation differs from its parent in its one mechanism only
         ablation = configs[arm]
         assert ablation["generation"][key] == value != configs[parent]["generation"][key]
         ablation["generation"][key] = configs[parent]["generation"][key]
         assert ablation == configs[parent], arm
+    assert configs["default"]["generation"]["shaping"] == "learn" and configs["default-shaping"] == configs["default"]
     short = configs["self-instruct-short"]  # the baseline with the chosen shape's plain settings, nothing else
     generation = short["generation"]
     shown = (generation["human_in_context"], generation["machine_in_context"], generation["max_task_chars"])
@@ -84,8 +85,11 @@ def test_every_arm_gets_the_same_run_controls_and_only_its_own_overrides() -> No
     assert configs["self-instruct"]["generation"]["max_task_chars"] is None
     generation |= {key: configs["self-instruct"]["generation"][key] for key in generation}
     assert short == configs["self-instruct"]
-    default_short = configs["default-short"]  # the same settings on the default, nothing else
-    default_short["generation"] |= {key: configs["default"]["generation"][key] for key in default_short["generation"]}
+    default_short = configs["default-short"]  # the same settings on the default, in one fixed shape, nothing else
+    differ = {k for k, v in default_short["generation"].items() if v != configs["default"]["generation"][k]}
+    assert differ == {"human_in_context", "machine_in_context", "max_task_chars", "sampling", "shaping"}
+    assert default_short["generation"]["shaping"] == "fixed"
+    default_short["generation"] |= {key: configs["default"]["generation"][key] for key in differ}
     assert default_short == configs["default"]
     assert all(arm.description and "\n" not in arm.description for arm in ARMS.values())
 

@@ -82,8 +82,9 @@ def test_bounds_without_a_run_send_nothing(tmp_path: Path, scripted: Served, tin
     est = _json(sedi(*_estimate(run_dir, scripted, tiny_model_dir, *SMALL, "--json")))
     assert est["basis"] == "bounds" and est["keep_rate"] is None and est["kept_per_call"] is None
     assert est["calls"] is None and est["calls_high"] is None and est["cost_usd"] is None
-    # 20 tasks at most 384 // 8 = 48 per completion call: one call, rounded up to a round of 4
-    assert est["calls_low"] == 4 and est["completion_tokens_per_call_high"] == 384
+    # Learned shapes (the default) may send 4/3 of sampling.max_tokens 384: 20 tasks at most 512 // 8 = 64 per
+    # completion call: one call, rounded up to a round of 4
+    assert est["calls_low"] == 4 and est["completion_tokens_per_call_high"] == 512
     assert est["cost_known"] is False and est["cost_usd_per_call_high"] is None  # loopback without prices
     text = sedi(*_estimate(run_dir, scripted, tiny_model_dir, *SMALL, *PRICES))
     assert text.returncode == 0, text.stderr

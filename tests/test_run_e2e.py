@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -68,7 +69,9 @@ def test_run_stores_responses_and_rerun_makes_zero_requests(tmp_path: Path, serv
     assert summary["calls"] == 6 and summary["responses"] == 6 and summary["cache_hits"] == 0
     assert summary["prompt_tokens"] > 0 and summary["completion_tokens"] > 0
     prompts = [s.body["prompt"] for s in server.counter.seen]
-    assert len(set(prompts)) == 6 and all(p.rstrip().endswith("Task 3\nInstruction:") for p in prompts)
+    # Completion prompts ending where the next task begins (learned shapes, the default, show 1 to 4 tasks)
+    ends = [re.search(r"\nTask (\d+)\nInstruction:$", p.rstrip()) for p in prompts]
+    assert len(set(prompts)) == 6 and all(ends), [p[-40:] for p in prompts]
 
     second = sedi(*run_args(run_dir, server, engine))
     assert second.returncode == 0, second.stderr

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from feedback.shaping import ShapeArm, ShapingRule, best_shape, plan_shapes
-from sedi.config.model import SediConfig, load_config
+from sedi.config.model import SediConfig, load_config, upgrade_recorded
 from sedi.config.seeds import Task, load_seed_tasks
 from sedi.report.page import write_report
 from sedi.report.summary import read_summary
@@ -112,7 +112,8 @@ def _encode(texts: Sequence[str]) -> Any:
     return out + 0.01
 
 
-# sha256 of the request keys of rounds 0 and 2, planned by the code before generation.shaping existed.
+# sha256 of the request keys of rounds 0 and 2, planned by the code before generation.shaping existed; shaping
+# 'fixed' must plan them byte for byte.
 TODAY = {
     "sedi-split-completion": ({}, "a2de45778d0a9b9602341e01b45e595560e159e05f0fd9cd05a8e1072c2fbb03"),
     "sedi-pool-steer-chat": (
@@ -155,8 +156,8 @@ def _plan(store: RunStore, config: SediConfig, round_index: int) -> list[Any]:
 @pytest.mark.parametrize("name", TODAY)
 def test_fixed_shaping_plans_todays_request_keys_byte_for_byte(pool_store: RunStore, name: str) -> None:
     data, expected = TODAY[name]
+    data = {**data, "generation": {**data.get("generation", {}), "shaping": "fixed"}}  # 'learn' is the default
     config = SediConfig.model_validate(data)
-    assert config.generation.shaping == "fixed"
     keys = [
         p.request.key(config.teacher.model, config.teacher.mode) for r in (0, 2) for p in _plan(pool_store, config, r)
     ]
@@ -185,7 +186,7 @@ def test_learned_shapes_set_what_a_request_shows_and_asks(pool_store: RunStore, 
 @pytest.mark.parametrize("method", ["self-instruct", "sedi"])
 def test_a_fixed_plan_with_max_task_chars_shows_only_short_tasks(pool_store: RunStore, method: str) -> None:
     """generation.max_task_chars: the plain setting a baseline can use (the arm 'self-instruct-short')."""
-    limits = {"human_in_context": 3, "machine_in_context": 1, "sampling": {"max_tokens": 512}}
+    limits = {"human_in_context": 3, "machine_in_context": 1, "sampling": {"max_tokens": 512}, "shaping": "fixed"}
     plain = SediConfig.model_validate({"method": method, "generation": limits})
     short = SediConfig.model_validate({"method": method, "generation": {**limits, "max_task_chars": 150}})
     planned = [p for r in (0, 2) for p in _plan(pool_store, short, r)]
@@ -238,6 +239,16 @@ def test_a_run_recorded_with_the_default_shapes_listed_resumes_under_derived_sha
     old = fixed.model_dump(mode="json")
     old["generation"]["shapes"]["options"] = recorded["generation"]["shapes"]["options"]
     assert changed_settings(old, fixed) == []
+
+
+def test_a_run_recorded_before_shaping_existed_does_not_resume_into_learned_shapes() -> None:
+    """Every request of such a run had the settings' one shape: with 'learn' now the default, its resume is refused
+    (the key and both values named) unless 'fixed' is set again, which resumes it unchanged."""
+    recorded = SediConfig.model_validate({"generation": {"shaping": "fixed"}}).model_dump(mode="json")
+    del recorded["generation"]["shaping"], recorded["generation"]["shapes"], recorded["generation"]["max_task_chars"]
+    assert changed_settings(upgrade_recorded(recorded), SediConfig()) == [("generation.shaping", "fixed", "learn")]
+    fixed = SediConfig.model_validate({"generation": {"shaping": "fixed"}})
+    assert changed_settings(upgrade_recorded(recorded), fixed) == []
 
 
 def test_the_budget_reserves_each_requests_own_max_tokens(pool_store: RunStore) -> None:

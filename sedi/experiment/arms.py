@@ -120,6 +120,13 @@ ARMS: dict[str, Arm] = {
             extends="default",
         ),
         Arm("default-repair", "The default with output repair on.", ("generation.repair=batched",), extends="default"),
+        Arm(
+            "default-fixed",
+            "The default with every request in the settings' one shape ('fixed': the default until 2026-12-07).",
+            ("generation.shaping=fixed",),
+            extends="default",
+        ),
+        # Since 2026-12-07 the same config as `default`; kept so the commands of earlier results still run it.
         Arm("default-shaping", "The default with learned request shapes.", ("generation.shaping=learn",), "default"),
         Arm(
             "in-context-split",
