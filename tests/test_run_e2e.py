@@ -72,6 +72,7 @@ def test_run_stores_responses_and_rerun_makes_zero_requests(tmp_path: Path, serv
     # Completion prompts ending where the next task begins (learned shapes, the default, show 1 to 4 tasks)
     ends = [re.search(r"\nTask (\d+)\nInstruction:$", p.rstrip()) for p in prompts]
     assert len(set(prompts)) == 6 and all(ends), [p[-40:] for p in prompts]
+    assert {int(m[1]) for m in ends if m} <= {2, 3, 4, 5}, [p[-40:] for p in prompts]  # 1 to 4 tasks shown
 
     second = sedi(*run_args(run_dir, server, engine))
     assert second.returncode == 0, second.stderr

@@ -125,6 +125,10 @@ def _split(config: SediConfig, shape: PromptShape | None) -> tuple[int, int]:
         return gen.human_in_context, gen.machine_in_context
     both = gen.human_in_context + gen.machine_in_context
     machine = int(shape.in_context * gen.machine_in_context / both + 0.5) if both else 0
+    # At least one human seed when the settings show any: a 1-task shape with 2 + 2 in the settings rounded to 0 + 1,
+    # and before any machine task exists that prompt showed nothing (tests/test_run_e2e.py).
+    if gen.human_in_context and machine >= shape.in_context:
+        machine = shape.in_context - 1
     return shape.in_context - machine, machine
 
 
