@@ -174,3 +174,57 @@ def test_a_client_that_disconnects_stops_its_generation(own_engine: Engine) -> N
     # The abandoned request never decoded: one prefill and 3 decoding steps, all for the second one.
     assert len(forwards) == 4
     assert own_engine.scheduler.stats.cancelled == 1
+
+
+class Crowd:
+    """A scripted engine whose generations wait until ``expected`` of them are inside it at once (or 10 s pass),
+    recording the most that ever were: how many requests the server lets reach the engine together."""
+
+    model_id, has_chat_template, context_length = "crowd", False, None
+
+    def __init__(self, expected: int) -> None:
+        self.expected, self.inside, self.peak = expected, 0, 0
+        self.changed = threading.Condition()
+
+    def count_tokens(self, prompt: Any) -> int:
+        return 1
+
+    def generate(self, prompt: Any, **kwargs: Any) -> Any:
+        from sedi.serve._engine import GenerationResult
+
+        with self.changed:
+            self.inside += 1
+            self.peak = max(self.peak, self.inside)
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.inside >= self.expected, timeout=10)
+        with self.changed:
+            self.inside -= 1
+        return GenerationResult("ok", "stop", 1, 1)
+
+
+@pytest.mark.parametrize(("threads", "peak"), [(None, 40), (64, 56)])
+def test_more_requests_than_anyios_default_pool_reach_the_engine_together(threads: int | None, peak: int) -> None:
+    # 56 requests at once: with anyio's shared pool of 40 threads only 40 reached the engine, so a server with
+    # --max-batch 96 never decoded more than 40 rows; the server now sizes its own pool (twice max_batch).
+    engine = Crowd(expected=56)
+    limits = {} if threads is None else {"generation_threads": threads}
+    with serve_app(create_app(engine, **limits)) as served:  # type: ignore[arg-type]
+        client = api(served, timeout=60)
+        answers: list[str] = []
+
+        def ask() -> None:
+            done = client.completions.create(model="crowd", prompt="x", max_tokens=1)
+            answers.append(done.choices[0].text)
+
+        askers = [threading.Thread(target=ask) for _ in range(56)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(60)
+    assert answers == ["ok"] * 56
+    assert engine.peak == peak
+
+
+def test_the_generation_pool_is_at_least_one_thread() -> None:
+    with pytest.raises(ValueError, match="generation_threads must be at least 1"):
+        create_app(Crowd(1), generation_threads=0)  # type: ignore[arg-type]

@@ -49,8 +49,8 @@ def __getattr__(name: str) -> Any:
 
 
 def create_app(engine: Engine, **limits: Any) -> FastAPI:
-    """The FastAPI app serving ``engine``; ``limits``: ``max_tokens``, ``max_body_bytes`` (see
-    :func:`sedi.serve._app.create_app`)."""
+    """The FastAPI app serving ``engine``; ``limits``: ``max_tokens``, ``max_body_bytes``, ``memo_size``,
+    ``generation_threads`` (see :func:`sedi.serve._app.create_app`)."""
     from sedi.serve._app import create_app as build
 
     return build(engine, **limits)
@@ -123,11 +123,15 @@ def serve(
 
     import uvicorn
 
+    from sedi.serve._app import DEFAULT_GENERATION_THREADS
     from sedi.serve._app import create_app as build
     from sedi.serve._engine import Engine
 
     engine = Engine.load(model, model_id=model_id, device=device, dtype=dtype, max_batch=max_batch)
-    app = build(engine, max_tokens=max_tokens, max_body_bytes=max_body_bytes)
+    # A full batch decoding and as many requests queued for its places, so that a row that ends is refilled at the
+    # next step rather than after a thread frees up; never fewer than before the pool was sized.
+    threads = max(DEFAULT_GENERATION_THREADS, 2 * max_batch)
+    app = build(engine, max_tokens=max_tokens, max_body_bytes=max_body_bytes, generation_threads=threads)
     logging.getLogger("sedi.serve").info(
         "%s on %s (%s): up to %d requests decode together",
         engine.model_id,

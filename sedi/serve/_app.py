@@ -26,6 +26,9 @@ from sedi.serve._engine import Engine, GenerationCancelled, GenerationResult, In
 from sedi.serve._limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, error_body
 from sedi.serve._memo import DEFAULT_MEMO_SIZE, SeededAnswers, request_key
 
+DEFAULT_GENERATION_THREADS = 40
+"""Requests inside the engine at once unless the server says otherwise (anyio's own default pool size)."""
+
 DEFAULT_CHAT_MAX_TOKENS = 512
 """Chat requests without a token limit get this one (OpenAI's is the context; too slow on a CPU)."""
 
@@ -98,15 +101,30 @@ def create_app(
     max_tokens: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     memo_size: int = DEFAULT_MEMO_SIZE,
+    generation_threads: int = DEFAULT_GENERATION_THREADS,
 ) -> FastAPI:
     """Build the app; it serves exactly ``engine.model_id`` and runs generation off the event loop.
 
     ``max_tokens`` caps what one request may ask for (400 beyond it; None: only the context length caps
     it), so that one client cannot hold a batch row for hours; ``max_body_bytes`` caps request bodies (413);
-    ``memo_size`` seeded answers are remembered for repeats of their request (``_memo``; 0: none).
+    ``memo_size`` seeded answers are remembered for repeats of their request (``_memo``; 0: none);
+    ``generation_threads`` requests may be inside the engine at once (decoding or queued for a batch place).
     """
+    if generation_threads < 1:
+        raise ValueError(f"generation_threads must be at least 1, got {generation_threads}")
     app = FastAPI(title="sedi local teacher", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    # Each generation holds a worker thread until it ends. anyio's shared pool has 40, so without a pool of our own
+    # a server with --max-batch 96 (six benchmark runs of 16) never had more than 40 rows decoding: seen on
+    # 2026-12-07, 40 requests in the engine and 56 waiting in front of it. Made on first use: anyio 3 can only
+    # make a limiter inside the event loop.
+    threads: list[anyio.CapacityLimiter] = []
+
+    def generation_pool() -> anyio.CapacityLimiter:
+        if not threads:
+            threads.append(anyio.CapacityLimiter(generation_threads))
+        return threads[0]
+
     app.state.seeded = seeded = SeededAnswers(memo_size)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     token_cap = max_tokens  # the endpoints below use max_tokens for the request's own value
@@ -192,7 +210,7 @@ def create_app(
             watch.start_soon(cancel_on_disconnect)
             try:
                 # In a worker thread: a generation takes seconds and must not stall other requests.
-                result: GenerationResult = await anyio.to_thread.run_sync(call)
+                result: GenerationResult = await anyio.to_thread.run_sync(call, limiter=generation_pool())
             except Exception as exc:  # raised below, outside the task group (which would wrap it)
                 failure = exc
             watch.cancel_scope.cancel()
