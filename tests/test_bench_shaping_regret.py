@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs the script in a Python process
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_shaping_regret.py"
 
 

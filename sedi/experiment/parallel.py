@@ -16,7 +16,8 @@ subprocess rather than ``multiprocessing``: spawn re-runs the caller's main scri
 
 The shared server is the one a solo run would start (:class:`sedi.teacher.endpoint.LocalTeacher` on the first job's
 ``teacher`` settings: the same model, model id, device and dtype; jobs that differ there get a server each), with
-``--max-batch`` the sum of its jobs' ``teacher.concurrency``, so no request waits for a batch place. A run's
+``--max-batch`` the sum of its jobs' ``teacher.concurrency`` up to ``SHARED_MAX_BATCH`` (40); requests beyond it wait
+in the server's queue and take the places rows leave. A run's
 request keys, and so its response cache, never name the server's URL or port: a run started here resumes alone
 with the same cache, and its recorded config is the one a solo run records. Completions depend on what they
 were batched with (see :mod:`sedi.serve._decoding`) whether the server is shared or not.
@@ -42,6 +43,12 @@ from sedi.config.model import SediConfig
 from sedi.teacher.endpoint import LocalTeacher, local_endpoint
 
 Job = tuple[str, SediConfig, Path]  # (name, config, run directory)
+
+# Rows a shared server decodes together at most. Measured on 2026-12-07 on a 2-core AVX2 CPU (float32), 96 requests
+# of the default run's prompts (804 tokens, 96 completion tokens each) all in flight: 96 rows took 691 s, 40 rows
+# with the rest queued 565 s (0.81x the tokens/s with 96). Until that day the server's thread pool let only 40 in
+# whatever --max-batch said, so every benchmark so far ran at most 40 rows. Not measured on a GPU.
+SHARED_MAX_BATCH = 40
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,8 @@ def run_jobs(
             wait_s = max(jobs[i][1].teacher.local.startup_timeout_s for i in members)
             teacher = first.model_copy(update={"local": first.local.model_copy(update={"startup_timeout_s": wait_s})})
             where = log_dir if len(groups) == 1 else log_dir / f"teacher-{number}"
-            server = LocalTeacher(teacher, where, max_batch=sum(jobs[i][1].teacher.concurrency for i in members))
+            rows = min(SHARED_MAX_BATCH, sum(jobs[i][1].teacher.concurrency for i in members))
+            server = LocalTeacher(teacher, where, max_batch=rows)
             servers.append(server)
             try:
                 base_url = server.start().base_url
