@@ -7,7 +7,8 @@ default ``generation.shapes`` parameters) over the four shapes derived from the 
 teachers whose kept tasks per request are given, and compares calls per kept task with those of the settings' shape
 fixed (``generation.shaping: fixed``), round by round as a run plans them (evidence from earlier rounds only).
 
-    python scripts/bench_shaping_regret.py [--calls 150] [--per-round 16] [--seeds 200]
+    python scripts/bench_shaping_regret.py [--calls 150] [--per-round 16] [--seeds 200] [--floor 0.05]
+                                           [--min-tries 2] [--kept NAME=K0,K1,K2,K3 ...]
 
 Each scenario's kept tasks per request are drawn as Binomial(tasks asked, keep rate). Prints one JSON line: per
 scenario, the ratio of calls per kept task (learned over fixed; pooled over seeds, with the 2.5th and 97.5th
