@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=150, help="Generation requests per run.")
     parser.add_argument("--per-round", type=int, default=16, help="Requests per round (generation.calls_per_round).")
     parser.add_argument("--seeds", type=int, default=200, help="Simulated runs per scenario.")
-    shipped = GenerationConfig().shapes
+    defaults = GenerationConfig()
+    shipped = defaults.shapes
     parser.add_argument("--floor", type=float, default=shipped.floor, help="generation.shapes.floor")
     parser.add_argument("--min-tries", type=int, default=shipped.min_tries, help="generation.shapes.min_tries")
     parser.add_argument(
@@ -87,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     rule = ShapingRule(min_tries=args.min_tries, floor=args.floor, prior=shipped.prior)
     start = time.perf_counter()
-    shapes = GenerationConfig().shape_options()
+    shapes = defaults.shape_options()
     asked = [s.tasks_per_call for s in shapes]
     scenarios = dict(SCENARIOS)
     for item in args.kept:

@@ -114,16 +114,14 @@ def create_app(
         raise ValueError(f"generation_threads must be at least 1, got {generation_threads}")
     app = FastAPI(title="sedi local teacher", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+
     # Each generation holds a worker thread until it ends. anyio's shared pool has 40, so without a pool of our own
     # a server with --max-batch 96 (six benchmark runs of 16) never had more than 40 rows decoding: seen on
     # 2026-12-07, 40 requests in the engine and 56 waiting in front of it. Made on first use: anyio 3 can only
     # make a limiter inside the event loop.
-    threads: list[anyio.CapacityLimiter] = []
-
+    @functools.cache
     def generation_pool() -> anyio.CapacityLimiter:
-        if not threads:
-            threads.append(anyio.CapacityLimiter(generation_threads))
-        return threads[0]
+        return anyio.CapacityLimiter(generation_threads)
 
     app.state.seeded = seeded = SeededAnswers(memo_size)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
