@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sedi.base.hardware import offline_env
+from sedi.base.hardware import host_summary, offline_env
 from sedi.exceptions import ConfigError
 from sedi.experiment.arms import parse_arms
 from sedi.experiment.comparison import run_row, tabulate
@@ -149,6 +149,14 @@ BENCH_SETTINGS = (
     "student.heldout_generate=0",
 )
 
+# Said before a benchmark that will take hours longer than on the hosts its figures were measured on.
+SLOW_HOST = (
+    "note: no GPU and no native bf16 here (CPU capability {cpu_capability}, {cores} cores): the embedded teacher "
+    "computes in float32. On such a 2-core host the 150-call, 3-seed benchmark answered 2.5 calls a minute (about "
+    "6 h in all) against about 2 h 45 min with AVX512-BF16 (docs/results.md, 'The benchmark on a host without "
+    "native bf16')."
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,6 +193,9 @@ def main() -> None:
     command += ["--repeat", str(args.repeat), "--arms", ",".join(arms)]
     command += [] if args.sequential else ["--parallel"]
     command += [a for item in overrides for a in ("--set", item)]
+    host = host_summary()
+    if not host["native_bf16"] and host["gpu"] is None:
+        print(SLOW_HOST.format(**host), file=sys.stderr, flush=True)
     started = time.monotonic()
     with subprocess.Popen(command, env=offline_env(os.environ)) as comparison:
         while True:
@@ -198,7 +209,7 @@ def main() -> None:
     if code:
         sys.exit(code)
     result = summarise(json.loads((args.run_dir / "comparison.json").read_text()))
-    result.update(max_calls=args.max_calls, repeat=args.repeat, seconds=round(time.monotonic() - started, 1))
+    result.update(max_calls=args.max_calls, repeat=args.repeat, seconds=round(time.monotonic() - started, 1), host=host)
     print(json.dumps(result))
 
 

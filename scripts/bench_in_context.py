@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from sedi.base.hardware import offline_env
+from sedi.base.hardware import host_summary, offline_env
 from sedi.config.model import SediConfig, load_config
 from sedi.exceptions import ConfigError
 from sedi.experiment.arms import ARMS, parse_arms, resolve
@@ -127,7 +127,7 @@ def main() -> None:
             list(pool.map(lambda job: _run(job[0], job[1], threads), jobs))
     rows = {arm: [_row(args.run_dir / f"seed-{seed}" / arm) for seed in seeds] for arm in arms}
     result = summarise(rows) | {"seeds": seeds, "max_calls": args.max_calls}
-    print(json.dumps(result | {"seconds": round(time.monotonic() - started, 1)}))
+    print(json.dumps(result | {"seconds": round(time.monotonic() - started, 1), "host": host_summary()}))
 
 
 if __name__ == "__main__":

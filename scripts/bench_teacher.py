@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from sedi.base.hardware import go_offline
+from sedi.base.hardware import go_offline, host_summary
 
 go_offline()  # before transformers is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as sedi.serve.serve does
@@ -110,6 +110,7 @@ def main() -> None:
     for concurrency in levels[1:] if levels[0] == 1 else []:
         out[f"speedup_c{concurrency}"] = round(out[f"tokens_per_s_c{concurrency}"] / out["tokens_per_s_c1"], 2)
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)  # > cores: another process shared the CPU
+    out["host"] = host_summary()
     print(json.dumps(out))
 
 

@@ -170,6 +170,7 @@ def main() -> None:
     if not (backends or args.start_embedded or args.start_llama):
         parser.exit(2, "error: no backend: give --url NAME=BASE_URL, --start-embedded or --start-llama\n")
 
+    from sedi.base.hardware import host_summary
     from sedi.teacher.endpoint import LocalTeacher
 
     # A round's own requests (the same for every backend): the embedded server answers a repeated seeded request from
@@ -205,6 +206,7 @@ def main() -> None:
         summary["ratio_over_baseline"] = {n: round(r / rates[first], 2) for n, r in rates.items()}
         summary["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         summary["logs"] = str(logs)
+        summary["host"] = host_summary()
         print(json.dumps(summary))
     finally:
         if embedded is not None:

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sedi.base.hardware import go_offline
+from sedi.base.hardware import go_offline, host_summary
 
 go_offline()  # before transformers is imported
 
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "tokens_per_s": round(totals["completion_tokens"] / seconds, 2) if seconds else None,
         "concurrency": args.concurrency,
+        "host": host_summary(),
     }
     print(json.dumps(result))
     return 0

@@ -25,6 +25,22 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def host_summary() -> dict[str, object]:
+    """What a benchmark's figures depend on, for its JSON line: the same benchmark took about 2 h 45 min on a 2-core
+    host with AVX512-BF16 and about 6 h on one with AVX2 only, where the embedded teacher computes in float32
+    (docs/results.md), so figures from different kinds of host are never compared."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_native_bf16(),
+        "cores": cores,
+        "gpu": gpu,
+    }
+
+
 def go_offline() -> None:
     """Set the Hugging Face offline variables in this process unless the user set them (``sedi export --push``
     is the one command that may reach the Hub, and runs without this)."""
