@@ -158,6 +158,11 @@ SLOW_HOST = (
 )
 
 
+def slow_host_note(host: dict[str, Any]) -> str | None:
+    """The note printed before starting on ``host`` (``host_summary()``): only where the teacher runs in float32."""
+    return SLOW_HOST.format(**host) if not host["native_bf16"] and host["gpu"] is None else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-api"))
@@ -194,8 +199,8 @@ def main() -> None:
     command += [] if args.sequential else ["--parallel"]
     command += [a for item in overrides for a in ("--set", item)]
     host = host_summary()
-    if not host["native_bf16"] and host["gpu"] is None:
-        print(SLOW_HOST.format(**host), file=sys.stderr, flush=True)
+    if note := slow_host_note(host):
+        print(note, file=sys.stderr, flush=True)
     started = time.monotonic()
     with subprocess.Popen(command, env=offline_env(os.environ)) as comparison:
         while True:

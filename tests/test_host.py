@@ -21,6 +21,11 @@ def test_the_host_summary_is_what_torch_and_the_os_report_and_survives_json() ->
     assert json.loads(json.dumps(host)) == host
 
 
-def test_the_headline_benchmark_names_a_slow_host_before_it_starts() -> None:
-    note = load_script("bench_api_efficiency").SLOW_HOST.format(**host_summary())
-    assert f"CPU capability {torch.backends.cpu.get_cpu_capability()}" in note and "float32" in note
+def test_the_headline_benchmark_names_a_slow_host_and_only_a_slow_one() -> None:
+    note_for = load_script("bench_api_efficiency").slow_host_note
+    here = host_summary()
+    avx2 = here | {"cpu_capability": "AVX2", "native_bf16": False, "gpu": None, "cores": 2}
+    note = note_for(avx2)
+    assert note is not None and "CPU capability AVX2, 2 cores" in note and "float32" in note
+    assert note_for(avx2 | {"native_bf16": True, "cpu_capability": "AVX512"}) is None
+    assert note_for(avx2 | {"gpu": "NVIDIA H100 80GB HBM3"}) is None
