@@ -3,7 +3,9 @@
 Prompt ``i`` is the default run's alpaca-style completion prompt showing ``--in-context`` human seed tasks
 (the shipped 175 Self-Instruct seeds), drawn by ``random.Random(f"{seed}:{i}")``; the request carries the
 default sampling settings (temperature 1.0, top_p 0.9, max_tokens 384, stops "Task 16" and three newlines) and
-the run's per-request seed (``sedi.stages.generation.request_seed``). Because no prompt shows a machine task, the
+the run's per-request seed (``sedi.stages.generation.request_seed``); ``--presence-penalty`` and
+``--frequency-penalty`` (default 0, as the run's) record the same prompts under other sampling settings, each in its
+own file (every record names its penalties). Because no prompt shows a machine task, the
 stream is the same whichever filter later judges it: ``scripts/bench_filter_replay.py`` replays it through the
 Self-Instruct and the SeDi filters.
 
@@ -98,9 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-context", type=int, default=6, help="Human seed tasks per prompt (run default: 6).")
     parser.add_argument("--base-url", default=None, help="Use this running server instead of starting one.")
     parser.add_argument("--model", default="gemma-3-270m", help="Model name sent (what the server reports).")
+    parser.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI presence penalty (run: 0).")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI frequency penalty (run: 0).")
     args = parser.parse_args(argv)
+    penalties = {"presence_penalty": args.presence_penalty, "frequency_penalty": args.frequency_penalty}
     if args.n < 1 or args.concurrency < 1 or not 1 <= args.in_context <= 175:
         print("record_stream.py: --n and --concurrency must be >= 1, --in-context 1..175", file=sys.stderr)
+        return 2
+    if not all(-2 <= value <= 2 for value in penalties.values()):
+        print("record_stream.py: --presence-penalty and --frequency-penalty must be within -2..2", file=sys.stderr)
         return 2
 
     import openai
@@ -118,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{args.out}: holds responses of another --seed (index {mismatched[0]}): use a new --out", file=sys.stderr
         )
+        return 2
+    # records written before the penalties were recorded had none
+    other = [r["index"] for r in records if any(r.get(k, 0.0) != v for k, v in penalties.items())]
+    if other:
+        print(f"{args.out}: holds responses of other penalties (index {other[0]}): use a new --out", file=sys.stderr)
         return 2
     done = {int(r["index"]) for r in records}
     pending = list(todo(done, args.n))
@@ -144,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             top_p=sampling.top_p,
             stop=list(sampling.stop),
             seed=request_seed,
+            **penalties,
         )
         choice, usage = completion.choices[0], completion.usage
         record = {
@@ -155,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "finish_reason": choice.finish_reason,
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
+            **penalties,
         }
         line = (json.dumps(record) + "\n").encode()
         with lock:
@@ -190,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "tokens_per_s": round(totals["completion_tokens"] / seconds, 2) if seconds else None,
         "concurrency": args.concurrency,
+        **penalties,
         "host": host_summary(),
     }
     print(json.dumps(result))

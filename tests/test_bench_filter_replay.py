@@ -51,7 +51,11 @@ def block(instruction: str, output: str = "A fine answer.") -> str:
 
 def response(instructions: list[str], finish: str = "stop", last_output: str = "A fine answer.") -> str:
     """An alpaca-style continuation of a 6-task completion prompt (it starts inside Task 7's instruction)."""
-    blocks = [block(i) for i in instructions[:-1]] + [block(instructions[-1], last_output)]
+    return continuation([block(i) for i in instructions[:-1]] + [block(instructions[-1], last_output)])
+
+
+def continuation(blocks: list[str]) -> str:
+    """Task blocks as the teacher continues a completion prompt that ends inside Task 7's instruction."""
     return " " + blocks[0] + "".join(f"\nTask {8 + n}\nInstruction: {b}" for n, b in enumerate(blocks[1:]))
 
 
@@ -179,3 +183,70 @@ def test_the_recorder_resumes_a_killed_recording_without_asking_again(tmp_path: 
     assert {s.body["temperature"] for s in seen} == {1.0} and {s.body["max_tokens"] for s in seen} == {384}
     assert all(len(r["in_context"]) == 6 and r["in_context"][0].startswith("seed_task_") for r in records)
     assert all(s.body["prompt"].endswith("Task 7\nInstruction:") for s in seen)
+    assert {s.body["presence_penalty"] for s in seen} == {0.0}  # the run's sampling settings
+
+
+def test_the_recorder_keeps_each_penalty_setting_in_its_own_file(tmp_path: Path) -> None:
+    from sedi.serve import create_app
+    from tests.scripted_teacher import ScriptedEngine
+
+    out = tmp_path / "presence1.jsonl.gz"
+    engine: Any = ScriptedEngine(model_id="gemma-3-270m")
+    with serve_app(create_app(engine)) as served:
+        common = ["--out", str(out), "--base-url", served.base_url, "--concurrency", "2", "--n", "3"]
+        assert script("record_stream", *common, "--presence-penalty", "1").returncode == 0
+        assert [s.body["presence_penalty"] for s in served.counter.seen] == [1.0] * 3
+        assert {s.body["frequency_penalty"] for s in served.counter.seen} == {0.0}
+        # the same prompts under another penalty would mix two settings in one stream
+        done = script("record_stream", *common[:-1], "4")
+        assert done.returncode == 2 and "other penalties" in done.stderr and str(out) in done.stderr
+        done = script("record_stream", *common, "--frequency-penalty", "3")
+        assert done.returncode == 2 and "--frequency-penalty" in done.stderr
+        assert served.request_counts["/v1/completions"] == 3
+    assert {r["presence_penalty"] for r in read_stream(out)} == {1.0}
+
+
+def sampling_stream(path: Path, kept_each: int, missing_each: int, indices: range, **fields: Any) -> None:
+    """Responses whose first ``kept_each`` tasks are fresh and whose next ``missing_each`` have no output."""
+    rng = random.Random(str(path))
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for index in indices:
+            tasks = [f"Describe {' '.join(rng.sample(WORDS, 9))}" for _ in range(kept_each + missing_each)]
+            blocks = [block(t) for t in tasks[:kept_each]] + [
+                f"{t}\nInput: <noinput>\nOutput:\n" for t in tasks[kept_each:]
+            ]
+            record = {"index": index, "stream_seed": 0, "request_seed": index, "in_context": []}
+            record["text"] = continuation(blocks)
+            record |= {"finish_reason": "stop", "prompt_tokens": 400, "completion_tokens": 100} | fields
+            handle.write(json.dumps(record) + "\n")
+
+
+def test_sampling_streams_pair_the_same_prompts_and_say_which_keeps_more(tmp_path: Path) -> None:
+    base, penalised, same = (tmp_path / f"{name}.jsonl.gz" for name in ("base", "presence1", "same"))
+    sampling_stream(base, 3, 0, range(8))  # no penalties recorded: as the first streams were written
+    sampling_stream(penalised, 1, 2, range(7), presence_penalty=1.0, frequency_penalty=0.0)
+    sampling_stream(same, 3, 0, range(8), presence_penalty=0.0, frequency_penalty=0.5)
+    done = script("bench_sampling_streams", "--streams", f"{base},{penalised},{same}", "--bootstrap", "200")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["prompts_compared"] == 7  # index 7 is only in two of the streams
+    assert result["settings_0"] == {"presence_penalty": 0.0, "frequency_penalty": 0.0}
+    assert result["settings_1"] == {"presence_penalty": 1.0, "frequency_penalty": 0.0}
+    assert result["kept_per_request_0"] == 3 and result["kept_per_request_1"] == 1
+    assert result["candidates_per_request_1"] == 3 and result["rule_shares_1"]["missing_output"] == round(2 / 3, 3)
+    assert result["completion_tokens_per_kept_1"] == 100 and result["completion_tokens_per_kept_0"] == round(100 / 3, 1)
+    # every prompt keeps a third as many: the interval is the point, and a third of the tasks is more calls per task
+    assert result["kept_ratio_1"] == 0.333 and result["kept_ratio_1_ci95"] == [0.333, 0.333]
+    assert result["calls_per_kept_verdict_1"] == "more"
+    assert result["kept_ratio_2"] == 1 and result["calls_per_kept_verdict_2"] == "no clear difference in"
+
+    other_seed = tmp_path / "other.jsonl.gz"
+    sampling_stream(other_seed, 3, 0, range(4))
+    with gzip.open(other_seed, "rt", encoding="utf-8") as handle:
+        records = [json.loads(line) | {"stream_seed": 1} for line in handle]
+    with gzip.open(other_seed, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records)
+    done = script("bench_sampling_streams", "--streams", f"{base},{other_seed}")
+    assert done.returncode == 2 and "--seed" in done.stderr
+    done = script("bench_sampling_streams", "--streams", str(base))
+    assert done.returncode == 2 and "at least two" in done.stderr
