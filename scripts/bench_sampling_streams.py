@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -37,6 +38,11 @@ PENALTIES = ("presence_penalty", "frequency_penalty")
 def settings(records: list[dict[str, Any]]) -> dict[str, float]:
     """A stream's penalties (records from before they were recorded had none: 0)."""
     return {key: float(records[0].get(key, 0.0)) if records else 0.0 for key in PENALTIES}
+
+
+def inverse(kept_ratio: float) -> float:
+    """Calls per kept task over the base's, from kept tasks per request over the base's (none kept: infinite)."""
+    return math.inf if kept_ratio == 0 else 1 / kept_ratio
 
 
 def ratio_interval(base: np.ndarray, other: np.ndarray, resamples: int, seed: int) -> list[float] | None:
@@ -110,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         interval = ratio_interval(base, kept, args.bootstrap, args.seed)
         out[f"kept_ratio_{number}"] = None if point is None else round(point, 3)
         out[f"kept_ratio_{number}_ci95"] = interval
-        calls = None if interval is None or min(interval) <= 0 else (1 / interval[1], 1 / interval[0])
-        out[f"calls_per_kept_verdict_{number}"] = verdict(None if not point else 1 / point, calls)
+        calls = None if interval is None else (inverse(interval[1]), inverse(interval[0]))
+        out[f"calls_per_kept_verdict_{number}"] = verdict(None if point is None else inverse(point), calls)
     out["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(out))
     return 0

@@ -226,7 +226,10 @@ def test_sampling_streams_pair_the_same_prompts_and_say_which_keeps_more(tmp_pat
     sampling_stream(base, 3, 0, range(8))  # no penalties recorded: as the first streams were written
     sampling_stream(penalised, 1, 2, range(7), presence_penalty=1.0, frequency_penalty=0.0)
     sampling_stream(same, 3, 0, range(8), presence_penalty=0.0, frequency_penalty=0.5)
-    done = script("bench_sampling_streams", "--streams", f"{base},{penalised},{same}", "--bootstrap", "200")
+    broken = tmp_path / "broken.jsonl.gz"
+    sampling_stream(broken, 0, 3, range(8), presence_penalty=2.0)  # keeps nothing: infinitely many calls per task
+    streams = f"{base},{penalised},{same},{broken}"
+    done = script("bench_sampling_streams", "--streams", streams, "--bootstrap", "200")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["prompts_compared"] == 7  # index 7 is only in two of the streams
@@ -239,6 +242,8 @@ def test_sampling_streams_pair_the_same_prompts_and_say_which_keeps_more(tmp_pat
     assert result["kept_ratio_1"] == 0.333 and result["kept_ratio_1_ci95"] == [0.333, 0.333]
     assert result["calls_per_kept_verdict_1"] == "more"
     assert result["kept_ratio_2"] == 1 and result["calls_per_kept_verdict_2"] == "no clear difference in"
+    assert result["kept_ratio_3"] == 0 and result["calls_per_kept_verdict_3"] == "more"
+    assert result["completion_tokens_per_kept_3"] is None
 
     other_seed = tmp_path / "other.jsonl.gz"
     sampling_stream(other_seed, 3, 0, range(4))
