@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
               "record every stream with the base's --seed", file=sys.stderr)  # fmt: skip
         return 2
 
+    common = sorted(set.intersection(*({int(r["index"]) for r in records} for records in streams)))
+    if not common:
+        print("--streams: no prompt index is in every stream: record the same --n of each", file=sys.stderr)
+        return 2
+
     from sedi.config.model import SediConfig
     from sedi.config.seeds import load_seed_tasks
     from sedi.report.stats import verdict
@@ -84,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     from sedi.stages.filtering import TaskFilter
 
     started = time.monotonic()
-    common = sorted(set.intersection(*({int(r["index"]) for r in records} for records in streams)))
     seeds = [t.instruction for t in load_seed_tasks(None)]
     config = SediConfig.model_validate({"method": args.method})
     threshold = config.filter.threshold_for(args.method)

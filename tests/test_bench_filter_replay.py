@@ -255,3 +255,7 @@ def test_sampling_streams_pair_the_same_prompts_and_say_which_keeps_more(tmp_pat
     assert done.returncode == 2 and "--seed" in done.stderr
     done = script("bench_sampling_streams", "--streams", str(base))
     assert done.returncode == 2 and "at least two" in done.stderr
+    disjoint = tmp_path / "later.jsonl.gz"
+    sampling_stream(disjoint, 3, 0, range(8, 10))
+    done = script("bench_sampling_streams", "--streams", f"{base},{disjoint}")
+    assert done.returncode == 2 and "no prompt index" in done.stderr
