@@ -45,6 +45,8 @@ def inverse(kept_ratio: float) -> float:
     return math.inf if kept_ratio == 0 else 1 / kept_ratio
 
 
+# Not sedi.report.stats.bootstrap_ratio_ci (the same resampling, prompts as the rounds of one seed): it gives no
+# interval when an arm keeps nothing, and a setting that breaks the format so badly is what this script must name.
 def ratio_interval(base: np.ndarray, other: np.ndarray, resamples: int, seed: int) -> list[float] | None:
     """95% percentile-bootstrap interval of sum(other) / sum(base), prompts resampled together."""
     picks = np.random.default_rng(seed).integers(0, len(base), size=(resamples, len(base)))
@@ -96,13 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"streams": [str(p) for p in paths], "method": args.method, "prompts_compared": len(common)}
     kept_by_stream: list[np.ndarray] = []
     compared = set(common)
-    for number, records in enumerate(streams):
-        records = [r for r in records if int(r["index"]) in compared]
-        encode = LazyEncoder(None, cache, config.filter.embedding_precision, config.filter.embedding_backend)
-        try:  # a fresh filter per stream: each starts from the seeds alone, like the first round of a run
+    # one encoder for every stream (the model loads once); a fresh filter per stream: each starts from the seeds
+    # alone, like the first round of a run
+    encode = LazyEncoder(None, cache, config.filter.embedding_precision, config.filter.embedding_backend)
+    tallies = []
+    try:
+        for records in streams:
+            records = [r for r in records if int(r["index"]) in compared]
             tally = judge_stream(records, TaskFilter(config, seeds, encode), len(seeds), 1, args.method, threshold)
-        finally:
-            encode.close()
+            tallies.append((records, tally))
+    finally:
+        encode.close()
+    for number, (records, tally) in enumerate(tallies):
         kept = Counter(d["index"] for d in tally.decisions if d["verdict"] == "kept")
         kept_by_stream.append(np.array([kept[i] for i in common], dtype=float))
         n, tokens = len(records), sum(r.get("completion_tokens") or 0 for r in records)
