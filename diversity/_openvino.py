@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -142,11 +143,21 @@ class OpenVinoRunner:
         import openvino as ov
         import torch
 
-        with torch.no_grad(), warnings.catch_warnings():
-            # Tracing warns about Python-level branches on shapes; the converted graph keeps both lengths dynamic,
-            # and tests compare its vectors with torch's on texts of many lengths.
-            warnings.simplefilter("ignore")
-            converted = ov.convert_model(_wrapper(self._model, self._inputs), example_input=tuple(example.values()))
+        # Tracing asks hasattr() of every attribute of every module, and transformers' loss_function property
+        # then logs "`loss_type=None` was set in the config but it is unrecognized" for an encoder that never
+        # computes a loss: the one stray line in `sedi run`'s output (seen 2026-12-08). Quiet only while tracing.
+        modeling_log = logging.getLogger("transformers.modeling_utils")
+        level = modeling_log.level
+        modeling_log.setLevel(logging.ERROR)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                # Tracing warns about Python-level branches on shapes; the converted graph keeps both lengths
+                # dynamic, and tests compare its vectors with torch's on texts of many lengths.
+                warnings.simplefilter("ignore")
+                model = _wrapper(self._model, self._inputs)
+                converted = ov.convert_model(model, example_input=tuple(example.values()))
+        finally:
+            modeling_log.setLevel(level)
         for port, name in zip(converted.inputs, self._inputs, strict=True):
             port.get_tensor().set_names({name})
         return converted

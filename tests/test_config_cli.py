@@ -254,3 +254,13 @@ def test_the_exit_codes_are_listed_in_run_help_and_the_readme() -> None:
         assert f"{code} {words}" in text, text
         assert f"\n| {code} |" in readme, code
     assert len({EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED, 0}) == 5
+
+
+def test_the_run_summary_counts_the_students_steps_in_words() -> None:
+    from sedi.cli.running import student_line
+
+    summary = {"heldout_loss": 2.5634, "heldout_rouge_l": None, "seed_pool_size": 177, "promotions": 2}
+    summary |= {"demotions": 0}
+    one = student_line({**summary, "train_steps": 1})
+    assert one == "student: 1 step, held-out loss 2.563; seed pool 177 (2 promoted, 0 demoted)"  # was "1 steps"
+    assert student_line({**summary, "train_steps": 3}).startswith("student: 3 steps, held-out loss 2.563;")

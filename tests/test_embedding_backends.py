@@ -132,3 +132,18 @@ def test_auto_falls_back_to_torch_when_openvino_fails_and_openvino_says_why(
     np.testing.assert_allclose(encoder.encode(texts[:4]), torch_vectors[:4], atol=1e-6)
     with pytest.raises(RuntimeError, match="no kernel for this CPU"):
         Encoder(device="cpu", precision="float32", backend="openvino")
+
+
+def test_converting_prints_no_stray_loss_warning(capfd: pytest.CaptureFixture[str]) -> None:
+    """Tracing touched transformers' loss_function property, whose warning was the one stray line of `sedi run`."""
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.warning_once.cache_clear()  # a warning logged earlier in this process would hide it
+    level = logging.getLogger("transformers.modeling_utils").level
+    capfd.readouterr()
+    encoder = Encoder(device="cpu", precision="float32", backend="openvino")  # no compiled_cache: converts here
+    assert encoder.backend == "openvino"
+    assert "loss_type" not in capfd.readouterr().err
+    assert logging.getLogger("transformers.modeling_utils").level == level  # quiet only while converting

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,9 @@ def test_a_run_stops_by_the_rule_says_why_and_a_rerun_does_not_resume_paying(
     got = status(run_dir)
     assert got["state"] == "finished" and "run.stop_when" in got["outcome"]
     assert got["calls"] == 4  # two rounds of 2 calls, two evaluations, then the rule stopped it
+    said = re.search(r"student: (\d+) (steps?)\b", first.stderr)  # the summary line counts steps in words
+    assert said and int(said[1]) == got["train_steps"] > 0, first.stderr
+    assert (said[2] == "step") == (got["train_steps"] == 1)  # "1 step", "3 steps"
     assert [r[0] for r in rows(run_dir, "SELECT round FROM rounds ORDER BY round")] == [0, 1]
     again = sedi(*args)
     assert again.returncode == 0, again.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,20 +54,24 @@ def run(
         + (f" (keep rate {rate:.0%}, {per_kept:.2f} calls per kept task)" if rate is not None and per_kept else "")
     )
     if summary["train_steps"]:
-        loss, rouge = summary["heldout_loss"], summary["heldout_rouge_l"]
-        console.print(
-            f"student: {summary['train_steps']} steps"
-            + (f", held-out loss {loss:.3f}" if loss is not None else "")
-            + (f", held-out ROUGE-L {rouge:.3f}" if rouge is not None else "")
-            + f"; seed pool {summary['seed_pool_size']} ({summary['promotions']} promoted, "
-            f"{summary['demotions']} demoted)"
-        )
+        console.print(student_line(summary))
     top = ", ".join(f"{rule} {n}" for rule, n in list(summary["rejected_by_rule"].items())[:6])
     if top:
         console.print(f"rejected by: {top}")
     console.print(f"data: {run_dir / 'data' / 'kept.jsonl'} (chat format: {run_dir / 'data' / 'train.jsonl'})")
     if outcome.state == "budget_exhausted":
         raise typer.Exit(EXIT_BUDGET)  # the data so far is written; a script can tell this from a finished run
+
+
+def student_line(summary: dict[str, Any]) -> str:
+    """The run summary's line on the student, from ``read_summary``'s fields."""
+    steps, loss, rouge = summary["train_steps"], summary["heldout_loss"], summary["heldout_rouge_l"]
+    return (
+        f"student: {steps} step{'' if steps == 1 else 's'}"
+        + (f", held-out loss {loss:.3f}" if loss is not None else "")
+        + (f", held-out ROUGE-L {rouge:.3f}" if rouge is not None else "")
+        + f"; seed pool {summary['seed_pool_size']} ({summary['promotions']} promoted, {summary['demotions']} demoted)"
+    )
 
 
 def compare(
