@@ -57,7 +57,8 @@ def level(engine: Any, texts: list[str], concurrency: int, max_tokens: int) -> d
                 tokens.append(result.completion_tokens)
                 finishes.append(result.finish_reason)
 
-    before = engine.scheduler.stats.steps, engine.scheduler.stats.rows_decoded
+    stats = engine.scheduler.stats
+    before = stats.steps, stats.rows_decoded, stats.prefill_s, stats.decode_s
     started = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for thread in threads:
@@ -65,14 +66,18 @@ def level(engine: Any, texts: list[str], concurrency: int, max_tokens: int) -> d
     for thread in threads:
         thread.join()
     seconds = time.monotonic() - started
-    steps = engine.scheduler.stats.steps - before[0]
-    rows = engine.scheduler.stats.rows_decoded - before[1]
+    steps = stats.steps - before[0]
+    rows = stats.rows_decoded - before[1]
     return {
         "tokens_per_s": round(sum(tokens) / seconds, 2),
         "seconds": round(seconds, 2),
         "tokens": sum(tokens),
         "length_finishes": finishes.count("length"),
         "mean_batch": round(rows / steps, 2) if steps else 0.0,
+        # The engine thread's seconds in prompts (prefill) and in decoding steps (the rest of ``seconds`` is idle).
+        "prefill_s": round(stats.prefill_s - before[2], 1),
+        "decode_s": round(stats.decode_s - before[3], 1),
+        "mean_step_s": round((stats.decode_s - before[3]) / steps, 3) if steps else 0.0,
     }
 
 

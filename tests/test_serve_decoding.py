@@ -142,12 +142,15 @@ def test_batched_rows_keep_their_own_settings_and_results(engine: Engine) -> Non
         jobs.append((PROMPTS[index % len(PROMPTS)], 6 + 5 * index, settings))
     singles = [engine.generate(prompt, max_tokens=limit, **settings) for prompt, limit, settings in jobs]
     largest_before = engine.scheduler.stats.largest_batch
+    timed_before = engine.scheduler.stats.prefill_s, engine.scheduler.stats.decode_s
     batched = concurrently(
         [lambda p=p, n=n, s=s: engine.generate(p, max_tokens=n, **s) for p, n, s in jobs],  # type: ignore[misc]
         engine,
     )
     # Every request that needs a decoding step (more than the token its prefill chose) decoded in one batch.
     assert engine.scheduler.stats.largest_batch == sum(r.completion_tokens > 1 for r in singles) > largest_before
+    # The engine thread's time is split between prompts and decoding steps, both counted (bench_teacher reports them).
+    assert engine.scheduler.stats.prefill_s > timed_before[0] and engine.scheduler.stats.decode_s > timed_before[1]
     # float32: batching changes no logit enough to change a greedy pick or a seeded draw here.
     assert batched == singles
     assert [r.completion_tokens for r in batched] == [r.completion_tokens for r in singles]

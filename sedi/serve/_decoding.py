@@ -81,6 +81,10 @@ class BatchStats:
     largest_batch: int = 0
     finished: int = 0
     cancelled: int = 0
+    # Seconds of the decoding thread in prefills (a joining request's prompt) and in decoding steps: on a CPU the
+    # prompts' length can cost as much as the tokens written (docs/results.md, the host without native bf16).
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
 
 
 class Scheduler:
@@ -178,6 +182,7 @@ class Scheduler:
             if job.cancel.is_set():
                 self._finish(job, cancelled=True)
                 continue
+            started = time.perf_counter()
             try:
                 cache = DynamicCache(config=self.model.config)
                 input_ids = torch.tensor([job.prompt_ids], device=self.device)
@@ -193,6 +198,8 @@ class Scheduler:
                 logger.exception("prefill failed")
                 job.future.set_exception(exc)
                 continue
+            finally:
+                self.stats.prefill_s += time.perf_counter() - started
             if self.is_done(job):
                 self._finish(job)
                 continue
@@ -226,6 +233,7 @@ class Scheduler:
             if not batch.jobs:
                 return
         assert batch.mask is not None
+        started = time.perf_counter()
         rows = len(batch.jobs)
         self.stats.steps += 1
         self.stats.rows_decoded += rows
@@ -249,6 +257,7 @@ class Scheduler:
         keep = [index for index, job in enumerate(batch.jobs) if not self._leaves(job)]
         if len(keep) < rows:
             self._shrink(batch, keep)
+        self.stats.decode_s += time.perf_counter() - started
 
     def _choose(self, job: Job, logits: torch.Tensor, ids: list[int]) -> None:
         # As model.generate: float32 scores, processors in order, then the sampler as its last processor (which
