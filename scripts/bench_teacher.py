@@ -3,7 +3,8 @@
 Loads the bundled Gemma-3-270m engine and calls it directly from client threads (the HTTP layer adds
 no decoding work), with the run's own kind of request: a completion prompt of 6 seed tasks, temperature
 1.0, top_p 0.9, stops ["Task 16", "\\n\\n\\n"]. Each level keeps ``concurrency`` requests in flight until
-``requests`` have completed; tokens/s counts completion tokens (usage) over wall-clock seconds.
+``requests`` have completed; tokens/s counts completion tokens (usage) over wall-clock seconds, and
+``prefill_s``/``decode_s`` split the engine thread's time between prompts and decoding steps.
 Prints one JSON line. The CPU may be shared with other work: compare the speedups, which divide out
 most of that, rather than absolute rates across runs.
 
