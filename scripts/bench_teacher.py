@@ -14,6 +14,7 @@ most of that, rather than absolute rates across runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -59,7 +60,7 @@ def level(engine: Any, texts: list[str], concurrency: int, max_tokens: int) -> d
                 finishes.append(result.finish_reason)
 
     stats = engine.scheduler.stats
-    before = stats.steps, stats.rows_decoded, stats.prefill_s, stats.decode_s
+    before = dataclasses.replace(stats)  # a snapshot: this level's figures are the differences
     started = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for thread in threads:
@@ -67,8 +68,9 @@ def level(engine: Any, texts: list[str], concurrency: int, max_tokens: int) -> d
     for thread in threads:
         thread.join()
     seconds = time.monotonic() - started
-    steps = stats.steps - before[0]
-    rows = stats.rows_decoded - before[1]
+    steps = stats.steps - before.steps
+    rows = stats.rows_decoded - before.rows_decoded
+    decode_s = stats.decode_s - before.decode_s
     return {
         "tokens_per_s": round(sum(tokens) / seconds, 2),
         "seconds": round(seconds, 2),
@@ -76,9 +78,9 @@ def level(engine: Any, texts: list[str], concurrency: int, max_tokens: int) -> d
         "length_finishes": finishes.count("length"),
         "mean_batch": round(rows / steps, 2) if steps else 0.0,
         # The engine thread's seconds in prompts (prefill) and in decoding steps (the rest of ``seconds`` is idle).
-        "prefill_s": round(stats.prefill_s - before[2], 1),
-        "decode_s": round(stats.decode_s - before[3], 1),
-        "mean_step_s": round((stats.decode_s - before[3]) / steps, 3) if steps else 0.0,
+        "prefill_s": round(stats.prefill_s - before.prefill_s, 1),
+        "decode_s": round(decode_s, 1),
+        "mean_step_s": round(decode_s / steps, 3) if steps else 0.0,
     }
 
 

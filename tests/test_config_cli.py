@@ -259,8 +259,7 @@ def test_the_exit_codes_are_listed_in_run_help_and_the_readme() -> None:
 def test_the_run_summary_counts_the_students_steps_in_words() -> None:
     from sedi.cli.running import student_line
 
-    summary = {"heldout_loss": 2.5634, "heldout_rouge_l": None, "seed_pool_size": 177, "promotions": 2}
-    summary |= {"demotions": 0}
+    summary = {"heldout_loss": 2.5634, "heldout_rouge_l": None, "seed_pool_size": 177, "promotions": 2, "demotions": 0}
     one = student_line({**summary, "train_steps": 1})
     assert one == "student: 1 step, held-out loss 2.563; seed pool 177 (2 promoted, 0 demoted)"  # was "1 steps"
     assert student_line({**summary, "train_steps": 3}).startswith("student: 3 steps, held-out loss 2.563;")
